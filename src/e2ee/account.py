@@ -1,0 +1,640 @@
+"""A device's long-term identity and prekeys; it starts and accepts sessions.
+
+The account holds one Ed25519 identity key (converted to X25519 for DH), the current signed
+prekey with its last-resort ML-KEM-1024 companion, recently replaced signed prekeys (for a grace
+period), and batches of one-time X25519 and ML-KEM-1024 prekeys, each signed.
+
+``accept_session`` stages everything: the one-time prekeys it used are deleted, and the base key
+of a first message that used no one-time prekey is remembered, only after the first message has
+authenticated. A tampered initial message leaves the account byte-identical.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from e2ee.config import DEFAULT_CONFIG, SessionConfig
+from e2ee.crypto import primitives
+from e2ee.crypto.provider import Provider, default_provider
+from e2ee.errors import (
+    AuthenticationError,
+    DuplicateMessageError,
+    HandshakeError,
+    PrekeyExhaustedError,
+    StateError,
+)
+from e2ee.handshake import pqxdh, signing
+from e2ee.limits import (
+    ED25519_KEY_SIZE,
+    ED25519_SIGNATURE_SIZE,
+    MAX_BASE_KEYS_PER_PREKEY,
+    MAX_COUNTER,
+    MAX_OLD_SIGNED_PREKEYS,
+    MAX_ONE_TIME_PREKEYS,
+    MAX_SIGNED_PREKEY_AGE,
+    MAX_SIGNED_PREKEY_FUTURE_SKEW,
+    MLKEM1024_PUBLIC_KEY_SIZE,
+    MLKEM1024_SEED_SIZE,
+    SIGNED_PREKEY_GRACE_PERIOD,
+    TYPE_ACCOUNT_STATE,
+    X25519_KEY_SIZE,
+)
+from e2ee.ratchet.double_ratchet import RatchetState
+from e2ee.session import INITIATOR, RESPONDER, Session
+from e2ee.state import Fields, check_bytes, check_uint, dump, load
+from e2ee.wire.messages import InitialFields, PreKeyBundle, parse_message
+
+
+@dataclass(slots=True)
+class _SignedPrekey:
+    prekey_id: int
+    timestamp: int
+    private: bytes
+    public: bytes
+    signature: bytes
+    kem_id: int | None
+    kem_seed: bytes | None
+    kem_public: bytes | None
+    seen_base_keys: set[bytes] = field(default_factory=set)
+    retired_at: int | None = None
+
+
+@dataclass(slots=True)
+class _OneTimePrekey:
+    private: bytes
+    public: bytes
+    signature: bytes
+    published: bool = False
+
+
+def _now(now: int | None) -> int:
+    return int(time.time()) if now is None else now
+
+
+class Account:
+    """A device's identity and prekeys. Persist it with :meth:`to_bytes` after every change."""
+
+    __slots__ = (
+        "_identity_dh_private",
+        "_identity_key",
+        "_identity_seed",
+        "_next_prekey_id",
+        "_one_time_kem_prekeys",
+        "_one_time_prekeys",
+        "_post_quantum",
+        "_signed_prekeys",
+    )
+
+    def __init__(
+        self,
+        *,
+        identity_seed: bytes,
+        post_quantum: bool,
+        next_prekey_id: int,
+        signed_prekeys: list[_SignedPrekey],
+        one_time_prekeys: dict[int, _OneTimePrekey],
+        one_time_kem_prekeys: dict[int, _OneTimePrekey],
+    ) -> None:
+        self._identity_seed = identity_seed
+        self._identity_key = primitives.ed25519_public_key(identity_seed)
+        self._identity_dh_private = primitives.ed25519_seed_to_x25519(identity_seed)
+        self._post_quantum = post_quantum
+        self._next_prekey_id = next_prekey_id
+        self._signed_prekeys = signed_prekeys
+        self._one_time_prekeys = one_time_prekeys
+        self._one_time_kem_prekeys = one_time_kem_prekeys
+
+    # --- creation ------------------------------------------------------------------------
+
+    @classmethod
+    def generate(
+        cls,
+        *,
+        provider: Provider | None = None,
+        now: int | None = None,
+        post_quantum: bool = True,
+    ) -> Account:
+        """A new account with a fresh identity and signed prekey (plus its ML-KEM companion).
+
+        ``post_quantum=False`` makes a classic account (no ML-KEM keys): only X3DH sessions can
+        be started with it, and only by initiators whose config allows X3DH.
+        """
+        provider = provider or default_provider()
+        account = cls(
+            identity_seed=provider.random_bytes(32),
+            post_quantum=post_quantum,
+            next_prekey_id=1,
+            signed_prekeys=[],
+            one_time_prekeys={},
+            one_time_kem_prekeys={},
+        )
+        account._signed_prekeys.append(account._new_signed_prekey(provider, _now(now)))
+        return account
+
+    def _take_id(self) -> int:
+        prekey_id = self._next_prekey_id
+        if prekey_id > MAX_COUNTER:
+            raise PrekeyExhaustedError("prekey ids exhausted")
+        self._next_prekey_id += 1
+        return prekey_id
+
+    def _new_signed_prekey(self, provider: Provider, now: int) -> _SignedPrekey:
+        private = provider.random_bytes(32)
+        public = primitives.x25519_public_key(private)
+        prekey_id = self._take_id()
+        kem_id = kem_seed = kem_public = None
+        if self._post_quantum:
+            kem_id = self._take_id()
+            kem_seed = provider.random_bytes(MLKEM1024_SEED_SIZE)
+            kem_public = primitives.mlkem1024_public_key(kem_seed)
+        signature = signing.sign(
+            self._identity_seed,
+            signing.signed_prekey_payload(prekey_id, now, public, kem_id, kem_public),
+        )
+        return _SignedPrekey(
+            prekey_id, now, private, public, signature, kem_id, kem_seed, kem_public
+        )
+
+    # --- public properties ---------------------------------------------------------------
+
+    @property
+    def identity_key(self) -> bytes:
+        """The Ed25519 identity public key (32 bytes)."""
+        return self._identity_key
+
+    @property
+    def post_quantum(self) -> bool:
+        return self._post_quantum
+
+    @property
+    def signed_prekey_timestamp(self) -> int:
+        return self._signed_prekeys[-1].timestamp
+
+    def unpublished_one_time_prekey_count(self) -> int:
+        """One-time EC prekeys not yet handed out in a bundle."""
+        return sum(1 for k in self._one_time_prekeys.values() if not k.published)
+
+    def one_time_prekey_count(self) -> int:
+        """One-time EC prekeys whose private key is still held (published or not)."""
+        return len(self._one_time_prekeys)
+
+    def __repr__(self) -> str:
+        return (
+            f"Account(identity_key={self._identity_key.hex()}, "
+            f"post_quantum={self._post_quantum}, "
+            f"one_time_prekeys={len(self._one_time_prekeys)}, "
+            f"one_time_kem_prekeys={len(self._one_time_kem_prekeys)})"
+        )
+
+    # --- prekeys -------------------------------------------------------------------------
+
+    def generate_one_time_prekeys(self, count: int, *, provider: Provider | None = None) -> None:
+        """Make ``count`` more one-time X25519 prekeys and, if post-quantum, ML-KEM prekeys."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError("count must be a non-negative integer")
+        if len(self._one_time_prekeys) + count > MAX_ONE_TIME_PREKEYS:
+            raise PrekeyExhaustedError(
+                f"an account holds at most {MAX_ONE_TIME_PREKEYS} one-time prekeys"
+            )
+        provider = provider or default_provider()
+        for _ in range(count):
+            prekey_id = self._take_id()
+            private = provider.random_bytes(32)
+            public = primitives.x25519_public_key(private)
+            signature = signing.sign(
+                self._identity_seed, signing.one_time_prekey_payload(prekey_id, public)
+            )
+            self._one_time_prekeys[prekey_id] = _OneTimePrekey(private, public, signature)
+            if self._post_quantum:
+                kem_id = self._take_id()
+                seed = provider.random_bytes(MLKEM1024_SEED_SIZE)
+                kem_public = primitives.mlkem1024_public_key(seed)
+                kem_signature = signing.sign(
+                    self._identity_seed, signing.one_time_kem_prekey_payload(kem_id, kem_public)
+                )
+                self._one_time_kem_prekeys[kem_id] = _OneTimePrekey(seed, kem_public, kem_signature)
+
+    def prekey_bundle(self) -> PreKeyBundle:
+        """A bundle with the current signed prekey and an unpublished one-time prekey of each
+        kind, which is marked as handed out. With none left: the signed last-resort ML-KEM
+        prekey and no one-time EC prekey."""
+        spk = self._signed_prekeys[-1]
+        opk_id = _first_unpublished(self._one_time_prekeys)
+        okem_id = _first_unpublished(self._one_time_kem_prekeys)
+        opk = self._one_time_prekeys[opk_id] if opk_id is not None else None
+        okem = self._one_time_kem_prekeys[okem_id] if okem_id is not None else None
+        if opk is not None:
+            opk.published = True
+        if okem is not None:
+            okem.published = True
+        return PreKeyBundle(
+            identity_key=self._identity_key,
+            signed_prekey_id=spk.prekey_id,
+            signed_prekey=spk.public,
+            signed_prekey_timestamp=spk.timestamp,
+            signed_prekey_signature=spk.signature,
+            kem_prekey_id=spk.kem_id,
+            kem_prekey=spk.kem_public,
+            one_time_prekey_id=opk_id,
+            one_time_prekey=opk.public if opk else None,
+            one_time_prekey_signature=opk.signature if opk else None,
+            one_time_kem_prekey_id=okem_id,
+            one_time_kem_prekey=okem.public if okem else None,
+            one_time_kem_prekey_signature=okem.signature if okem else None,
+        )
+
+    def rotate_signed_prekey(
+        self, *, provider: Provider | None = None, now: int | None = None
+    ) -> None:
+        """Replace the signed prekey (and its ML-KEM companion). The old one keeps accepting
+        initial messages for the grace period; older ones are deleted."""
+        current_time = _now(now)
+        self._rotate(provider or default_provider(), current_time)
+
+    def _rotate(self, provider: Provider, now: int) -> None:
+        self._signed_prekeys[-1].retired_at = now
+        self._signed_prekeys.append(self._new_signed_prekey(provider, now))
+        keep = [
+            spk
+            for spk in self._signed_prekeys[:-1]
+            if spk.retired_at is not None and now - spk.retired_at <= SIGNED_PREKEY_GRACE_PERIOD
+        ][-MAX_OLD_SIGNED_PREKEYS:]
+        self._signed_prekeys = [*keep, self._signed_prekeys[-1]]
+
+    # --- sessions ------------------------------------------------------------------------
+
+    def start_session(
+        self,
+        bundle: PreKeyBundle,
+        *,
+        config: SessionConfig | None = None,
+        provider: Provider | None = None,
+        now: int | None = None,
+    ) -> Session:
+        """Start a session from a peer's bundle (PQXDH, or X3DH if allowed and necessary).
+
+        Every signature in the bundle is verified first; raises
+        :class:`e2ee.errors.HandshakeError` (or its subclass ``SignatureError``).
+        """
+        if not isinstance(bundle, PreKeyBundle):
+            raise TypeError("bundle must be a PreKeyBundle")
+        config = config or DEFAULT_CONFIG
+        provider = provider or default_provider()
+        current_time = _now(now)
+        peer_identity_dh = pqxdh.check_identity_key(bundle.identity_key)
+        signing.verify(
+            bundle.identity_key,
+            signing.signed_prekey_payload(
+                bundle.signed_prekey_id,
+                bundle.signed_prekey_timestamp,
+                bundle.signed_prekey,
+                bundle.kem_prekey_id,
+                bundle.kem_prekey,
+            ),
+            bundle.signed_prekey_signature,
+        )
+        if bundle.one_time_prekey is not None:
+            assert bundle.one_time_prekey_id is not None
+            assert bundle.one_time_prekey_signature is not None
+            signing.verify(
+                bundle.identity_key,
+                signing.one_time_prekey_payload(bundle.one_time_prekey_id, bundle.one_time_prekey),
+                bundle.one_time_prekey_signature,
+            )
+        if bundle.one_time_kem_prekey is not None:
+            assert bundle.one_time_kem_prekey_id is not None
+            assert bundle.one_time_kem_prekey_signature is not None
+            signing.verify(
+                bundle.identity_key,
+                signing.one_time_kem_prekey_payload(
+                    bundle.one_time_kem_prekey_id, bundle.one_time_kem_prekey
+                ),
+                bundle.one_time_kem_prekey_signature,
+            )
+        age = current_time - bundle.signed_prekey_timestamp
+        if age > MAX_SIGNED_PREKEY_AGE:
+            raise HandshakeError("the signed prekey is too old; fetch a fresh bundle")
+        if -age > MAX_SIGNED_PREKEY_FUTURE_SKEW:
+            raise HandshakeError("the signed prekey is dated in the future")
+
+        kem_id: int | None
+        kem_public: bytes | None
+        if bundle.one_time_kem_prekey is not None:
+            kem_id, kem_public = bundle.one_time_kem_prekey_id, bundle.one_time_kem_prekey
+        else:
+            kem_id, kem_public = bundle.kem_prekey_id, bundle.kem_prekey
+        kem_secret = kem_ciphertext = None
+        if kem_public is None:
+            if not config.allow_x3dh:
+                raise HandshakeError(
+                    "bundle has no ML-KEM prekey and this config does not allow X3DH"
+                )
+        else:
+            kem_secret, kem_ciphertext = provider.mlkem1024_encapsulate(kem_public)
+
+        base_private = provider.random_bytes(32)
+        base_public = primitives.x25519_public_key(base_private)
+        dh_outputs = pqxdh.initiator_dh(
+            identity_dh_private=self._identity_dh_private,
+            base_private=base_private,
+            responder_identity_dh=peer_identity_dh,
+            signed_prekey=bundle.signed_prekey,
+            one_time_prekey=bundle.one_time_prekey,
+        )
+        transcript = pqxdh.Transcript(
+            initiator_identity_key=self._identity_key,
+            responder_identity_key=bundle.identity_key,
+            signed_prekey_id=bundle.signed_prekey_id,
+            signed_prekey=bundle.signed_prekey,
+            signed_prekey_timestamp=bundle.signed_prekey_timestamp,
+            one_time_prekey_id=bundle.one_time_prekey_id,
+            one_time_prekey=bundle.one_time_prekey,
+            kem_prekey_id=kem_id,
+            kem_prekey=kem_public,
+            kem_ciphertext=kem_ciphertext,
+            base_key=base_public,
+            header_encryption=config.header_encryption,
+        )
+        secrets = pqxdh.derive(transcript, dh_outputs, kem_secret)
+        initial = InitialFields(
+            identity_key=self._identity_key,
+            base_key=base_public,
+            signed_prekey_id=bundle.signed_prekey_id,
+            one_time_prekey_id=bundle.one_time_prekey_id,
+            kem_prekey_id=kem_id,
+            kem_ciphertext=kem_ciphertext,
+            header_encryption=config.header_encryption,
+        )
+        ratchet = RatchetState.init_initiator(
+            root_key=secrets.root_key,
+            header_key=secrets.header_key,
+            next_header_key=secrets.next_header_key,
+            peer_ratchet_key=bundle.signed_prekey,
+            associated_data=secrets.associated_data,
+            header_encryption=config.header_encryption,
+            provider=provider,
+        )
+        return Session._create(
+            role=INITIATOR,
+            secrets=secrets,
+            local_identity_key=self._identity_key,
+            peer_identity_key=bundle.identity_key,
+            initial=initial,
+            ratchet=ratchet,
+        )
+
+    def accept_session(
+        self,
+        message: bytes,
+        *,
+        config: SessionConfig | None = None,
+        provider: Provider | None = None,
+        now: int | None = None,
+    ) -> tuple[Session, bytes]:
+        """Create the responder's session from an initial message and decrypt it.
+
+        The one-time prekeys the message used are deleted, and only after it authenticated.
+        On any error the account is unchanged.
+        """
+        config = config or DEFAULT_CONFIG
+        provider = provider or default_provider()
+        current_time = _now(now)
+        parsed = parse_message(message)
+        initial = parsed.initial
+        if initial is None:
+            raise HandshakeError("not an initial message")
+        if config.require_header_encryption and not initial.header_encryption:
+            raise HandshakeError("this account requires header encryption")
+        spk = self._find_signed_prekey(initial.signed_prekey_id, current_time)
+
+        kem_seed: bytes | None = None
+        kem_public: bytes | None = None
+        one_time_kem: _OneTimePrekey | None = None
+        if initial.kem_prekey_id is None:
+            if spk.kem_id is not None:
+                raise HandshakeError("X3DH initial message for a post-quantum signed prekey")
+        elif initial.kem_prekey_id == spk.kem_id:
+            kem_seed, kem_public = spk.kem_seed, spk.kem_public
+        else:
+            one_time_kem = self._one_time_kem_prekeys.get(initial.kem_prekey_id)
+            if one_time_kem is None:
+                raise HandshakeError("unknown or already used ML-KEM prekey")
+            kem_seed, kem_public = one_time_kem.private, one_time_kem.public
+
+        one_time: _OneTimePrekey | None = None
+        if initial.one_time_prekey_id is not None:
+            one_time = self._one_time_prekeys.get(initial.one_time_prekey_id)
+            if one_time is None:
+                raise HandshakeError("unknown or already used one-time prekey")
+        remember_base_key = one_time is None and one_time_kem is None
+        if remember_base_key:
+            if initial.base_key in spk.seen_base_keys:
+                raise DuplicateMessageError("initial message replayed")
+            if len(spk.seen_base_keys) >= MAX_BASE_KEYS_PER_PREKEY:
+                raise HandshakeError("signed prekey retired: its replay memory is full")
+
+        peer_identity_dh = pqxdh.check_identity_key(initial.identity_key)
+        dh_outputs = pqxdh.responder_dh(
+            identity_dh_private=self._identity_dh_private,
+            signed_prekey_private=spk.private,
+            one_time_prekey_private=one_time.private if one_time else None,
+            initiator_identity_dh=peer_identity_dh,
+            base_key=initial.base_key,
+        )
+        kem_secret = None
+        if kem_seed is not None:
+            assert initial.kem_ciphertext is not None
+            kem_secret = primitives.mlkem1024_decapsulate(kem_seed, initial.kem_ciphertext)
+        transcript = pqxdh.Transcript(
+            initiator_identity_key=initial.identity_key,
+            responder_identity_key=self._identity_key,
+            signed_prekey_id=spk.prekey_id,
+            signed_prekey=spk.public,
+            signed_prekey_timestamp=spk.timestamp,
+            one_time_prekey_id=initial.one_time_prekey_id,
+            one_time_prekey=one_time.public if one_time else None,
+            kem_prekey_id=initial.kem_prekey_id,
+            kem_prekey=kem_public,
+            kem_ciphertext=initial.kem_ciphertext,
+            base_key=initial.base_key,
+            header_encryption=initial.header_encryption,
+        )
+        secrets = pqxdh.derive(transcript, dh_outputs, kem_secret)
+        if secrets.session_id != parsed.session_id:
+            raise AuthenticationError("session id does not match the handshake")
+        ratchet = RatchetState.init_responder(
+            root_key=secrets.root_key,
+            header_key=secrets.header_key,
+            next_header_key=secrets.next_header_key,
+            ratchet_private=spk.private,
+            ratchet_public=spk.public,
+            associated_data=secrets.associated_data,
+            header_encryption=initial.header_encryption,
+        )
+        session = Session._create(
+            role=RESPONDER,
+            secrets=secrets,
+            local_identity_key=self._identity_key,
+            peer_identity_key=initial.identity_key,
+            initial=initial,
+            ratchet=ratchet,
+        )
+        plaintext = session.decrypt(message, provider=provider)
+
+        # Authenticated: commit the account changes.
+        if one_time is not None:
+            assert initial.one_time_prekey_id is not None
+            del self._one_time_prekeys[initial.one_time_prekey_id]
+        if one_time_kem is not None:
+            assert initial.kem_prekey_id is not None
+            del self._one_time_kem_prekeys[initial.kem_prekey_id]
+        if remember_base_key:
+            spk.seen_base_keys.add(initial.base_key)
+            if (
+                len(spk.seen_base_keys) >= MAX_BASE_KEYS_PER_PREKEY
+                and spk is self._signed_prekeys[-1]
+            ):
+                self._rotate(provider, current_time)
+        return session, plaintext
+
+    def _find_signed_prekey(self, prekey_id: int, now: int) -> _SignedPrekey:
+        for spk in self._signed_prekeys:
+            if spk.prekey_id == prekey_id:
+                if spk.retired_at is not None and now - spk.retired_at > SIGNED_PREKEY_GRACE_PERIOD:
+                    break
+                return spk
+        raise HandshakeError("unknown or expired signed prekey")
+
+    # --- persistence ---------------------------------------------------------------------
+
+    def to_bytes(self, *, key: bytes | None = None, provider: Provider | None = None) -> bytes:
+        """Serialize (canonical CBOR); with ``key`` (32 bytes) encrypted at rest."""
+        fields = {
+            2: self._identity_seed,
+            3: self._post_quantum,
+            4: self._next_prekey_id,
+            5: [
+                [
+                    s.prekey_id,
+                    s.timestamp,
+                    s.private,
+                    s.public,
+                    s.signature,
+                    s.kem_id,
+                    s.kem_seed,
+                    s.kem_public,
+                    sorted(s.seen_base_keys),
+                    s.retired_at,
+                ]
+                for s in self._signed_prekeys
+            ],
+            6: [
+                [i, k.private, k.public, k.signature, k.published]
+                for i, k in self._one_time_prekeys.items()
+            ],
+            7: [
+                [i, k.private, k.public, k.signature, k.published]
+                for i, k in self._one_time_kem_prekeys.items()
+            ],
+        }
+        return dump(
+            TYPE_ACCOUNT_STATE, fields, self._identity_key, key, provider or default_provider()
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, key: bytes | None = None) -> Account:
+        """Load an account saved by :meth:`to_bytes`; raises :class:`e2ee.errors.StateError`."""
+        f = Fields(load(data, TYPE_ACCOUNT_STATE, key))
+        if set(f._map) != set(range(8)):
+            raise StateError("account state has missing or unknown fields")
+        post_quantum = f.boolean(3)
+        signed = [_load_signed_prekey(item, post_quantum) for item in f.array(5)]
+        if not signed or any(s.retired_at is None for s in signed[:-1]):
+            raise StateError("account state has no current signed prekey")
+        if signed[-1].retired_at is not None:
+            raise StateError("account state has no current signed prekey")
+        one_time = _load_one_time(f.array(6), X25519_KEY_SIZE, X25519_KEY_SIZE)
+        one_time_kem = _load_one_time(f.array(7), MLKEM1024_SEED_SIZE, MLKEM1024_PUBLIC_KEY_SIZE)
+        if one_time_kem and not post_quantum:
+            raise StateError("classic account with ML-KEM prekeys")
+        return cls(
+            identity_seed=f.bytes_(2, 32),
+            post_quantum=post_quantum,
+            next_prekey_id=f.uint(4, MAX_COUNTER + 1),
+            signed_prekeys=signed,
+            one_time_prekeys=one_time,
+            one_time_kem_prekeys=one_time_kem,
+        )
+
+
+def _first_unpublished(keys: dict[int, _OneTimePrekey]) -> int | None:
+    for prekey_id, key in keys.items():
+        if not key.published:
+            return prekey_id
+    return None
+
+
+def _load_signed_prekey(item: Any, post_quantum: bool) -> _SignedPrekey:
+    if type(item) is not list or len(item) != 10:
+        raise StateError("malformed signed prekey in state")
+    (
+        prekey_id,
+        timestamp,
+        private,
+        public,
+        signature,
+        kem_id,
+        kem_seed,
+        kem_public,
+        seen,
+        retired,
+    ) = item
+    if post_quantum:
+        kem_id = check_uint(kem_id, MAX_COUNTER)
+        kem_seed = check_bytes(kem_seed, MLKEM1024_SEED_SIZE)
+        kem_public = check_bytes(kem_public, MLKEM1024_PUBLIC_KEY_SIZE)
+    elif (kem_id, kem_seed, kem_public) != (None, None, None):
+        raise StateError("classic account with an ML-KEM prekey")
+    if type(seen) is not list or len(seen) > MAX_BASE_KEYS_PER_PREKEY:
+        raise StateError("malformed replay memory in state")
+    seen_set = {check_bytes(k, X25519_KEY_SIZE) for k in seen}
+    if len(seen_set) != len(seen):
+        raise StateError("duplicate base keys in state")
+    return _SignedPrekey(
+        prekey_id=check_uint(prekey_id, MAX_COUNTER),
+        timestamp=check_uint(timestamp, 2**63 - 1),
+        private=check_bytes(private, 32),
+        public=check_bytes(public, X25519_KEY_SIZE),
+        signature=check_bytes(signature, ED25519_SIGNATURE_SIZE),
+        kem_id=kem_id,
+        kem_seed=kem_seed,
+        kem_public=kem_public,
+        seen_base_keys=seen_set,
+        retired_at=None if retired is None else check_uint(retired, 2**63 - 1),
+    )
+
+
+def _load_one_time(
+    items: list[Any], private_size: int, public_size: int
+) -> dict[int, _OneTimePrekey]:
+    if len(items) > MAX_ONE_TIME_PREKEYS:
+        raise StateError("too many one-time prekeys in state")
+    keys: dict[int, _OneTimePrekey] = {}
+    for item in items:
+        if type(item) is not list or len(item) != 5 or type(item[4]) is not bool:
+            raise StateError("malformed one-time prekey in state")
+        prekey_id = check_uint(item[0], MAX_COUNTER)
+        if prekey_id in keys:
+            raise StateError("duplicate one-time prekey id in state")
+        keys[prekey_id] = _OneTimePrekey(
+            private=check_bytes(item[1], private_size),
+            public=check_bytes(item[2], public_size),
+            signature=check_bytes(item[3], ED25519_SIGNATURE_SIZE),
+            published=item[4],
+        )
+    return keys
+
+
+_ = ED25519_KEY_SIZE

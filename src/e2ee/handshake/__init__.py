@@ -1,0 +1,1 @@
+"""Key agreement: PQXDH (default) and X3DH, behind one interface."""

@@ -1,0 +1,1 @@
+"""The Double Ratchet (Signal specification revision 1), with optional header encryption."""

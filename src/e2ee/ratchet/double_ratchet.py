@@ -1,0 +1,297 @@
+"""The Double Ratchet state machine (Signal spec sections 3 and 4).
+
+One mechanism for both modes: with header encryption the receiving chains are named by their
+header keys and headers are opened with XChaCha20-Poly1305; without it they are named by the
+peer's ratchet public key and the header travels in clear (still authenticated by the message
+MAC, which covers every byte before the ciphertext).
+
+``decrypt`` never mutates anything before the message authenticates: it computes the
+candidate chain keys in locals, verifies the tag, and only then commits. Keys for skipped
+messages are derived after authentication, so a forged message costs at most ``MAX_SKIP``
+HMACs plus one DH step and changes nothing.
+
+PN is the number of messages sent on the previous sending chain (the spec's PN, not
+libsignal's N - 1).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from e2ee.crypto import primitives
+from e2ee.crypto.provider import Provider
+from e2ee.errors import (
+    AuthenticationError,
+    DecodeError,
+    DuplicateMessageError,
+    HandshakeError,
+    LocalError,
+    TooManySkippedError,
+)
+from e2ee.limits import (
+    HEADER_NONCE_SIZE,
+    HEADER_PLAINTEXT_SIZE,
+    MAX_COUNTER,
+    MAX_PREVIOUS_CHAIN_SKIP,
+    MAX_SKIP,
+)
+from e2ee.ratchet import chains
+from e2ee.ratchet.skipped import SkippedKeys
+from e2ee.wire import codec
+
+_COUNTERS = struct.Struct(">II")
+
+
+@dataclass(slots=True)
+class RatchetState:
+    """The mutable state of one side of a Double Ratchet session."""
+
+    header_encryption: bool
+    associated_data: bytes
+    root_key: bytes
+    dhs_private: bytes
+    dhs_public: bytes
+    dhr: bytes | None
+    cks: bytes | None
+    ckr: bytes | None
+    ns: int
+    nr: int
+    pn: int
+    hks: bytes | None
+    hkr: bytes | None
+    nhks: bytes | None
+    nhkr: bytes | None
+    skipped: SkippedKeys
+
+    def __repr__(self) -> str:
+        return (
+            f"RatchetState(header_encryption={self.header_encryption}, ns={self.ns}, "
+            f"nr={self.nr}, pn={self.pn}, skipped={len(self.skipped)})"
+        )
+
+    # --- initialisation (spec 3.3 / 4.3) ----------------------------------------------
+
+    @classmethod
+    def init_initiator(
+        cls,
+        *,
+        root_key: bytes,
+        header_key: bytes,
+        next_header_key: bytes,
+        peer_ratchet_key: bytes,
+        associated_data: bytes,
+        header_encryption: bool,
+        provider: Provider,
+    ) -> RatchetState:
+        private = provider.random_bytes(32)
+        public = primitives.x25519_public_key(private)
+        dh = primitives.x25519(private, peer_ratchet_key)
+        if header_encryption:
+            rk, cks, nhks = chains.kdf_rk_he(root_key, dh)
+        else:
+            (rk, cks), nhks = chains.kdf_rk(root_key, dh), None
+        return cls(
+            header_encryption=header_encryption,
+            associated_data=associated_data,
+            root_key=rk,
+            dhs_private=private,
+            dhs_public=public,
+            dhr=peer_ratchet_key,
+            cks=cks,
+            ckr=None,
+            ns=0,
+            nr=0,
+            pn=0,
+            hks=header_key if header_encryption else None,
+            hkr=None,
+            nhks=nhks,
+            nhkr=next_header_key if header_encryption else None,
+            skipped=SkippedKeys(),
+        )
+
+    @classmethod
+    def init_responder(
+        cls,
+        *,
+        root_key: bytes,
+        header_key: bytes,
+        next_header_key: bytes,
+        ratchet_private: bytes,
+        ratchet_public: bytes,
+        associated_data: bytes,
+        header_encryption: bool,
+    ) -> RatchetState:
+        return cls(
+            header_encryption=header_encryption,
+            associated_data=associated_data,
+            root_key=root_key,
+            dhs_private=ratchet_private,
+            dhs_public=ratchet_public,
+            dhr=None,
+            cks=None,
+            ckr=None,
+            ns=0,
+            nr=0,
+            pn=0,
+            hks=None,
+            hkr=None,
+            nhks=next_header_key if header_encryption else None,
+            nhkr=header_key if header_encryption else None,
+            skipped=SkippedKeys(),
+        )
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def encrypt(self, plaintext: bytes, prefix: bytes, provider: Provider) -> bytes:
+        """Encrypt one message; ``prefix`` is the wire bytes before the header."""
+        cks = self.cks
+        if cks is None:
+            raise LocalError("this session cannot send before it has received a message")
+        if self.ns >= MAX_COUNTER:
+            raise LocalError("sending chain exhausted; start a new session")
+        header = self.dhs_public + _COUNTERS.pack(self.pn, self.ns)
+        if self.header_encryption:
+            assert self.hks is not None
+            nonce = provider.random_bytes(HEADER_NONCE_SIZE)
+            header = nonce + primitives.xchacha20poly1305_encrypt(
+                self.hks, nonce, header, self.associated_data + prefix
+            )
+        mac_prefix = prefix + codec.encode_bytes(header)
+        ciphertext = chains.encrypt(
+            chains.message_key(cks), plaintext, self.associated_data + mac_prefix
+        )
+        self.cks = chains.next_chain_key(cks)
+        self.ns += 1
+        return mac_prefix + codec.encode_bytes(ciphertext)
+
+    # --- receiving -------------------------------------------------------------------------
+
+    def decrypt(
+        self,
+        header: bytes,
+        ciphertext: bytes,
+        header_prefix: bytes,
+        mac_prefix: bytes,
+        provider: Provider,
+    ) -> bytes:
+        """Decrypt one message, committing state only after it authenticates."""
+        ad = self.associated_data
+        mac_ad = ad + mac_prefix
+        if self.header_encryption:
+            plain, reference, new_chain = self._open_header(header, ad + header_prefix)
+        else:
+            if len(header) != HEADER_PLAINTEXT_SIZE:
+                raise DecodeError("header size does not match this session's mode")
+            plain = header
+            reference = header[:32]
+            new_chain = reference != self.dhr and not self.skipped.knows_chain(reference)
+        ratchet_key = plain[:32]
+        pn, n = _COUNTERS.unpack_from(plain, 32)
+
+        if not new_chain:
+            current = reference == (self.hkr if self.header_encryption else self.dhr)
+            if not current or n < self.nr:
+                key = self.skipped.get(reference, n)
+                if key is None:
+                    raise DuplicateMessageError("message key already used or discarded", counter=n)
+                plaintext = chains.decrypt(key, ciphertext, mac_ad)
+                self.skipped.remove(reference, n)
+                return plaintext
+            ckr = self.ckr
+            if ckr is None:
+                raise AuthenticationError("no receiving chain for this header")
+            if n - self.nr > MAX_SKIP:
+                raise TooManySkippedError(
+                    "message is too far ahead on its chain", counter=n, limit=MAX_SKIP
+                )
+            skipped, chain_key = _advance(ckr, n - self.nr)
+            plaintext = chains.decrypt(chains.message_key(chain_key), ciphertext, mac_ad)
+            self._store_skipped(reference, self.nr, skipped)
+            self.ckr = chains.next_chain_key(chain_key)
+            self.nr = n + 1
+            return plaintext
+
+        # A new receiving chain: a DH ratchet step (spec 3.5 / 4.5).
+        if n > MAX_SKIP:
+            raise TooManySkippedError(
+                "first message of a new chain is too far ahead", counter=n, limit=MAX_SKIP
+            )
+        try:
+            dh_receive = primitives.x25519(self.dhs_private, ratchet_key)
+        except HandshakeError:
+            raise AuthenticationError("invalid ratchet public key") from None
+        new_private = provider.random_bytes(32)
+        new_public = primitives.x25519_public_key(new_private)
+        dh_send = primitives.x25519(new_private, ratchet_key)
+        nhkr_new: bytes | None = None
+        nhks_new: bytes | None = None
+        if self.header_encryption:
+            rk1, ckr_new, nhkr_new = chains.kdf_rk_he(self.root_key, dh_receive)
+            rk2, cks_new, nhks_new = chains.kdf_rk_he(rk1, dh_send)
+        else:
+            rk1, ckr_new = chains.kdf_rk(self.root_key, dh_receive)
+            rk2, cks_new = chains.kdf_rk(rk1, dh_send)
+        skipped, chain_key = _advance(ckr_new, n)
+        plaintext = chains.decrypt(chains.message_key(chain_key), ciphertext, mac_ad)
+
+        # Authenticated: commit. First the rest of the previous receiving chain.
+        if self.ckr is not None and pn > self.nr:
+            old_reference = self.hkr if self.header_encryption else self.dhr
+            assert old_reference is not None
+            count = min(pn - self.nr, MAX_PREVIOUS_CHAIN_SKIP)
+            old_skipped, _ = _advance(self.ckr, count)
+            self._store_skipped(old_reference, self.nr, old_skipped)
+        self.skipped.add_chain(reference)
+        self._store_skipped(reference, 0, skipped)
+        self.pn = self.ns
+        self.ns = 0
+        self.nr = n + 1
+        self.dhr = ratchet_key
+        self.root_key = rk2
+        self.ckr = chains.next_chain_key(chain_key)
+        self.cks = cks_new
+        self.dhs_private = new_private
+        self.dhs_public = new_public
+        if self.header_encryption:
+            self.hks = self.nhks
+            self.hkr = self.nhkr
+            self.nhkr = nhkr_new
+            self.nhks = nhks_new
+        return plaintext
+
+    def _open_header(self, header: bytes, ad: bytes) -> tuple[bytes, bytes, bool]:
+        """Try the current, the remembered, then the next header key (spec 4.5)."""
+        if len(header) != HEADER_NONCE_SIZE + HEADER_PLAINTEXT_SIZE + 16:
+            raise DecodeError("header size does not match this session's mode")
+        nonce, sealed = header[:HEADER_NONCE_SIZE], header[HEADER_NONCE_SIZE:]
+        for reference in self.skipped.references():
+            plain = _try_open(reference, nonce, sealed, ad)
+            if plain is not None:
+                return plain, reference, False
+        if self.nhkr is not None:
+            plain = _try_open(self.nhkr, nonce, sealed, ad)
+            if plain is not None:
+                return plain, self.nhkr, True
+        raise AuthenticationError("header does not decrypt under any header key")
+
+    def _store_skipped(self, reference: bytes, first: int, chain_keys: list[bytes]) -> None:
+        for offset, chain_key in enumerate(chain_keys):
+            self.skipped.add(reference, first + offset, chains.message_key(chain_key))
+
+
+def _advance(chain_key: bytes, steps: int) -> tuple[list[bytes], bytes]:
+    """The chain keys passed over in ``steps`` steps, and the chain key reached."""
+    passed: list[bytes] = []
+    step = chains.next_chain_key
+    for _ in range(steps):
+        passed.append(chain_key)
+        chain_key = step(chain_key)
+    return passed, chain_key
+
+
+def _try_open(key: bytes, nonce: bytes, sealed: bytes, ad: bytes) -> bytes | None:
+    try:
+        return primitives.xchacha20poly1305_decrypt(key, nonce, sealed, ad)
+    except AuthenticationError:
+        return None

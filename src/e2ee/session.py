@@ -1,0 +1,301 @@
+"""A Double Ratchet session with one peer device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from e2ee.crypto import primitives
+from e2ee.crypto.provider import Provider, default_provider
+from e2ee.errors import AuthenticationError, StateError
+from e2ee.handshake.pqxdh import HandshakeSecrets, associated_data
+from e2ee.limits import (
+    ED25519_KEY_SIZE,
+    MAX_COUNTER,
+    MAX_PLAINTEXT_SIZE,
+    MAX_RECEIVING_CHAINS,
+    MAX_SKIPPED_KEYS,
+    SESSION_ID_SIZE,
+    TYPE_SESSION_STATE,
+    X25519_KEY_SIZE,
+)
+from e2ee.ratchet.double_ratchet import RatchetState
+from e2ee.ratchet.skipped import SkippedKeys
+from e2ee.state import Fields, check_bytes, check_uint, dump, load
+from e2ee.wire.messages import InitialFields, message_prefix, parse_message
+
+INITIATOR = 0
+RESPONDER = 1
+
+
+class Session:
+    """One side of an end-to-end encrypted session. Persist it with :meth:`to_bytes`.
+
+    Created by :meth:`e2ee.Account.start_session` (initiator) or
+    :meth:`e2ee.Account.accept_session` (responder). The initiator sends the initial-message
+    form until the first reply from the responder arrives.
+    """
+
+    __slots__ = (
+        "_initial_fields_hash",
+        "_local_identity_key",
+        "_peer_identity_key",
+        "_pending_initial",
+        "_prefix",
+        "_ratchet",
+        "_role",
+        "_session_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        role: int,
+        session_id: bytes,
+        local_identity_key: bytes,
+        peer_identity_key: bytes,
+        initial_fields_hash: bytes,
+        pending_initial: bytes | None,
+        ratchet: RatchetState,
+    ) -> None:
+        self._role = role
+        self._session_id = session_id
+        self._local_identity_key = local_identity_key
+        self._peer_identity_key = peer_identity_key
+        self._initial_fields_hash = initial_fields_hash
+        self._pending_initial = pending_initial
+        self._ratchet = ratchet
+        self._prefix = message_prefix(session_id, pending_initial)
+
+    # --- construction by the account ------------------------------------------------------
+
+    @classmethod
+    def _create(
+        cls,
+        *,
+        role: int,
+        secrets: HandshakeSecrets,
+        local_identity_key: bytes,
+        peer_identity_key: bytes,
+        initial: InitialFields,
+        ratchet: RatchetState,
+    ) -> Session:
+        encoded = initial.encode()
+        return cls(
+            role=role,
+            session_id=secrets.session_id,
+            local_identity_key=local_identity_key,
+            peer_identity_key=peer_identity_key,
+            initial_fields_hash=primitives.sha256(encoded),
+            pending_initial=encoded if role == INITIATOR else None,
+            ratchet=ratchet,
+        )
+
+    # --- public properties -----------------------------------------------------------------
+
+    @property
+    def session_id(self) -> bytes:
+        """16 bytes derived from the handshake transcript; :func:`e2ee.peek` reports the same."""
+        return self._session_id
+
+    @property
+    def peer_identity_key(self) -> bytes:
+        """The peer's Ed25519 identity public key."""
+        return self._peer_identity_key
+
+    @property
+    def local_identity_key(self) -> bytes:
+        return self._local_identity_key
+
+    @property
+    def header_encryption(self) -> bool:
+        return self._ratchet.header_encryption
+
+    @property
+    def is_initiator(self) -> bool:
+        return self._role == INITIATOR
+
+    @property
+    def awaiting_reply(self) -> bool:
+        """True while the initiator still sends the initial-message form."""
+        return self._pending_initial is not None
+
+    @property
+    def skipped_key_count(self) -> int:
+        return len(self._ratchet.skipped)
+
+    def __repr__(self) -> str:
+        role = "initiator" if self._role == INITIATOR else "responder"
+        return (
+            f"Session(session_id={self._session_id.hex()}, role={role}, "
+            f"header_encryption={self.header_encryption}, sent={self._ratchet.ns}, "
+            f"received={self._ratchet.nr}, skipped={len(self._ratchet.skipped)})"
+        )
+
+    # --- messaging ---------------------------------------------------------------------------
+
+    def encrypt(self, plaintext: bytes, *, provider: Provider | None = None) -> bytes:
+        """Encrypt ``plaintext`` for the peer and return the wire message."""
+        if not isinstance(plaintext, bytes):
+            raise TypeError("plaintext must be bytes")
+        if len(plaintext) > MAX_PLAINTEXT_SIZE:
+            raise ValueError(f"plaintext is larger than {MAX_PLAINTEXT_SIZE} bytes")
+        return self._ratchet.encrypt(plaintext, self._prefix, provider or default_provider())
+
+    def decrypt(self, message: bytes, *, provider: Provider | None = None) -> bytes:
+        """Decrypt a wire message of this session (initial or normal form).
+
+        Raises an :class:`e2ee.errors.RemoteError` subclass on any problem; the session is then
+        exactly as it was (``to_bytes()`` is byte-identical).
+        """
+        parsed = parse_message(message)
+        if parsed.session_id != self._session_id:
+            raise AuthenticationError("message belongs to another session")
+        if parsed.initial is not None:
+            if self._role == INITIATOR:
+                raise AuthenticationError("initial message sent to its own initiator")
+            if not primitives.constant_time_equal(
+                primitives.sha256(parsed.initial.encode()), self._initial_fields_hash
+            ):
+                raise AuthenticationError("initial fields differ from the session's handshake")
+        plaintext = self._ratchet.decrypt(
+            parsed.header,
+            parsed.ciphertext,
+            parsed.header_prefix,
+            parsed.mac_prefix,
+            provider or default_provider(),
+        )
+        if self._pending_initial is not None:
+            self._pending_initial = None
+            self._prefix = message_prefix(self._session_id, None)
+        return plaintext
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def to_bytes(self, *, key: bytes | None = None, provider: Provider | None = None) -> bytes:
+        """Serialize (canonical CBOR); with ``key`` (32 bytes) encrypted at rest."""
+        r = self._ratchet
+        fields = {
+            2: self._session_id,
+            3: self._role,
+            4: r.header_encryption,
+            5: self._local_identity_key,
+            6: self._peer_identity_key,
+            7: self._initial_fields_hash,
+            8: self._pending_initial,
+            9: r.root_key,
+            10: r.dhs_private,
+            11: r.dhs_public,
+            12: r.dhr,
+            13: r.cks,
+            14: r.ckr,
+            15: r.ns,
+            16: r.nr,
+            17: r.pn,
+            18: r.hks,
+            19: r.hkr,
+            20: r.nhks,
+            21: r.nhkr,
+            22: r.skipped.dump(),
+        }
+        return dump(
+            TYPE_SESSION_STATE, fields, self._session_id, key, provider or default_provider()
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, key: bytes | None = None) -> Session:
+        """Load a session saved by :meth:`to_bytes`; raises :class:`e2ee.errors.StateError`."""
+        f = Fields(load(data, TYPE_SESSION_STATE, key))
+        if set(f._map) != set(range(23)):
+            raise StateError("session state has missing or unknown fields")
+        role = f.uint(3, 1)
+        header_encryption = f.boolean(4)
+        local_key = f.bytes_(5, ED25519_KEY_SIZE)
+        peer_key = f.bytes_(6, ED25519_KEY_SIZE)
+
+        def header_key(index: int) -> bytes | None:
+            value = f.optional_bytes(index, 32)
+            if value is not None and not header_encryption:
+                raise StateError("header keys in a session without header encryption")
+            return value
+
+        session_id = f.bytes_(2, SESSION_ID_SIZE)
+        ratchet = RatchetState(
+            header_encryption=header_encryption,
+            associated_data=associated_data(local_key, peer_key)
+            if role == INITIATOR
+            else associated_data(peer_key, local_key),
+            root_key=f.bytes_(9, 32),
+            dhs_private=f.bytes_(10, X25519_KEY_SIZE),
+            dhs_public=f.bytes_(11, X25519_KEY_SIZE),
+            dhr=f.optional_bytes(12, X25519_KEY_SIZE),
+            cks=f.optional_bytes(13, 32),
+            ckr=f.optional_bytes(14, 32),
+            ns=f.uint(15, MAX_COUNTER),
+            nr=f.uint(16, MAX_COUNTER),
+            pn=f.uint(17, MAX_COUNTER),
+            hks=header_key(18),
+            hkr=header_key(19),
+            nhks=header_key(20),
+            nhkr=header_key(21),
+            skipped=_load_skipped(f.array(22), header_encryption),
+        )
+        pending = f.optional_bytes(8)
+        if pending is not None and role != INITIATOR:
+            raise StateError("only an initiator has a pending initial message")
+        try:
+            if pending is not None:
+                _check_initial_fields(pending)
+        except Exception:
+            raise StateError("pending initial fields are malformed") from None
+        return cls(
+            role=role,
+            session_id=session_id,
+            local_identity_key=local_key,
+            peer_identity_key=peer_key,
+            initial_fields_hash=f.bytes_(7, 32),
+            pending_initial=pending,
+            ratchet=ratchet,
+        )
+
+
+def _load_skipped(raw: list[Any], header_encryption: bool) -> SkippedKeys:
+    if len(raw) > MAX_RECEIVING_CHAINS:
+        raise StateError("too many receiving chains in state")
+    chains: dict[bytes, dict[int, bytes]] = {}
+    total = 0
+    for entry in raw:
+        if type(entry) is not list or len(entry) != 2 or type(entry[1]) is not list:
+            raise StateError("malformed skipped-key chain")
+        reference = check_bytes(entry[0], 32)
+        if reference in chains:
+            raise StateError("duplicate receiving chain in state")
+        keys: dict[int, bytes] = {}
+        for item in entry[1]:
+            if type(item) is not list or len(item) != 2:
+                raise StateError("malformed skipped key")
+            number = check_uint(item[0], MAX_COUNTER)
+            if number in keys:
+                raise StateError("duplicate skipped key in state")
+            keys[number] = check_bytes(item[1], 32)
+        total += len(keys)
+        chains[reference] = keys
+    if total > MAX_SKIPPED_KEYS:
+        raise StateError("too many skipped keys in state")
+    return SkippedKeys.load(chains)
+
+
+def _check_initial_fields(encoded: bytes) -> None:
+    """A pending initial-fields blob must parse as the fields of an initial message."""
+    from e2ee.wire import codec
+    from e2ee.wire.messages import parse_message as _parse
+
+    probe = (
+        codec.encode_array_head(12)
+        + codec.encode_uint(1)
+        + codec.encode_uint(2)
+        + codec.encode_bytes(bytes(SESSION_ID_SIZE))
+        + encoded
+        + codec.encode_bytes(bytes(80 if encoded.endswith(codec.ENCODED_TRUE) else 40))
+        + codec.encode_bytes(bytes(32))
+    )
+    _parse(probe)

@@ -1,0 +1,1 @@
+"""The wire format: strict canonical CBOR and the message and bundle layouts."""

@@ -1,0 +1,204 @@
+"""Strict canonical CBOR (RFC 8949 section 4.2.1, core deterministic encoding).
+
+Two decoders share one definition of "acceptable":
+
+* :func:`decode` -- the generic one, for bundles and persisted state: ``cbor2`` with
+  indefinite lengths and duplicate keys disabled and a depth limit, then a type walk that only
+  admits unsigned/negative integers, byte strings, arrays, maps with integer keys, booleans and
+  null, then a re-encoding that must equal the input byte for byte (this rejects trailing bytes,
+  non-minimal integers and lengths, and unsorted map keys).
+* :func:`read_flat_array` -- a hand-written reader for the fixed message layouts (a flat array
+  of unsigned integers, byte strings, booleans and null) used on the per-message hot path. It
+  accepts exactly the canonical encodings and nothing else; tests fuzz it against
+  :func:`decode`.
+
+This is the only module that imports ``cbor2``; its exceptions never escape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+
+from e2ee.errors import DecodeError
+from e2ee.limits import MAX_CBOR_DEPTH
+
+CBORValue = Any
+"""A decoded value: int, bytes, bool, None, list of values, or dict[int, value]."""
+
+_NULL = object()
+
+
+def encode(value: CBORValue) -> bytes:
+    """Canonical CBOR encoding of a value built from the admitted types."""
+    return bytes(cbor2.dumps(value, canonical=True))
+
+
+def decode(data: bytes, *, max_size: int) -> CBORValue:
+    """Decode one canonical CBOR item that is exactly ``data``; raises :class:`DecodeError`."""
+    if not isinstance(data, bytes):
+        raise TypeError("data must be bytes")
+    if len(data) > max_size:
+        raise DecodeError(f"structure is {len(data)} bytes, over the limit of {max_size}")
+    if not data:
+        raise DecodeError("empty input")
+    try:
+        value = cbor2.loads(
+            data,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            max_depth=MAX_CBOR_DEPTH,
+        )
+    except (
+        cbor2.CBORError,
+        ValueError,
+        TypeError,
+        OverflowError,
+        RecursionError,
+        MemoryError,
+        UnicodeError,
+        LookupError,
+        AttributeError,
+    ):
+        raise DecodeError("malformed CBOR") from None
+    _check_types(value, 0)
+    try:
+        canonical = encode(value)
+    except (cbor2.CBORError, ValueError, TypeError, OverflowError):  # pragma: no cover
+        raise DecodeError("value cannot be re-encoded") from None
+    if canonical != data:
+        raise DecodeError("not canonical CBOR (or trailing bytes)")
+    return value
+
+
+def _check_types(value: CBORValue, depth: int) -> None:
+    if depth > MAX_CBOR_DEPTH:
+        raise DecodeError("CBOR nesting too deep")
+    if value is None or isinstance(value, (bool, bytes)):
+        return
+    if isinstance(value, int):
+        if not -(2**64) <= value < 2**64:
+            raise DecodeError("integer out of range")
+        return
+    if isinstance(value, list):
+        for item in value:
+            _check_types(item, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) is not int:
+                raise DecodeError("map keys must be integers")
+            _check_types(item, depth + 1)
+        return
+    raise DecodeError(f"CBOR type {type(value).__name__} is not allowed here")
+
+
+# --- fast path for the fixed message layouts ---------------------------------------------
+
+
+def encode_uint(value: int) -> bytes:
+    """Canonical head of major type 0 (unsigned integer)."""
+    return _head(0, value)
+
+
+def encode_bytes(value: bytes) -> bytes:
+    """Canonical encoding of a byte string (major type 2)."""
+    return _head(2, len(value)) + value
+
+
+def encode_array_head(length: int) -> bytes:
+    return _head(4, length)
+
+
+ENCODED_NULL = b"\xf6"
+ENCODED_TRUE = b"\xf5"
+ENCODED_FALSE = b"\xf4"
+
+
+def _head(major: int, value: int) -> bytes:
+    top = major << 5
+    if value < 24:
+        return bytes((top | value,))
+    if value < 0x100:
+        return bytes((top | 24, value))
+    if value < 0x10000:
+        return bytes((top | 25,)) + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return bytes((top | 26,)) + value.to_bytes(4, "big")
+    return bytes((top | 27,)) + value.to_bytes(8, "big")
+
+
+_MIN_FOR_INFO = {24: 24, 25: 0x100, 26: 0x10000, 27: 0x100000000}
+_WIDTH_FOR_INFO = {24: 1, 25: 2, 26: 4, 27: 8}
+
+
+def read_flat_array(
+    data: bytes, max_size: int
+) -> tuple[list[int | bytes | bool | None], list[int]]:
+    """Parse a canonical flat CBOR array of uint / bstr / bool / null.
+
+    Returns the items and the byte offset at which each item starts (so callers can
+    authenticate exact wire prefixes). Raises :class:`DecodeError` for anything else: other
+    major types, non-minimal heads, indefinite lengths, truncation, trailing bytes.
+    """
+    if not isinstance(data, bytes):
+        raise TypeError("data must be bytes")
+    size = len(data)
+    if size > max_size:
+        raise DecodeError(f"message is {size} bytes, over the limit of {max_size}")
+    major, count, pos = _read_head(data, 0, size)
+    if major != 4:
+        raise DecodeError("expected a CBOR array")
+    if count > 32:
+        raise DecodeError("array too long")
+    items: list[int | bytes | bool | None] = []
+    offsets: list[int] = []
+    for _ in range(count):
+        offsets.append(pos)
+        if pos >= size:
+            raise DecodeError("truncated message")
+        initial = data[pos]
+        if initial == 0xF6:
+            items.append(None)
+            pos += 1
+            continue
+        if initial == 0xF5 or initial == 0xF4:
+            items.append(initial == 0xF5)
+            pos += 1
+            continue
+        major, value, pos = _read_head(data, pos, size)
+        if major == 0:
+            items.append(value)
+        elif major == 2:
+            end = pos + value
+            if end > size:
+                raise DecodeError("truncated byte string")
+            items.append(data[pos:end])
+            pos = end
+        else:
+            raise DecodeError("unexpected CBOR type in message")
+    if pos != size:
+        raise DecodeError("trailing bytes after message")
+    return items, offsets
+
+
+def _read_head(data: bytes, pos: int, size: int) -> tuple[int, int, int]:
+    if pos >= size:
+        raise DecodeError("truncated CBOR")
+    initial = data[pos]
+    major = initial >> 5
+    info = initial & 0x1F
+    pos += 1
+    if info < 24:
+        return major, info, pos
+    width = _WIDTH_FOR_INFO.get(info)
+    if width is None:
+        raise DecodeError("indefinite or reserved CBOR length")
+    end = pos + width
+    if end > size:
+        raise DecodeError("truncated CBOR")
+    value = int.from_bytes(data[pos:end], "big")
+    if value < _MIN_FOR_INFO[info]:
+        raise DecodeError("non-minimal CBOR integer")
+    return major, value, end

@@ -1,0 +1,83 @@
+"""The public API contract from the issue, end to end."""
+
+from __future__ import annotations
+
+import pytest
+
+import e2ee
+from tests.helpers import NOW, make_pair
+
+
+def test_issue_example_runs_as_written() -> None:
+    bob = e2ee.Account.generate()
+    bundle = bob.prekey_bundle()
+    bundle = e2ee.PreKeyBundle.from_bytes(bundle.to_bytes())
+    alice = e2ee.Account.generate()
+    session = alice.start_session(bundle)
+    wire = session.encrypt(b"hello")
+    bob_session, plaintext = bob.accept_session(wire)
+    assert plaintext == b"hello"
+    assert session.decrypt(bob_session.encrypt(b"hi")) == b"hi"
+    session = e2ee.Session.from_bytes(session.to_bytes())
+    bob = e2ee.Account.from_bytes(bob.to_bytes())
+    assert session.decrypt(bob_session.encrypt(b"again")) == b"again"
+    assert bob_session.decrypt(session.encrypt(b"back")) == b"back"
+
+
+@pytest.mark.parametrize("header_encryption", [True, False])
+@pytest.mark.parametrize("post_quantum", [True, False])
+def test_both_handshakes_both_header_modes_both_ways(
+    header_encryption: bool, post_quantum: bool
+) -> None:
+    pair = make_pair(header_encryption=header_encryption, post_quantum=post_quantum)
+    assert pair.alice.session_id == pair.bob.session_id
+    assert pair.alice.peer_identity_key == pair.bob_account.identity_key
+    assert pair.bob.peer_identity_key == pair.alice_account.identity_key
+    assert pair.alice.header_encryption is header_encryption
+    for i in range(3):
+        assert pair.bob.decrypt(pair.alice.encrypt(b"a%d" % i)) == b"a%d" % i
+        assert pair.alice.decrypt(pair.bob.encrypt(b"b%d" % i)) == b"b%d" % i
+
+
+def test_peek_reports_the_session_id_of_both_message_kinds() -> None:
+    bob = e2ee.Account.generate(now=NOW)
+    alice = e2ee.Account.generate(now=NOW)
+    session = alice.start_session(bob.prekey_bundle(), now=NOW)
+    first = session.encrypt(b"one")
+    info = e2ee.peek(first)
+    assert info.kind == "initial"
+    assert info.is_initial
+    assert info.header_encrypted
+    assert info.session_id == session.session_id
+    bob_session, _ = bob.accept_session(first, now=NOW)
+    reply = bob_session.encrypt(b"two")
+    info = e2ee.peek(reply)
+    assert info.kind == "normal"
+    assert info.session_id == bob_session.session_id == session.session_id
+
+
+def test_initiator_keeps_sending_initial_form_until_a_reply_arrives() -> None:
+    bob = e2ee.Account.generate(now=NOW)
+    alice = e2ee.Account.generate(now=NOW)
+    session = alice.start_session(bob.prekey_bundle(), now=NOW)
+    first, second = session.encrypt(b"0"), session.encrypt(b"1")
+    assert e2ee.peek(second).is_initial
+    assert session.awaiting_reply
+    # Message 0 is delayed behind message 1: message 1 creates Bob's session...
+    bob_session, plaintext = bob.accept_session(second, now=NOW)
+    assert plaintext == b"1"
+    # ...and message 0, an initial message of a session Bob holds, goes to decrypt.
+    assert e2ee.peek(first).session_id == bob_session.session_id
+    assert bob_session.decrypt(first) == b"0"
+    assert session.decrypt(bob_session.encrypt(b"reply")) == b"reply"
+    assert not session.awaiting_reply
+    assert not e2ee.peek(session.encrypt(b"2")).is_initial
+
+
+def test_repr_shows_no_key_material() -> None:
+    pair = make_pair()
+    secrets = [pair.alice._ratchet.root_key, pair.alice._ratchet.dhs_private]
+    for obj in (pair.alice, pair.bob, pair.alice_account, pair.bob_account, pair.alice._ratchet):
+        text = repr(obj)
+        for secret in secrets:
+            assert secret.hex() not in text
