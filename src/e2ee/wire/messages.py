@@ -327,6 +327,14 @@ def parse_message(data: bytes) -> ParsedMessage:
 _KINDS = (TYPE_INITIAL_MESSAGE, TYPE_NORMAL_MESSAGE)
 
 
+def parse_initial_fields(encoded: bytes) -> InitialFields:
+    """Parse the output of :meth:`InitialFields.encode` (as kept in session state)."""
+    items, _ = codec.read_flat_array(codec.encode_array_head(7) + encoded, MAX_MESSAGE_SIZE)
+    if len(items) != 7:
+        raise DecodeError("initial fields have 7 items")
+    return _parse_initial(items)
+
+
 def _parse_initial(items: list[int | bytes | bool | None]) -> InitialFields:
     identity_key, base_key, spk_id, opk_id, kem_id, kem_ct, header_encryption = items
     _check_bytes(identity_key, ED25519_KEY_SIZE, "identity_key")
