@@ -21,13 +21,12 @@ from e2ee.crypto.provider import Provider, default_provider
 from e2ee.errors import (
     AuthenticationError,
     DuplicateMessageError,
+    ExhaustedError,
     HandshakeError,
-    PrekeyExhaustedError,
     StateError,
 )
 from e2ee.handshake import pqxdh, signing
 from e2ee.limits import (
-    ED25519_KEY_SIZE,
     ED25519_SIGNATURE_SIZE,
     MAX_BASE_KEYS_PER_PREKEY,
     MAX_COUNTER,
@@ -35,8 +34,10 @@ from e2ee.limits import (
     MAX_ONE_TIME_PREKEYS,
     MAX_SIGNED_PREKEY_AGE,
     MAX_SIGNED_PREKEY_FUTURE_SKEW,
+    MLKEM1024_CIPHERTEXT_SIZE,
     MLKEM1024_PUBLIC_KEY_SIZE,
     MLKEM1024_SEED_SIZE,
+    SHARED_SECRET_SIZE,
     SIGNED_PREKEY_GRACE_PERIOD,
     TYPE_ACCOUNT_STATE,
     X25519_KEY_SIZE,
@@ -51,21 +52,23 @@ from e2ee.wire.messages import InitialFields, PreKeyBundle, parse_message
 class _SignedPrekey:
     prekey_id: int
     timestamp: int
-    private: bytes
-    public: bytes
-    signature: bytes
+    private: bytes = field(repr=False)
+    public: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
     kem_id: int | None
-    kem_seed: bytes | None
-    kem_public: bytes | None
-    seen_base_keys: set[bytes] = field(default_factory=set)
+    kem_seed: bytes | None = field(repr=False)
+    kem_public: bytes | None = field(repr=False)
+    seen_base_keys: set[bytes] = field(default_factory=set, repr=False)
     retired_at: int | None = None
 
 
 @dataclass(slots=True)
 class _OneTimePrekey:
-    private: bytes
-    public: bytes
-    signature: bytes
+    """A one-time X25519 prekey (private = 32-byte key) or ML-KEM prekey (private = seed)."""
+
+    private: bytes = field(repr=False)
+    public: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
     published: bool = False
 
 
@@ -133,14 +136,18 @@ class Account:
         account._signed_prekeys.append(account._new_signed_prekey(provider, _now(now)))
         return account
 
+    def _reserve_ids(self, count: int) -> None:
+        """Raise before anything changes if ``count`` more prekey ids are not available."""
+        if self._next_prekey_id + count > MAX_COUNTER + 1:
+            raise ExhaustedError("prekey ids exhausted")
+
     def _take_id(self) -> int:
         prekey_id = self._next_prekey_id
-        if prekey_id > MAX_COUNTER:
-            raise PrekeyExhaustedError("prekey ids exhausted")
         self._next_prekey_id += 1
         return prekey_id
 
     def _new_signed_prekey(self, provider: Provider, now: int) -> _SignedPrekey:
+        self._reserve_ids(2)
         private = provider.random_bytes(32)
         public = primitives.x25519_public_key(private)
         prekey_id = self._take_id()
@@ -195,11 +202,19 @@ class Account:
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ValueError("count must be a non-negative integer")
         if len(self._one_time_prekeys) + count > MAX_ONE_TIME_PREKEYS:
-            raise PrekeyExhaustedError(
+            raise ExhaustedError(
                 f"an account holds at most {MAX_ONE_TIME_PREKEYS} one-time prekeys"
             )
+        # ML-KEM one-time prekeys are capped on their own: initiators may use a one-time EC
+        # prekey with the last-resort ML-KEM key, so the two supplies drift apart.
+        kem_count = (
+            min(count, MAX_ONE_TIME_PREKEYS - len(self._one_time_kem_prekeys))
+            if self._post_quantum
+            else 0
+        )
+        self._reserve_ids(count + kem_count)
         provider = provider or default_provider()
-        for _ in range(count):
+        for index in range(count):
             prekey_id = self._take_id()
             private = provider.random_bytes(32)
             public = primitives.x25519_public_key(private)
@@ -207,7 +222,7 @@ class Account:
                 self._identity_seed, signing.one_time_prekey_payload(prekey_id, public)
             )
             self._one_time_prekeys[prekey_id] = _OneTimePrekey(private, public, signature)
-            if self._post_quantum:
+            if index < kem_count:
                 kem_id = self._take_id()
                 seed = provider.random_bytes(MLKEM1024_SEED_SIZE)
                 kem_public = primitives.mlkem1024_public_key(seed)
@@ -254,8 +269,9 @@ class Account:
         self._rotate(provider or default_provider(), current_time)
 
     def _rotate(self, provider: Provider, now: int) -> None:
+        new = self._new_signed_prekey(provider, now)
         self._signed_prekeys[-1].retired_at = now
-        self._signed_prekeys.append(self._new_signed_prekey(provider, now))
+        self._signed_prekeys.append(new)
         keep = [
             spk
             for spk in self._signed_prekeys[:-1]
@@ -332,7 +348,12 @@ class Account:
                     "bundle has no ML-KEM prekey and this config does not allow X3DH"
                 )
         else:
+            primitives.mlkem1024_check_public_key(kem_public)
             kem_secret, kem_ciphertext = provider.mlkem1024_encapsulate(kem_public)
+            if len(kem_secret) != SHARED_SECRET_SIZE or len(kem_ciphertext) != (
+                MLKEM1024_CIPHERTEXT_SIZE
+            ):
+                raise ValueError("the provider returned a malformed ML-KEM encapsulation")
 
         base_private = provider.random_bytes(32)
         base_public = primitives.x25519_public_key(base_private)
@@ -546,7 +567,8 @@ class Account:
     @classmethod
     def from_bytes(cls, data: bytes, *, key: bytes | None = None) -> Account:
         """Load an account saved by :meth:`to_bytes`; raises :class:`e2ee.errors.StateError`."""
-        f = Fields(load(data, TYPE_ACCOUNT_STATE, key))
+        value, envelope_id = load(data, TYPE_ACCOUNT_STATE, key)
+        f = Fields(value)
         if set(f._map) != set(range(8)):
             raise StateError("account state has missing or unknown fields")
         post_quantum = f.boolean(3)
@@ -559,14 +581,24 @@ class Account:
         one_time_kem = _load_one_time(f.array(7), MLKEM1024_SEED_SIZE, MLKEM1024_PUBLIC_KEY_SIZE)
         if one_time_kem and not post_quantum:
             raise StateError("classic account with ML-KEM prekeys")
-        return cls(
+        ids = [s.prekey_id for s in signed] + [s.kem_id for s in signed if s.kem_id is not None]
+        ids += [*one_time, *one_time_kem]
+        next_id = f.uint(4, MAX_COUNTER + 1)
+        if len(set(ids)) != len(ids) or any(i >= next_id for i in ids):
+            raise StateError("account state has duplicate or unissued prekey ids")
+        if len(signed) > MAX_OLD_SIGNED_PREKEYS + 1:
+            raise StateError("account state has too many signed prekeys")
+        account = cls(
             identity_seed=f.bytes_(2, 32),
             post_quantum=post_quantum,
-            next_prekey_id=f.uint(4, MAX_COUNTER + 1),
+            next_prekey_id=next_id,
             signed_prekeys=signed,
             one_time_prekeys=one_time,
             one_time_kem_prekeys=one_time_kem,
         )
+        if envelope_id is not None and envelope_id != account.identity_key:
+            raise StateError("sealed envelope belongs to another account")
+        return account
 
 
 def _first_unpublished(keys: dict[int, _OneTimePrekey]) -> int | None:
@@ -635,6 +667,3 @@ def _load_one_time(
             published=item[4],
         )
     return keys
-
-
-_ = ED25519_KEY_SIZE

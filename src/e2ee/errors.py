@@ -5,8 +5,8 @@ Every exception the library raises on purpose derives from :class:`E2EEError`.
 Two branches, in the spirit of h11's local/remote protocol errors:
 
 * :class:`LocalError` -- the caller asked for something the current state cannot do
-  (encrypting on a session whose sending chain is exhausted, asking for a prekey that does not
-  exist, a bad key for state encryption). Nothing was changed.
+  (encrypting on a session whose sending chain is exhausted, more one-time prekeys than an
+  account may hold). Nothing was changed.
 * :class:`RemoteError` -- bytes from the network or from disk were rejected. These are raised only
   on the receive/load path (``from_bytes``, ``decrypt``, ``accept_session``, ``peek``) and the
   object they were called on is left exactly as it was before the call: its ``to_bytes()`` is
@@ -26,9 +26,9 @@ __all__ = [
     "DecodeError",
     "DuplicateMessageError",
     "E2EEError",
+    "ExhaustedError",
     "HandshakeError",
     "LocalError",
-    "PrekeyExhaustedError",
     "RemoteError",
     "SignatureError",
     "StateError",
@@ -49,8 +49,9 @@ class LocalError(E2EEError):
     category = "local_error"
 
 
-class PrekeyExhaustedError(LocalError):
-    """A counter or capacity the protocol bounds is used up (rotate or start a new session)."""
+class ExhaustedError(LocalError):
+    """A counter or capacity the protocol bounds is used up: prekey ids, the one-time prekey
+    cap, or a sending chain's message counter (start a new session)."""
 
     category = "exhausted"
 

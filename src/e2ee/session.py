@@ -10,6 +10,8 @@ from e2ee.errors import AuthenticationError, DecodeError, StateError
 from e2ee.handshake.pqxdh import HandshakeSecrets, associated_data
 from e2ee.limits import (
     ED25519_KEY_SIZE,
+    ENCRYPTED_HEADER_SIZE,
+    HEADER_PLAINTEXT_SIZE,
     MAX_COUNTER,
     MAX_PLAINTEXT_SIZE,
     MAX_RECEIVING_CHAINS,
@@ -24,8 +26,10 @@ from e2ee.state import Fields, check_bytes, check_uint, dump, load
 from e2ee.wire.messages import (
     InitialFields,
     message_prefix,
+    normal_message_layout,
     parse_initial_fields,
     parse_message,
+    split_normal_message,
 )
 
 INITIATOR = 0
@@ -41,8 +45,11 @@ class Session:
     """
 
     __slots__ = (
+        "_header_size",
         "_initial_fields_hash",
+        "_layout",
         "_local_identity_key",
+        "_normal_prefix_size",
         "_peer_identity_key",
         "_pending_initial",
         "_prefix",
@@ -70,6 +77,11 @@ class Session:
         self._pending_initial = pending_initial
         self._ratchet = ratchet
         self._prefix = message_prefix(session_id, pending_initial)
+        self._layout = normal_message_layout(session_id, ratchet.header_encryption)
+        self._normal_prefix_size = len(message_prefix(session_id, None))
+        self._header_size = (
+            ENCRYPTED_HEADER_SIZE if ratchet.header_encryption else HEADER_PLAINTEXT_SIZE
+        )
 
     # --- construction by the account ------------------------------------------------------
 
@@ -152,6 +164,19 @@ class Session:
         Raises an :class:`e2ee.errors.RemoteError` subclass on any problem; the session is then
         exactly as it was (``to_bytes()`` is byte-identical).
         """
+        provider = provider or default_provider()
+        split = split_normal_message(message, self._layout, self._header_size)
+        if split is not None:
+            header_start, body = split
+            plaintext = self._ratchet.decrypt(
+                message[header_start : header_start + self._header_size],
+                message[body:],
+                message[: self._normal_prefix_size],
+                message[: header_start + self._header_size],
+                provider,
+            )
+            self._reply_received()
+            return plaintext
         parsed = parse_message(message)
         if parsed.session_id != self._session_id:
             raise AuthenticationError("message belongs to another session")
@@ -167,12 +192,16 @@ class Session:
             parsed.ciphertext,
             parsed.header_prefix,
             parsed.mac_prefix,
-            provider or default_provider(),
+            provider,
         )
+        self._reply_received()
+        return plaintext
+
+    def _reply_received(self) -> None:
+        """After the first authenticated message from the peer, stop the initial form."""
         if self._pending_initial is not None:
             self._pending_initial = None
             self._prefix = message_prefix(self._session_id, None)
-        return plaintext
 
     # --- persistence -------------------------------------------------------------------------
 
@@ -209,7 +238,8 @@ class Session:
     @classmethod
     def from_bytes(cls, data: bytes, *, key: bytes | None = None) -> Session:
         """Load a session saved by :meth:`to_bytes`; raises :class:`e2ee.errors.StateError`."""
-        f = Fields(load(data, TYPE_SESSION_STATE, key))
+        value, envelope_id = load(data, TYPE_SESSION_STATE, key)
+        f = Fields(value)
         if set(f._map) != set(range(23)):
             raise StateError("session state has missing or unknown fields")
         role = f.uint(3, 1)
@@ -236,7 +266,7 @@ class Session:
             cks=f.optional_bytes(13, 32),
             ckr=f.optional_bytes(14, 32),
             ns=f.uint(15, MAX_COUNTER),
-            nr=f.uint(16, MAX_COUNTER),
+            nr=f.uint(16, MAX_COUNTER + 1),
             pn=f.uint(17, MAX_COUNTER),
             hks=header_key(18),
             hkr=header_key(19),
@@ -244,6 +274,9 @@ class Session:
             nhkr=header_key(21),
             skipped=_load_skipped(f.array(22), header_encryption),
         )
+        if envelope_id is not None and envelope_id != session_id:
+            raise StateError("sealed envelope belongs to another session")
+        _check_ratchet_consistency(ratchet)
         pending = f.optional_bytes(8)
         if pending is not None and role != INITIATOR:
             raise StateError("only an initiator has a pending initial message")
@@ -252,7 +285,12 @@ class Session:
                 fields = parse_initial_fields(pending)
             except DecodeError:
                 raise StateError("pending initial fields are malformed") from None
-            if fields.encode() != pending or fields.identity_key != local_key:
+            if (
+                fields.encode() != pending
+                or fields.identity_key != local_key
+                or fields.header_encryption != header_encryption
+                or primitives.sha256(pending) != f.bytes_(7, 32)
+            ):
                 raise StateError("pending initial fields do not belong to this session")
         return cls(
             role=role,
@@ -263,6 +301,23 @@ class Session:
             pending_initial=pending,
             ratchet=ratchet,
         )
+
+
+def _check_ratchet_consistency(r: RatchetState) -> None:
+    """Invariants every session made by this library satisfies; anything else is corrupt."""
+    if r.cks is None:
+        raise StateError("session state has no sending chain")
+    if primitives.x25519_public_key(r.dhs_private) != r.dhs_public:
+        raise StateError("ratchet key pair does not match")
+    if r.ckr is not None and r.dhr is None:
+        raise StateError("receiving chain without a peer ratchet key")
+    if r.header_encryption:
+        if r.hks is None or r.nhks is None or r.nhkr is None:
+            raise StateError("header encryption on but header keys missing")
+        if (r.hkr is None) != (r.ckr is None):
+            raise StateError("receiving header key and chain disagree")
+    if r.ns > MAX_COUNTER or r.pn > MAX_COUNTER:
+        raise StateError("counter out of range")
 
 
 def _load_skipped(raw: list[Any], header_encryption: bool) -> SkippedKeys:

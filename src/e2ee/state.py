@@ -7,8 +7,10 @@ strictly, checks the type, and runs the migrations from the stored version up to
 
 The sealed envelope (key supplied by the caller, 32 bytes) is XChaCha20-Poly1305 under a key
 derived with HKDF, with the envelope version, the object's type, its layout version and its id
-(account identity key or session id) as associated data, so one object's ciphertext cannot be
-substituted for another's.
+(account identity key or session id) as associated data; the loader checks that the id in the
+envelope is the id inside the decrypted state. This stops one object's sealed state from being
+passed off as another's; it cannot stop an older copy of the *same* object from being
+restored (see spec/ratchet.md, "Rollback").
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ def dump(
     )
 
 
-def load(data: bytes, kind: int, key: bytes | None) -> StateMap:
+def load(data: bytes, kind: int, key: bytes | None) -> tuple[StateMap, bytes | None]:
+    """Decode, open and migrate; returns the map and the sealed envelope's object id (None for
+    unsealed state), which the caller MUST compare with the id inside the map."""
     if not isinstance(data, bytes):
         raise TypeError("state must be bytes")
     try:
@@ -69,9 +73,11 @@ def load(data: bytes, kind: int, key: bytes | None) -> StateMap:
         raise StateError(f"state does not decode: {exc}") from None
     if not isinstance(value, dict) or type(value.get(0)) is not int:
         raise StateError("state is not a versioned map")
+    envelope_id: bytes | None = None
     if value.get(1) == TYPE_SEALED_STATE:
         if key is None:
             raise StateError("state is encrypted; a key is required")
+        envelope_id = value.get(4)
         value = _open(value, kind, key)
     elif key is not None:
         raise StateError("state is not encrypted but a key was given")
@@ -84,7 +90,7 @@ def load(data: bytes, kind: int, key: bytes | None) -> StateMap:
         value = MIGRATIONS[(kind, version)](value)
         version += 1
     loaded: StateMap = value
-    return loaded
+    return loaded, envelope_id
 
 
 def _open(envelope: StateMap, kind: int, key: bytes) -> StateMap:

@@ -51,11 +51,16 @@ def sha256(data: bytes) -> bytes:
 
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
-    return hmac.digest(key, data, "sha256")
+    return _digest(key, data, "sha256")
 
 
-def constant_time_equal(a: bytes, b: bytes) -> bool:
-    return hmac.compare_digest(a, b)
+constant_time_equal = hmac.compare_digest
+"""Constant-time comparison of two byte strings."""
+
+_digest = hmac.digest
+_AES = _algorithms.AES
+_CBC = _modes.CBC
+_PADDING = [bytes((i,)) * i for i in range(17)]
 
 
 def hkdf_sha256(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
@@ -130,13 +135,37 @@ def ed25519_seed_to_x25519(seed: bytes) -> bytes:
 
 def ed25519_is_valid_public_key(public_key: bytes) -> bool:
     """True for a canonical Ed25519 point of large order (usable as an identity key)."""
-    if len(public_key) != ED25519_KEY_SIZE:
-        return False
     try:
-        _sodium.crypto_sign_ed25519_pk_to_curve25519(public_key)
-    except (_nacl_exceptions.CryptoError, ValueError):
+        ed25519_identity_to_x25519(public_key)
+    except HandshakeError:
         return False
-    return bool(_sodium.crypto_core_ed25519_is_valid_point(public_key))
+    return True
+
+
+def ed25519_identity_to_x25519(public_key: bytes) -> bytes:
+    """Validate an Ed25519 identity key and return its X25519 form, in one libsodium call.
+
+    Rejected: a wrong length, a non-canonical encoding (y >= p), and everything libsodium's
+    ``crypto_sign_ed25519_pk_to_curve25519`` refuses: points off the curve, of small order, or
+    outside the prime-order subgroup. Together this is what ``crypto_core_ed25519_is_valid_point``
+    accepts (checked against it in the tests), at half the cost.
+    """
+    if (
+        len(public_key) != ED25519_KEY_SIZE
+        or int.from_bytes(public_key, "little") & ((1 << 255) - 1) >= _P25519
+    ):
+        raise HandshakeError("identity key is not a valid Ed25519 public key")
+    try:
+        return bytes(_sodium.crypto_sign_ed25519_pk_to_curve25519(public_key))
+    except (_nacl_exceptions.CryptoError, ValueError):
+        raise HandshakeError("identity key is not a valid Ed25519 public key") from None
+
+
+def ed25519_is_valid_point_libsodium(public_key: bytes) -> bool:
+    """libsodium's own point validation (used by tests to cross-check the rule above)."""
+    return len(public_key) == ED25519_KEY_SIZE and bool(
+        _sodium.crypto_core_ed25519_is_valid_point(public_key)
+    )
 
 
 # --- ML-KEM-1024 -------------------------------------------------------------------------
@@ -172,10 +201,9 @@ def mlkem1024_decapsulate(seed: bytes, ciphertext: bytes) -> bytes:
     """Decapsulate with implicit rejection; a malformed ciphertext raises HandshakeError."""
     if len(ciphertext) != MLKEM1024_CIPHERTEXT_SIZE:
         raise HandshakeError("ML-KEM-1024 ciphertext has the wrong length")
-    try:
-        return _mlkem.MLKEM1024PrivateKey.from_seed_bytes(seed).decapsulate(ciphertext)
-    except ValueError:  # pragma: no cover - length is checked above
-        raise HandshakeError("ML-KEM-1024 ciphertext rejected") from None
+    if len(seed) != MLKEM1024_SEED_SIZE:
+        raise ValueError("ML-KEM seed must be 64 bytes")
+    return _mlkem.MLKEM1024PrivateKey.from_seed_bytes(seed).decapsulate(ciphertext)
 
 
 # --- symmetric encryption ----------------------------------------------------------------
@@ -183,25 +211,34 @@ def mlkem1024_decapsulate(seed: bytes, ciphertext: bytes) -> bytes:
 
 def aes256_cbc_encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
     """AES-256-CBC with PKCS#7 padding."""
-    pad = 16 - (len(plaintext) % 16)
-    encryptor = _Cipher(_algorithms.AES(key), _modes.CBC(iv)).encryptor()
-    return encryptor.update(plaintext + bytes((pad,)) * pad) + encryptor.finalize()
+    encryptor = _Cipher(_AES(key), _CBC(iv)).encryptor()
+    return encryptor.update(plaintext + _PADDING[16 - len(plaintext) % 16]) + encryptor.finalize()
 
 
 def aes256_cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
     """Inverse of :func:`aes256_cbc_encrypt`. Call only on authenticated ciphertext."""
     if not ciphertext or len(ciphertext) % 16:
         raise AuthenticationError("ciphertext length is not a multiple of the block size")
-    decryptor = _Cipher(_algorithms.AES(key), _modes.CBC(iv)).decryptor()
+    decryptor = _Cipher(_AES(key), _CBC(iv)).decryptor()
     padded = decryptor.update(ciphertext) + decryptor.finalize()
     pad = padded[-1]
-    if not 1 <= pad <= 16 or padded[-pad:] != bytes((pad,)) * pad:
+    if not 1 <= pad <= 16 or not padded.endswith(_PADDING[pad]):
         raise AuthenticationError("invalid padding")
     return padded[:-pad]
 
 
 def xchacha20poly1305_encrypt(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
     return bytes(_sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key))
+
+
+def xchacha20poly1305_try_decrypt(
+    key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes
+) -> bytes | None:
+    """Like :func:`xchacha20poly1305_decrypt`, but ``None`` on failure (header-key trials)."""
+    try:
+        return bytes(_sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, ad, nonce, key))
+    except (_nacl_exceptions.CryptoError, ValueError, TypeError):
+        return None
 
 
 def xchacha20poly1305_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:

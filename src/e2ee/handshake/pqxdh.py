@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from e2ee.crypto import primitives
-from e2ee.errors import HandshakeError
 from e2ee.limits import (
     HASH_LABEL_SESSION_ID,
     HASH_LABEL_TRANSCRIPT,
@@ -159,6 +158,4 @@ def responder_dh(
 
 def check_identity_key(identity_key: bytes) -> bytes:
     """Validate an Ed25519 identity key and return its X25519 form."""
-    if not primitives.ed25519_is_valid_public_key(identity_key):
-        raise HandshakeError("identity key is not a valid Ed25519 public key")
-    return primitives.ed25519_public_to_x25519(identity_key)
+    return primitives.ed25519_identity_to_x25519(identity_key)

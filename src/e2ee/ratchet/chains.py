@@ -15,6 +15,10 @@ from e2ee.limits import (
 )
 
 _hmac = primitives.hmac_sha256
+_hkdf = primitives.hkdf_sha256
+_equal = primitives.constant_time_equal
+_cbc_encrypt = primitives.aes256_cbc_encrypt
+_cbc_decrypt = primitives.aes256_cbc_decrypt
 _MK = KDF_CK_MESSAGE_KEY_BYTE
 _CK = KDF_CK_CHAIN_KEY_BYTE
 
@@ -45,23 +49,40 @@ def message_key(chain_key: bytes) -> bytes:
 
 
 def _expand(message_key: bytes) -> tuple[bytes, bytes, bytes]:
-    out = primitives.hkdf_sha256(HKDF_ZERO_SALT, message_key, KDF_INFO_MESSAGE_KEYS, 80)
+    out = _hkdf(HKDF_ZERO_SALT, message_key, KDF_INFO_MESSAGE_KEYS, 80)
     return out[:32], out[32:64], out[64:]
 
 
+def seal(chain_key: bytes, plaintext: bytes, associated_data: bytes) -> tuple[bytes, bytes]:
+    """KDF_CK then ENCRYPT (section 5.2): (next chain key, ciphertext || tag).
+
+    AES-256-CBC under the expanded message key, then HMAC-SHA-256 over ad || ciphertext,
+    truncated to 16 bytes. One function for the hot path: fewer Python frames per message.
+    """
+    okm = _hkdf(HKDF_ZERO_SALT, _hmac(chain_key, _MK), KDF_INFO_MESSAGE_KEYS, 80)
+    ciphertext = _cbc_encrypt(okm[:32], okm[64:], plaintext)
+    tag = _hmac(okm[32:64], associated_data + ciphertext)[:MESSAGE_TAG_SIZE]
+    return _hmac(chain_key, _CK), ciphertext + tag
+
+
+def open_(chain_key: bytes, ciphertext: bytes, associated_data: bytes) -> tuple[bytes, bytes]:
+    """KDF_CK then DECRYPT: (next chain key, plaintext). The tag is verified, in constant
+    time, before anything is decrypted; nothing is returned unless it verifies."""
+    return _hmac(chain_key, _CK), decrypt(_hmac(chain_key, _MK), ciphertext, associated_data)
+
+
 def encrypt(message_key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
-    """ENCRYPT (section 5.2): AES-256-CBC, then a truncated HMAC over ad || ciphertext."""
-    enc_key, auth_key, iv = _expand(message_key)
-    ciphertext = primitives.aes256_cbc_encrypt(enc_key, iv, plaintext)
-    tag = _hmac(auth_key, associated_data + ciphertext)[:MESSAGE_TAG_SIZE]
-    return ciphertext + tag
+    """ENCRYPT (section 5.2) with an explicit message key."""
+    okm = _hkdf(HKDF_ZERO_SALT, message_key, KDF_INFO_MESSAGE_KEYS, 80)
+    ciphertext = _cbc_encrypt(okm[:32], okm[64:], plaintext)
+    return ciphertext + _hmac(okm[32:64], associated_data + ciphertext)[:MESSAGE_TAG_SIZE]
 
 
 def decrypt(message_key: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
     """DECRYPT: verify the tag in constant time first, only then decrypt."""
-    enc_key, auth_key, iv = _expand(message_key)
-    body, tag = ciphertext[:-MESSAGE_TAG_SIZE], ciphertext[-MESSAGE_TAG_SIZE:]
-    expected = _hmac(auth_key, associated_data + body)[:MESSAGE_TAG_SIZE]
-    if not primitives.constant_time_equal(expected, tag):
+    okm = _hkdf(HKDF_ZERO_SALT, message_key, KDF_INFO_MESSAGE_KEYS, 80)
+    body = ciphertext[:-MESSAGE_TAG_SIZE]
+    expected = _hmac(okm[32:64], associated_data + body)[:MESSAGE_TAG_SIZE]
+    if not _equal(expected, ciphertext[-MESSAGE_TAG_SIZE:]):
         raise AuthenticationError("message authentication failed")
-    return primitives.aes256_cbc_decrypt(enc_key, iv, body)
+    return _cbc_decrypt(okm[:32], okm[64:], body)

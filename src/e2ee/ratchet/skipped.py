@@ -35,6 +35,9 @@ class SkippedKeys:
     def knows_chain(self, reference: bytes) -> bool:
         return reference in self._chains
 
+    def has_keys(self, reference: bytes) -> bool:
+        return bool(self._chains.get(reference))
+
     def get(self, reference: bytes, number: int) -> bytes | None:
         chain = self._chains.get(reference)
         return None if chain is None else chain.get(number)

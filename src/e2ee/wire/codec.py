@@ -1,5 +1,9 @@
 """Strict canonical CBOR (RFC 8949 section 4.2.1, core deterministic encoding).
 
+Map keys are restricted to the unsigned integers 0..23, whose encodings are one byte each, so
+the length-first order (RFC 8949 section 4.2.3, what cbor2 calls canonical) and the bytewise
+order of section 4.2.1 coincide and there is exactly one valid encoding of every map.
+
 Two decoders share one definition of "acceptable":
 
 * :func:`decode` -- the generic one, for bundles and persisted state: ``cbor2`` with
@@ -26,8 +30,6 @@ from e2ee.limits import MAX_CBOR_DEPTH
 
 CBORValue = Any
 """A decoded value: int, bytes, bool, None, list of values, or dict[int, value]."""
-
-_NULL = object()
 
 
 def encode(value: CBORValue) -> bytes:
@@ -87,8 +89,8 @@ def _check_types(value: CBORValue, depth: int) -> None:
         return
     if isinstance(value, dict):
         for key, item in value.items():
-            if type(key) is not int:
-                raise DecodeError("map keys must be integers")
+            if type(key) is not int or not 0 <= key < 24:
+                raise DecodeError("map keys must be integers from 0 to 23")
             _check_types(item, depth + 1)
         return
     raise DecodeError(f"CBOR type {type(value).__name__} is not allowed here")

@@ -28,6 +28,7 @@ from e2ee.limits import (
     MAX_BUNDLE_SIZE,
     MAX_COUNTER,
     MAX_MESSAGE_SIZE,
+    MAX_PLAINTEXT_SIZE,
     MESSAGE_TAG_SIZE,
     MLKEM1024_CIPHERTEXT_SIZE,
     MLKEM1024_PUBLIC_KEY_SIZE,
@@ -142,6 +143,8 @@ class PreKeyBundle:
         allowed = set(range(_B_VERSION, _B_OKEM_SIG + 1))
         if not set(value) <= allowed:
             raise DecodeError("unknown field in prekey bundle")
+        if any(item is None for item in value.values()):
+            raise DecodeError("absent fields are left out, never null")
         try:
             return cls(
                 identity_key=value[_B_IDENTITY],
@@ -248,6 +251,10 @@ class InitialFields:
         )
 
 
+MIN_CIPHERTEXT_SIZE = 16 + MESSAGE_TAG_SIZE
+MAX_CIPHERTEXT_SIZE = (MAX_PLAINTEXT_SIZE // 16 + 1) * 16 + MESSAGE_TAG_SIZE
+"""A padded maximum-size plaintext plus the tag: larger ciphertexts are refused unread."""
+
 _NORMAL_HEAD = codec.encode_array_head(5) + codec.encode_uint(PROTOCOL_VERSION)
 _INITIAL_HEAD = codec.encode_array_head(12) + codec.encode_uint(PROTOCOL_VERSION)
 _NORMAL_TYPE = codec.encode_uint(TYPE_NORMAL_MESSAGE)
@@ -259,6 +266,48 @@ def message_prefix(session_id: bytes, encoded_initial: bytes | None) -> bytes:
     if encoded_initial is None:
         return _NORMAL_HEAD + _NORMAL_TYPE + codec.encode_bytes(session_id)
     return _INITIAL_HEAD + _INITIAL_TYPE + codec.encode_bytes(session_id) + encoded_initial
+
+
+def normal_message_layout(session_id: bytes, header_encryption: bool) -> bytes:
+    """The fixed bytes every normal message of one session starts with: array head, version,
+    type, session id and the header's byte-string head. Input to
+    :func:`split_normal_message`."""
+    size = ENCRYPTED_HEADER_SIZE if header_encryption else HEADER_PLAINTEXT_SIZE
+    return message_prefix(session_id, None) + codec.encode_bytes(bytes(size))[:-size]
+
+
+def split_normal_message(data: bytes, layout: bytes, header_size: int) -> tuple[int, int] | None:
+    """Fast path of :func:`parse_message` for the one layout a session expects.
+
+    Returns (offset of the header, offset of the ciphertext bytes) when ``data`` is exactly a
+    normal message of that layout, as :func:`parse_message` would accept it; otherwise
+    ``None``, and the caller uses :func:`parse_message` (which then reports the error). The
+    tests fuzz this against :func:`parse_message`.
+    """
+    if type(data) is not bytes or not data.startswith(layout):
+        return None
+    header_start = len(layout)
+    head_at = header_start + header_size
+    size = len(data)
+    if size > MAX_MESSAGE_SIZE or size <= head_at + 1:
+        return None
+    head = data[head_at]
+    if head == 0x58:
+        body, length, minimum = head_at + 2, data[head_at + 1], 24
+    elif head == 0x59:
+        body, length, minimum = head_at + 3, int.from_bytes(data[head_at + 1 : head_at + 3]), 256
+    elif head == 0x5A:
+        body, length, minimum = head_at + 5, int.from_bytes(data[head_at + 1 : head_at + 5]), 65536
+    else:
+        return None
+    if (
+        length < minimum
+        or body + length != size
+        or not MIN_CIPHERTEXT_SIZE <= length <= MAX_CIPHERTEXT_SIZE
+        or (length - MESSAGE_TAG_SIZE) % 16
+    ):
+        return None
+    return header_start, body
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +359,7 @@ def parse_message(data: bytes) -> ParsedMessage:
         raise DecodeError("header has the wrong size")
     if (
         type(ciphertext) is not bytes
-        or len(ciphertext) < 16 + MESSAGE_TAG_SIZE
+        or not MIN_CIPHERTEXT_SIZE <= len(ciphertext) <= MAX_CIPHERTEXT_SIZE
         or (len(ciphertext) - MESSAGE_TAG_SIZE) % 16
     ):
         raise DecodeError("ciphertext has an impossible length")

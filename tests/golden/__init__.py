@@ -1,0 +1,1 @@
+"""Golden persisted-state files (see make_golden.py and manifest.json)."""
