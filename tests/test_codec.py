@@ -629,3 +629,25 @@ def test_missing_or_mistyped_version_is_a_plain_decode_error() -> None:
     with pytest.raises(DecodeError) as info:
         PreKeyBundle.from_bytes(codec.encode(fields))
     assert not isinstance(info.value, UnsupportedVersionError)
+
+
+# RFC 8949 Appendix A examples, plus each head width's first and last value.
+@pytest.mark.parametrize(
+    ("value", "hex_data"),
+    [
+        (0, "00"),
+        (23, "17"),
+        (24, "1818"),
+        (255, "18ff"),
+        (256, "190100"),
+        (65535, "19ffff"),
+        (65536, "1a00010000"),
+        (4294967295, "1affffffff"),
+        (4294967296, "1b0000000100000000"),
+        (1000000000000, "1b000000e8d4a51000"),
+        (18446744073709551615, "1bffffffffffffffff"),
+    ],
+)
+def test_encode_uint_uses_the_shortest_head(value: int, hex_data: str) -> None:
+    assert codec.encode_uint(value).hex() == hex_data
+    assert codec.encode(value).hex() == hex_data

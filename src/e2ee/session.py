@@ -311,6 +311,17 @@ def _check_ratchet_consistency(r: RatchetState) -> None:
         raise StateError("ratchet key pair does not match")
     if r.ckr is not None and r.dhr is None:
         raise StateError("receiving chain without a peer ratchet key")
+    if r.ckr is not None:
+        # The current receiving chain is always the newest remembered one: the ratchet stores
+        # the keys it skips on it, so a state that forgot it would silently lose them.
+        reference = r.hkr if r.header_encryption else r.dhr
+        newest = next(r.skipped.references(), None)
+        if (
+            reference is None
+            or newest is None
+            or not primitives.constant_time_equal(newest, reference)
+        ):
+            raise StateError("current receiving chain is not remembered")
     if r.header_encryption:
         if r.hks is None or r.nhks is None or r.nhkr is None:
             raise StateError("header encryption on but header keys missing")

@@ -293,10 +293,11 @@ class RatchetState:
                 plain = try_open(reference, nonce, sealed, ad)
                 if plain is not None:
                     return plain, reference, False
-        if self.nhkr is not None:
-            plain = try_open(self.nhkr, nonce, sealed, ad)
-            if plain is not None:
-                return plain, self.nhkr, True
+        nhkr = self.nhkr
+        assert nhkr is not None  # header encryption always has a next header key (load checks)
+        plain = try_open(nhkr, nonce, sealed, ad)
+        if plain is not None:
+            return plain, nhkr, True
         for reference in others:
             if not self.skipped.has_keys(reference):
                 plain = try_open(reference, nonce, sealed, ad)

@@ -55,17 +55,14 @@ class SkippedKeys:
 
     def add(self, reference: bytes, number: int, key: bytes) -> None:
         """Store one skipped key on a remembered chain, evicting the oldest beyond the cap."""
-        chain = self._chains.get(reference)
-        if chain is None:  # the chain itself was evicted already: nothing to keep
-            return
-        chain[number] = key
+        # Keys are only ever skipped on the current chain (the newest remembered one) or, during
+        # a DH step, on the chain that was current until then: both are always remembered.
+        self._chains[reference][number] = key
         self._count += 1
         while self._count > MAX_SKIPPED_KEYS:
-            for keys in self._chains.values():
-                if keys:
-                    del keys[next(iter(keys))]
-                    self._count -= 1
-                    break
+            oldest_chain = next(keys for keys in self._chains.values() if keys)
+            del oldest_chain[next(iter(oldest_chain))]
+            self._count -= 1
 
     # --- persistence ---------------------------------------------------------------------
 

@@ -1,0 +1,234 @@
+"""``e2ee conformance run -- COMMAND [ARGS...]``: drive an adapter through every vector case.
+
+Each vector file is one *area* (its name without ``.json``). The runner starts the adapter,
+exchanges ``hello`` (the adapter announces the areas it implements), then replays every case
+of every announced area as requests (:mod:`e2ee.conformance.cases`) and compares the responses
+with the vectors. Cases of areas the adapter does not announce are *unsupported*: neither
+passed nor failed. Output: one line per area, failure details under it, then as the last line
+``N passed, M failed``. The run succeeds when M is 0 and N is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from e2ee.conformance.adapter import Adapter, ProtocolFailure
+from e2ee.conformance.cases import DRIVERS, Mismatch, uses_state
+from e2ee.conformance.protocol import (
+    AREA_OPS,
+    DEFAULT_MAX_RESTARTS,
+    DEFAULT_STARTUP_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    STATE_CAPABILITY,
+    area_of,
+)
+from e2ee.vectors.common import MANIFEST_NAME, default_dir
+
+MAX_REPORTED = 10
+"""Failures listed per area unless ``verbose`` (all are counted)."""
+
+
+@dataclass
+class AreaResult:
+    area: str
+    passed: int = 0
+    failed: int = 0
+    unsupported: int = 0
+    messages: list[str] = field(default_factory=list)
+
+    def fail(self, message: str) -> None:
+        self.failed += 1
+        self.messages.append(message)
+
+    @property
+    def line(self) -> str:
+        text = f"{self.area}: {self.passed} passed, {self.failed} failed"
+        return text + (f", {self.unsupported} unsupported" if self.unsupported else "")
+
+
+@dataclass
+class Report:
+    areas: list[AreaResult] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    """File-level problems (each counts as one failure)."""
+    adapter: str = ""
+
+    @property
+    def passed(self) -> int:
+        return sum(a.passed for a in self.areas)
+
+    @property
+    def failed(self) -> int:
+        return sum(a.failed for a in self.areas) + len(self.problems)
+
+    @property
+    def unsupported(self) -> int:
+        return sum(a.unsupported for a in self.areas)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.passed > 0
+
+    @property
+    def summary(self) -> str:
+        return f"{self.passed} passed, {self.failed} failed"
+
+
+@dataclass
+class VectorFile:
+    name: str
+    area: str
+    data: dict[str, Any]
+
+
+def load_vectors(directory: Path, problems: list[str]) -> list[VectorFile]:
+    """The vector files of ``directory`` (sorted by name), checked against the manifest."""
+    manifest: dict[str, str] = {}
+    manifest_path = directory / MANIFEST_NAME
+    try:
+        entries = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+        manifest = {str(name): str(entry["sha256"]) for name, entry in entries.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        problems.append(f"{MANIFEST_NAME}: unreadable ({exc})")
+    files: list[VectorFile] = []
+    for path in sorted(directory.glob("*.json")):
+        if path.name == MANIFEST_NAME:
+            continue
+        raw = path.read_bytes()
+        expected = manifest.get(path.name)
+        if expected is None:
+            problems.append(f"{path.name}: not listed in the manifest")
+        elif hashlib.sha256(raw).hexdigest() != expected:
+            problems.append(f"{path.name}: sha256 differs from the manifest")
+        try:
+            data = json.loads(raw)
+            schema = data["schema"]
+            data["testGroups"]
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{path.name}: not a vector file ({exc})")
+            continue
+        if schema not in DRIVERS:
+            problems.append(f"{path.name}: unknown schema {schema!r}")
+            continue
+        files.append(VectorFile(path.name, area_of(path.name), data))
+    if not files:
+        problems.append(f"no vector files in {directory}")
+    return files
+
+
+def _cases(vector: VectorFile) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [(group, test) for group in vector.data["testGroups"] for test in group["tests"]]
+
+
+def run(
+    command: Sequence[str],
+    *,
+    vectors: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+    max_restarts: int = DEFAULT_MAX_RESTARTS,
+    areas: Sequence[str] = (),
+    verbose: bool = False,
+    out: Callable[[str], None] = print,
+) -> Report:
+    """Run every case against the adapter ``command``; prints results, the summary last."""
+    report = Report()
+    directory = default_dir() if vectors is None else vectors
+    files = load_vectors(directory, report.problems)
+    if areas:
+        unknown = sorted(set(areas) - {f.area for f in files})
+        for name in unknown:
+            report.problems.append(f"--area {name}: no such area in {directory}")
+        files = [f for f in files if f.area in areas]
+    adapter = Adapter(
+        command,
+        timeout=timeout,
+        startup_timeout=startup_timeout,
+        max_restarts=max_restarts,
+        areas=[f.area for f in files],
+    )
+    try:
+        hello = adapter.start()
+    except ProtocolFailure as exc:
+        out(f"adapter: {' '.join(command)}: {exc}")
+        for vector in files:
+            result = AreaResult(vector.area)
+            for _group, test in _cases(vector):
+                result.fail(f"tcId {test.get('tcId')}: no adapter ({exc})")
+            report.areas.append(result)
+            _print_area(result, verbose, out)
+        _finish(report, out)
+        return report
+    capabilities = set(hello["capabilities"])
+    report.adapter = str(hello.get("implementation", " ".join(command)))
+    known = {f.area for f in files} | set(AREA_OPS) | {STATE_CAPABILITY}
+    out(
+        f"adapter: {report.adapter}; announces {len(capabilities)} capabilities"
+        + (f" (unknown, ignored: {sorted(capabilities - known)})" if capabilities - known else "")
+    )
+    try:
+        for vector in files:
+            result = _run_file(adapter, vector, capabilities)
+            report.areas.append(result)
+            _print_area(result, verbose, out)
+    finally:
+        adapter.close()
+    if adapter.restarts or adapter.failures:
+        out(f"adapter problems: {len(adapter.failures)}, restarts: {adapter.restarts}")
+    _finish(report, out)
+    return report
+
+
+def _run_file(adapter: Adapter, vector: VectorFile, capabilities: set[str]) -> AreaResult:
+    result = AreaResult(vector.area)
+    drivers = DRIVERS[vector.data["schema"]]
+    supported = vector.area in capabilities
+    for group, test in _cases(vector):
+        label = f"tcId {test.get('tcId')} ({test.get('comment', '')})"
+        driver = drivers.get(group.get("type", ""))
+        if driver is None:
+            result.fail(f"{label}: group type {group.get('type')!r} unknown for this schema")
+            continue
+        if not supported or (
+            group.get("type") == "ScenarioTest"
+            and STATE_CAPABILITY not in capabilities
+            and uses_state(group, test)
+        ):
+            result.unsupported += 1
+            continue
+        try:
+            driver(adapter.call, group, test)
+        except Mismatch as exc:
+            result.fail(f"{label}: {exc}")
+        except ProtocolFailure as exc:
+            result.fail(f"{label}: adapter failure: {exc}")
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            result.fail(f"{label}: unusable response or vector: {type(exc).__name__}: {exc}")
+        else:
+            result.passed += 1
+    return result
+
+
+def _print_area(result: AreaResult, verbose: bool, out: Callable[[str], None]) -> None:
+    out(result.line)
+    shown = result.messages if verbose else result.messages[:MAX_REPORTED]
+    for message in shown:
+        out(f"  FAIL {message}")
+    if len(result.messages) > len(shown):
+        out(f"  ... and {len(result.messages) - len(shown)} more (--verbose lists all)")
+
+
+def _finish(report: Report, out: Callable[[str], None]) -> None:
+    for problem in report.problems:
+        out(f"FAIL {problem}")
+    if report.unsupported:
+        missing = sorted(a.area for a in report.areas if a.unsupported)
+        out(f"unsupported: {report.unsupported} cases ({', '.join(missing)})")
+    if report.passed == 0:
+        out("no case passed: a run that executes no case fails")
+    out(report.summary)

@@ -1,0 +1,91 @@
+"""A deliberately broken conformance adapter, for tests/test_conformance.py.
+
+It wraps e2ee's own adapter (:class:`e2ee.conformance.serve.Server`) in-process and damages
+its answers in one way, chosen by the first argument:
+
+* ``ok``: no damage (only ``--areas`` applies);
+* ``flip``: flips one hex digit of the outputs of ``x25519`` (``shared``), ``hkdf_sha256``
+  (``okm``) and ``encrypt`` (``message``);
+* ``wrong-error``: reports every e2ee error under another category (``decode_error`` becomes
+  ``auth_failed``, everything else ``decode_error``);
+* ``fingerprint``: answers ``fingerprint`` with a value that changes on every call, so no
+  "state unchanged" claim holds;
+* ``nothing``: announces no capabilities;
+* ``crash``: exits with status 3 on its 5th request;
+* ``hang``: stops answering (sleeps) on its 5th request;
+* ``garbage``: answers its 5th request with a line that is not JSON.
+
+``--areas a,b,...`` limits the areas announced in ``hello`` (default: all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from e2ee.conformance.protocol import encode_line
+from e2ee.conformance.serve import Server
+
+FLIPPED = {"x25519": "shared", "hkdf_sha256": "okm", "encrypt": "message"}
+TRIGGER = 5
+"""The request (counting hello as the first) on which crash/hang/garbage strike."""
+
+
+def _flip(hex_text: str) -> str:
+    last = hex_text[-1]
+    return hex_text[:-1] + ("0" if last != "0" else "1")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "mode",
+        choices=["ok", "flip", "wrong-error", "fingerprint", "nothing", "crash", "hang", "garbage"],
+    )
+    parser.add_argument("--areas", default="")
+    args = parser.parse_args()
+    server = Server()
+    calls = 0
+    count = 0
+    for line in sys.stdin:
+        request: Any = json.loads(line)
+        count += 1
+        op = request.get("op")
+        if count == TRIGGER:
+            if args.mode == "crash":
+                return 3
+            if args.mode == "hang":
+                time.sleep(3600)
+            if args.mode == "garbage":
+                sys.stdout.write("this is not JSON\n")
+                sys.stdout.flush()
+                continue
+        response = server.handle(request)
+        result = response.get("result")
+        error = response.get("error")
+        if op == "hello" and isinstance(result, dict):
+            if args.mode == "nothing":
+                result["capabilities"] = []
+            elif args.areas:
+                result["capabilities"] = [a for a in args.areas.split(",") if a]
+        elif args.mode == "flip" and isinstance(result, dict) and op in FLIPPED:
+            name = FLIPPED[op]
+            if isinstance(result.get(name), str):
+                result[name] = _flip(result[name])
+        elif args.mode == "wrong-error" and isinstance(error, dict):
+            error["category"] = (
+                "auth_failed" if error["category"] == "decode_error" else ("decode_error")
+            )
+        elif args.mode == "fingerprint" and op == "fingerprint" and isinstance(result, dict):
+            calls += 1
+            result["fingerprint"] = f"changed-{calls}"
+        sys.stdout.buffer.write(encode_line(response))
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

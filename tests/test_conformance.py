@@ -1,0 +1,309 @@
+"""``e2ee conformance run|serve``: e2ee passes every vector case through the JSON-lines
+protocol, and the runner reports a broken, crashing, hanging or mute adapter as failing."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2ee.cli.main import main
+from e2ee.conformance.cases import uses_state
+from e2ee.conformance.protocol import AREA_OPS, PROTOCOL_NAME, PROTOCOL_VERSION, STATE_CAPABILITY
+from e2ee.conformance.serve import Server
+from tests.conftest import PROJECT_ROOT
+
+VECTORS = PROJECT_ROOT / "test_vectors"
+SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$")
+PYTHON = sys.executable
+SERVE = [PYTHON, "-m", "e2ee.cli", "conformance", "serve"]
+BROKEN = [PYTHON, str(Path(__file__).resolve().parent / "broken_adapter.py")]
+
+
+def _tests(area: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    data = json.loads((VECTORS / f"{area}.json").read_text(encoding="utf-8"))
+    return [(group, test) for group in data["testGroups"] for test in group["tests"]]
+
+
+def _total_cases() -> int:
+    return sum(len(_tests(path.stem)) for path in VECTORS.glob("*.json") if path.stem in AREA_OPS)
+
+
+def _summary(lines: list[str]) -> tuple[int, int]:
+    match = SUMMARY.match(lines[-1])
+    assert match, lines[-1]
+    return int(match[1]), int(match[2])
+
+
+def _run(
+    capsys: pytest.CaptureFixture[str], adapter: list[str], *options: str
+) -> tuple[int, list[str], int, int]:
+    """The runner in-process (the adapter is a real subprocess): status, lines, N, M."""
+    status = main(["conformance", "run", *options, "--", *adapter])
+    lines = capsys.readouterr().out.strip().splitlines()
+    passed, failed = _summary(lines)
+    return status, lines, passed, failed
+
+
+def _areas(*names: str) -> list[str]:
+    return [option for name in names for option in ("--area", name)]
+
+
+def _area_line(lines: list[str], area: str) -> str:
+    return next(line for line in lines if line.startswith(f"{area}: "))
+
+
+# --- e2ee against itself ----------------------------------------------------------------------
+
+
+def test_serve_passes_every_case_through_the_cli() -> None:
+    """What CI runs: ``e2ee conformance run -- e2ee conformance serve``, both as processes."""
+    completed = subprocess.run(
+        [PYTHON, "-m", "e2ee.cli", "conformance", "run", "--", *SERVE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PROJECT_ROOT,
+    )
+    lines = completed.stdout.strip().splitlines()
+    passed, failed = _summary(lines)
+    assert failed == 0, "\n".join(line for line in lines if "FAIL" in line)
+    assert passed >= 300
+    assert passed == _total_cases()
+    assert completed.returncode == 0
+    assert not any("unsupported" in line for line in lines)
+    assert len([line for line in lines if re.match(r"^\w+: \d+ passed, 0 failed$", line)]) == len(
+        AREA_OPS
+    )
+
+
+def test_console_script_serves_the_protocol() -> None:
+    script = Path(PYTHON).parent / "e2ee"
+    if not script.exists():
+        pytest.skip("the e2ee console script is not installed next to the interpreter")
+    requests = [
+        {"id": 1, "op": "hello", "protocol": PROTOCOL_NAME, "version": PROTOCOL_VERSION},
+        {"id": 2, "op": "x25519_public_key", "private": "09" + "00" * 31},
+        {"id": 3, "op": "no_such_op"},
+        {"id": 4, "op": "shutdown"},
+    ]
+    completed = subprocess.run(
+        [str(script), "conformance", "serve"],
+        input="".join(json.dumps(r) + "\n" for r in requests),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    responses = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [r["id"] for r in responses] == [1, 2, 3, 4]
+    hello = responses[0]["result"]
+    assert hello["protocol"] == PROTOCOL_NAME
+    assert hello["version"] == PROTOCOL_VERSION
+    assert set(hello["capabilities"]) == {*AREA_OPS, STATE_CAPABILITY}
+    assert len(responses[1]["result"]["public"]) == 64
+    assert responses[2]["error"]["category"] == "unsupported_operation"
+    assert responses[3] == {"id": 4, "result": {}}
+
+
+def test_an_adapter_with_some_areas_passes_and_the_rest_is_unsupported(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    areas = ["x25519", "hkdf_sha256"]
+    status, lines, passed, failed = _run(capsys, [*BROKEN, "ok", "--areas", ",".join(areas)])
+    assert (passed, failed) == (sum(len(_tests(a)) for a in areas), 0)
+    assert status == 0
+    unsupported = _total_cases() - passed
+    assert any(line.startswith(f"unsupported: {unsupported} cases") for line in lines)
+    assert _area_line(lines, "conversation_basic").endswith("unsupported")
+
+
+def test_save_and_load_steps_need_the_state_capability(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cases = _tests("handshake_pqxdh")
+    with_state = sum(1 for group, test in cases if uses_state(group, test))
+    assert 0 < with_state < len(cases)
+    status, lines, passed, failed = _run(
+        capsys, [*BROKEN, "ok", "--areas", "handshake_pqxdh"], *_areas("handshake_pqxdh")
+    )
+    assert (passed, failed, status) == (len(cases) - with_state, 0, 0)
+    assert _area_line(lines, "handshake_pqxdh").endswith(f"{with_state} unsupported")
+
+
+# --- broken adapters ------------------------------------------------------------------------
+
+
+def test_flipped_output_bytes_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    areas = ("x25519", "hkdf_sha256", "conversation_basic", "kdf_ck")
+    status, lines, passed, failed = _run(capsys, [*BROKEN, "flip"], *_areas(*areas))
+    valid_xdh = sum(
+        1 for g, t in _tests("x25519") if g["type"] == "XdhComp" and t["result"] == "valid"
+    )
+    expected_failures = valid_xdh + len(_tests("hkdf_sha256")) + len(_tests("conversation_basic"))
+    assert failed == expected_failures
+    assert passed == sum(len(_tests(a)) for a in areas) - expected_failures
+    assert status == 1
+    assert _area_line(lines, "kdf_ck").endswith(" 0 failed")
+    text = "\n".join(lines)
+    assert "FAIL tcId 1 (" in text
+    assert "shared: expected" in text
+    assert "okm: expected" in text
+    assert "(encrypt by alice): message: expected" in text
+
+
+def test_wrong_error_categories_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    areas = ("message_aead", "wire_bundle", "conversation_replay", "handshake_rejections")
+    status, lines, passed, failed = _run(capsys, [*BROKEN, "wrong-error"], *_areas(*areas))
+    invalid = sum(1 for a in areas for _, t in _tests(a) if t["result"] == "invalid")
+    # An "acceptable" case fails too when e2ee takes the rejecting branch.
+    rejected_acceptable = sum(
+        1
+        for _, t in _tests("wire_bundle")
+        if t["result"] == "acceptable"
+        and "error" in Server().handle({"id": 1, "op": "decode_bundle", "bundle": t["bundle"]})
+    )
+    assert invalid > 0
+    assert failed == invalid + rejected_acceptable
+    assert passed == sum(len(_tests(a)) for a in areas) - failed
+    assert status == 1
+    assert "error category: expected auth_failed, got decode_error" in "\n".join(lines)
+
+
+def test_state_unchanged_claims_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    areas = ("conversation_replay", "conversation_tamper", "handshake_x3dh")
+    status, lines, _passed, failed = _run(capsys, [*BROKEN, "fingerprint"], *_areas(*areas))
+    claims = sum(
+        1
+        for a in areas
+        for _, t in _tests(a)
+        if any(
+            s["expect"].get("stateUnchanged") or s["expect"].get("accountUnchanged")
+            for s in t["steps"]
+        )
+    )
+    assert claims > 0
+    assert (failed, status) == (claims, 1)
+    assert "stateUnchanged does not hold" in "\n".join(lines)
+    assert "accountUnchanged does not hold" in "\n".join(lines)
+
+
+def test_an_adapter_that_announces_nothing_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    status, lines, passed, failed = _run(capsys, [*BROKEN, "nothing"])
+    assert (passed, failed, status) == (0, 0, 1)
+    assert any(line.startswith(f"unsupported: {_total_cases()} cases") for line in lines)
+    assert "no case passed" in lines[-2]
+
+
+def test_a_crashing_adapter_is_restarted_then_given_up(capsys: pytest.CaptureFixture[str]) -> None:
+    status, lines, passed, failed = _run(
+        capsys, [*BROKEN, "crash"], "--max-restarts", "2", *_areas("hkdf_sha256", "kdf_ck")
+    )
+    assert status == 1
+    # Each process answers hello and three requests, then dies on the fourth.
+    assert passed == 3 * 3
+    assert failed == len(_tests("hkdf_sha256")) + len(_tests("kdf_ck")) - passed
+    text = "\n".join(lines)
+    assert "exited with status 3" in text
+    assert "gave up after 2 restarts" in text
+
+
+def test_a_hanging_adapter_times_out(capsys: pytest.CaptureFixture[str]) -> None:
+    start = time.monotonic()
+    status, lines, passed, failed = _run(
+        capsys,
+        [*BROKEN, "hang"],
+        "--timeout",
+        "0.5",
+        "--max-restarts",
+        "1",
+        *_areas("hkdf_sha256"),
+    )
+    assert time.monotonic() - start < 20
+    assert status == 1
+    assert passed == 2 * 3
+    assert failed == len(_tests("hkdf_sha256")) - passed
+    assert "no response within 0.5 s" in "\n".join(lines)
+
+
+def test_a_response_that_is_not_json_is_a_failure(capsys: pytest.CaptureFixture[str]) -> None:
+    status, lines, passed, failed = _run(
+        capsys, [*BROKEN, "garbage"], "--max-restarts", "0", *_areas("hkdf_sha256")
+    )
+    assert (passed, failed, status) == (3, len(_tests("hkdf_sha256")) - 3, 1)
+    assert "response is not JSON: 'this is not JSON'" in "\n".join(lines)
+
+
+def test_an_adapter_that_cannot_start_fails_every_case(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status, lines, passed, failed = _run(capsys, [str(tmp_path / "no-such-adapter")])
+    assert (passed, failed, status) == (0, _total_cases(), 1)
+    assert "cannot start the adapter" in lines[0]
+
+
+def test_run_without_a_command_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(["conformance", "run"])
+    assert excinfo.value.code == 2
+
+
+# --- the reference adapter's error answers --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_", "category"),
+    [
+        ({"id": 1, "op": "nope"}, "unsupported_operation"),
+        ({"id": 1}, "bad_request"),
+        ([1, 2], "bad_request"),
+        ({"id": 1, "op": "x25519", "private": "00" * 32}, "bad_request"),
+        (
+            {"id": 1, "op": "hkdf_sha256", "salt": "zz", "ikm": "", "info": "", "size": 1},
+            "bad_request",
+        ),
+        ({"id": 1, "op": "encrypt", "party": "alice", "plaintext": ""}, "bad_request"),
+        (
+            {
+                "id": 1,
+                "op": "generate_account",
+                "party": "bob",
+                "now": 0,
+                "postQuantum": False,
+                "random": [{"label": "too short", "value": "00"}],
+            },
+            "replay_mismatch",
+        ),
+        (
+            {"id": 1, "op": "x25519", "private": "01" * 32, "public": "00" * 32},
+            "handshake_failed",
+        ),
+    ],
+)
+def test_serve_answers_bad_requests_with_categories(request_: Any, category: str) -> None:
+    response = Server().handle(request_)
+    assert response["error"]["category"] == category
+    assert "result" not in response
+
+
+def test_serve_reports_unused_random_values() -> None:
+    server = Server()
+    response = server.handle(
+        {
+            "id": 7,
+            "op": "generate_account",
+            "party": "bob",
+            "now": 1_800_000_000,
+            "postQuantum": False,
+            "random": [{"label": f"value {i}", "value": "11" * 32} for i in range(3)],
+        }
+    )
+    assert response["id"] == 7
+    assert response["error"]["category"] == "replay_mismatch"
+    assert "value 2" in response["error"]["message"]

@@ -1,0 +1,556 @@
+"""Tests for requirements that had none yet (their rows in spec/TRACEABILITY.md said TODO).
+
+One section per requirement id; each test states the requirement it checks.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import e2ee
+from e2ee.crypto import primitives
+from e2ee.errors import (
+    AuthenticationError,
+    DuplicateMessageError,
+    E2EEError,
+    HandshakeError,
+    LocalError,
+    RemoteError,
+)
+from e2ee.limits import (
+    MAX_COUNTER,
+    MAX_OLD_SIGNED_PREKEYS,
+    MAX_ONE_TIME_PREKEYS,
+    MAX_SKIP,
+    MAX_STATE_SIZE,
+    SIGNATURE_LABELS,
+    SIGNED_PREKEY_GRACE_PERIOD,
+)
+from e2ee.ratchet import chains
+from e2ee.testing import DeterministicProvider
+from e2ee.wire import codec
+from e2ee.wire.messages import PreKeyBundle, parse_message
+from tests.conftest import PROJECT_ROOT
+from tests.helpers import NOW, flip_bit, make_pair
+
+SRC = PROJECT_ROOT / "src" / "e2ee"
+TOOLING = ("vectors", "conformance", "cli", "testing.py")
+"""Parts of the package that are test or command-line tooling, not protocol code."""
+
+
+def _protocol_modules() -> list[Path]:
+    return [
+        path for path in sorted(SRC.rglob("*.py")) if path.relative_to(SRC).parts[0] not in TOOLING
+    ]
+
+
+def _edit_state(data: bytes, **changes: Any) -> bytes:
+    """Re-encode a plain (unsealed) state map with some fields replaced (keys as ``f<n>``)."""
+    value = codec.decode(data, max_size=MAX_STATE_SIZE)
+    assert isinstance(value, dict)
+    for name, new in changes.items():
+        value[int(name[1:])] = new
+    return codec.encode(value)
+
+
+# --- REQ-PRIM-18: constant-time comparison of tags and secret-derived values ------------------
+
+
+def test_message_tags_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """[REQ-PRIM-18] The truncated message tag goes through the constant-time comparison, for
+    genuine and forged messages alike."""
+    pair = make_pair(header_encryption=False)
+    calls: list[tuple[bytes, bytes]] = []
+    original = chains._equal
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr(chains, "_equal", spy)
+    first = pair.alice.encrypt(b"first", provider=pair.provider)
+    second = pair.alice.encrypt(b"second", provider=pair.provider)
+    with pytest.raises(AuthenticationError):
+        pair.bob.decrypt(flip_bit(second, len(second) - 1), provider=pair.provider)
+    assert len(calls) == 1
+    assert calls[0][0] != calls[0][1]
+    assert pair.bob.decrypt(second, provider=pair.provider) == b"second"
+    assert pair.bob.decrypt(first, provider=pair.provider) == b"first"  # a skipped key
+    assert len(calls) == 3
+    assert all(len(a) == len(b) == 16 and a == b for a, b in calls[1:])
+
+
+def test_initial_fields_hash_is_compared_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """[REQ-PRIM-18] A repeated initial message (the initiator has no reply yet) is matched
+    against the session's initial-fields hash with the constant-time comparison."""
+    provider = DeterministicProvider("prim-18")
+    bob_account = e2ee.Account.generate(provider=provider, now=NOW)
+    alice_account = e2ee.Account.generate(provider=provider, now=NOW)
+    alice = alice_account.start_session(bob_account.prekey_bundle(), provider=provider, now=NOW)
+    first = alice.encrypt(b"one", provider=provider)
+    again = alice.encrypt(b"two", provider=provider)  # still the initial form
+    bob, _ = bob_account.accept_session(first, provider=provider, now=NOW)
+    calls: list[tuple[bytes, bytes]] = []
+    original = primitives.constant_time_equal
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr(primitives, "constant_time_equal", spy)
+    assert bob.decrypt(again, provider=provider) == b"two"
+    assert any(len(a) == len(b) == 32 and a == b for a, b in calls)
+
+
+def test_the_small_order_check_uses_a_constant_time_comparison() -> None:
+    """[REQ-PRIM-18] The all-zero DH output check in ``primitives.x25519`` is a
+    ``compare_digest`` call, not ``==`` (libsodium refuses first; this is the backstop)."""
+    tree = ast.parse((SRC / "crypto" / "primitives.py").read_text(encoding="utf-8"))
+    function = next(
+        node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "x25519"
+    )
+    calls = {
+        node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        for node in ast.walk(function)
+        if isinstance(node, ast.Call)
+    }
+    assert calls & {"compare_digest", "constant_time_equal"}
+    comparisons = [
+        node
+        for node in ast.walk(function)
+        if isinstance(node, ast.Compare)
+        and any(isinstance(op, ast.Eq | ast.NotEq) for op in node.ops)
+    ]
+    assert comparisons == []
+
+
+# --- REQ-HS-25 / REQ-LIM-06: replaced signed prekeys ------------------------------------------
+
+
+def _bob_with_a_pending_first_message(
+    seed: str,
+) -> tuple[e2ee.Account, bytes, DeterministicProvider, list[bytes]]:
+    """Bob's account, Alice's first message to his first signed prekey, the provider, and the
+    secrets of that signed prekey (X25519 private key, ML-KEM seed, public keys)."""
+    provider = DeterministicProvider(seed)
+    bob = e2ee.Account.generate(provider=provider, now=NOW)
+    spk_private, kem_seed = provider.drawn[1:3]
+    alice = e2ee.Account.generate(provider=provider, now=NOW)
+    bundle = bob.prekey_bundle()
+    assert bundle.kem_prekey is not None
+    session = alice.start_session(bundle, provider=provider, now=NOW)
+    first = session.encrypt(b"hello Bob", provider=provider)
+    return bob, first, provider, [spk_private, kem_seed, bundle.signed_prekey, bundle.kem_prekey]
+
+
+def test_evicted_signed_prekey_is_deleted_and_refused() -> None:
+    """[REQ-HS-25] A signed prekey that leaves the kept set (more than MAX_OLD_SIGNED_PREKEYS
+    replacements) is deleted with its ML-KEM companion, and a first message naming it fails
+    with HandshakeError, leaving the account unchanged."""
+    bob, first, provider, secrets = _bob_with_a_pending_first_message("hs-25")
+    kept = e2ee.Account.from_bytes(bob.to_bytes())
+    for index in range(MAX_OLD_SIGNED_PREKEYS):
+        kept.rotate_signed_prekey(provider=provider, now=NOW + 1 + index)
+        bob.rotate_signed_prekey(provider=provider, now=NOW + 1 + index)
+    # Control: still among the kept prekeys, the first message is accepted.
+    _, plaintext = e2ee.Account.from_bytes(kept.to_bytes()).accept_session(
+        first, provider=provider, now=NOW + 10
+    )
+    assert plaintext == b"hello Bob"
+    bob.rotate_signed_prekey(provider=provider, now=NOW + 1 + MAX_OLD_SIGNED_PREKEYS)
+    state = bob.to_bytes()
+    for secret in secrets:
+        assert secret not in state
+    with pytest.raises(HandshakeError) as excinfo:
+        bob.accept_session(first, provider=provider, now=NOW + 10)
+    assert excinfo.value.category == "handshake_failed"
+    assert bob.to_bytes() == state
+
+
+def test_at_most_max_old_signed_prekeys_are_kept() -> None:
+    """[REQ-LIM-06] However often the signed prekey is replaced within the grace period, the
+    account keeps the current one and at most MAX_OLD_SIGNED_PREKEYS replaced ones."""
+    provider = DeterministicProvider("lim-06-count")
+    account = e2ee.Account.generate(provider=provider, now=NOW, post_quantum=False)
+    counts = []
+    for index in range(MAX_OLD_SIGNED_PREKEYS + 3):
+        account.rotate_signed_prekey(provider=provider, now=NOW + 60 * (index + 1))
+        state = codec.decode(account.to_bytes(), max_size=MAX_STATE_SIZE)
+        assert isinstance(state, dict)
+        counts.append(len(state[5]))
+    assert counts == [min(n + 2, MAX_OLD_SIGNED_PREKEYS + 1) for n in range(len(counts))]
+
+
+def test_replaced_signed_prekey_lives_for_the_grace_period_only() -> None:
+    """[REQ-LIM-06] A replaced signed prekey accepts first messages for
+    SIGNED_PREKEY_GRACE_PERIOD after its replacement, not a second longer, and the next
+    rotation after that deletes it."""
+    bob, first, provider, secrets = _bob_with_a_pending_first_message("lim-06-grace")
+    replaced_at = NOW + 3600
+    bob.rotate_signed_prekey(provider=provider, now=replaced_at)
+    last_moment = e2ee.Account.from_bytes(bob.to_bytes())
+    _, plaintext = last_moment.accept_session(
+        first, provider=provider, now=replaced_at + SIGNED_PREKEY_GRACE_PERIOD
+    )
+    assert plaintext == b"hello Bob"
+    too_late = e2ee.Account.from_bytes(bob.to_bytes())
+    before = too_late.to_bytes()
+    with pytest.raises(HandshakeError):
+        too_late.accept_session(
+            first, provider=provider, now=replaced_at + SIGNED_PREKEY_GRACE_PERIOD + 1
+        )
+    assert too_late.to_bytes() == before
+    bob.rotate_signed_prekey(provider=provider, now=replaced_at + SIGNED_PREKEY_GRACE_PERIOD + 1)
+    state = bob.to_bytes()
+    assert all(secret not in state for secret in secrets)
+
+
+# --- REQ-DR-04 / REQ-ERR-05: sending refusals change nothing ---------------------------------
+
+
+def test_encrypt_refuses_when_the_sending_counter_is_exhausted() -> None:
+    """[REQ-DR-04] With Ns = MAX_COUNTER - 1 one more message can be sent; then ``encrypt``
+    raises a LocalError and the session is byte-identical."""
+    pair = make_pair()
+    session = e2ee.Session.from_bytes(_edit_state(pair.alice.to_bytes(), f15=MAX_COUNTER - 1))
+    session.encrypt(b"the last one", provider=pair.provider)
+    before = session.to_bytes()
+    with pytest.raises(LocalError):
+        session.encrypt(b"one too many", provider=pair.provider)
+    assert session.to_bytes() == before
+
+
+def test_encrypt_refuses_without_a_sending_chain() -> None:
+    """[REQ-DR-04] With no sending chain (CKs none) ``encrypt`` raises a LocalError and changes
+    nothing."""
+    pair = make_pair()
+    session = pair.bob
+    session._ratchet.cks = None
+    before = session.to_bytes()
+    with pytest.raises(LocalError) as excinfo:
+        session.encrypt(b"nowhere to go", provider=pair.provider)
+    assert not isinstance(excinfo.value, RemoteError)
+    assert session.to_bytes() == before
+
+
+def test_local_errors_leave_the_account_unchanged() -> None:
+    """[REQ-ERR-05] Refused prekey generation and rotation (one-time cap, prekey ids used up)
+    raise a LocalError and leave the account byte-identical; the caller can then fix the cause
+    and retry."""
+    provider = DeterministicProvider("err-05")
+    account = e2ee.Account.generate(provider=provider, now=NOW)
+    account.generate_one_time_prekeys(2, provider=provider)
+    near_end = e2ee.Account.from_bytes(_edit_state(account.to_bytes(), f4=MAX_COUNTER))
+    actions: list[Callable[[], None]] = [
+        lambda: near_end.generate_one_time_prekeys(1, provider=provider),
+        lambda: near_end.rotate_signed_prekey(provider=provider, now=NOW + 1),
+    ]
+    for action in actions:
+        before = near_end.to_bytes()
+        with pytest.raises(LocalError) as excinfo:
+            action()
+        assert excinfo.value.category == "exhausted"
+        assert near_end.to_bytes() == before
+    near_end.generate_one_time_prekeys(0, provider=provider)
+    assert near_end.to_bytes() == before
+
+
+# --- REQ-LIM-05: the one-time prekey cap ------------------------------------------------------
+
+
+def test_one_time_prekeys_are_capped_and_an_excess_request_creates_nothing() -> None:
+    """[REQ-LIM-05] An account holds at most MAX_ONE_TIME_PREKEYS one-time X25519 prekeys; a
+    request that would exceed the cap raises the exhausted LocalError and creates none."""
+    provider = DeterministicProvider("lim-05")
+    account = e2ee.Account.generate(provider=provider, now=NOW, post_quantum=False)
+    account.generate_one_time_prekeys(MAX_ONE_TIME_PREKEYS - 5, provider=provider)
+    before = account.to_bytes()
+    with pytest.raises(LocalError) as excinfo:
+        account.generate_one_time_prekeys(6, provider=provider)
+    assert excinfo.value.category == "exhausted"
+    assert account.to_bytes() == before
+    assert account.one_time_prekey_count() == MAX_ONE_TIME_PREKEYS - 5
+    account.generate_one_time_prekeys(5, provider=provider)
+    assert account.one_time_prekey_count() == MAX_ONE_TIME_PREKEYS
+    full = account.to_bytes()
+    with pytest.raises(LocalError):
+        account.generate_one_time_prekeys(1, provider=provider)
+    assert account.to_bytes() == full
+
+
+# --- REQ-DR-24: a sender must not be restored to an older state --------------------------------
+
+
+def test_a_rolled_back_sender_reuses_message_keys() -> None:
+    """[REQ-DR-24] Why a sending session must never be restored to an older state: the restored
+    copy encrypts under the same message key and IV (equal first ciphertext blocks for equal
+    first plaintext blocks), and the receiver accepts only the first of the two messages. A
+    sender persisted after every ``encrypt`` (the required discipline) reuses nothing."""
+    pair = make_pair()
+    saved = pair.alice.to_bytes()
+    prefix = b"0123456789abcdef"
+    genuine = pair.alice.encrypt(prefix + b" attack at dawn", provider=pair.provider)
+    rolled_back = e2ee.Session.from_bytes(saved)
+    reused = rolled_back.encrypt(prefix + b" attack at dusk", provider=pair.provider)
+    first_block = slice(0, 16)
+    assert (
+        parse_message(genuine).ciphertext[first_block]
+        == parse_message(reused).ciphertext[first_block]
+    )
+    assert pair.bob.decrypt(genuine, provider=pair.provider).endswith(b"dawn")
+    with pytest.raises(DuplicateMessageError):
+        pair.bob.decrypt(reused, provider=pair.provider)
+    persisted = e2ee.Session.from_bytes(pair.alice.to_bytes())
+    fresh = persisted.encrypt(prefix + b" attack at noon", provider=pair.provider)
+    assert (
+        parse_message(fresh).ciphertext[first_block]
+        != parse_message(genuine).ciphertext[first_block]
+    )
+    assert pair.bob.decrypt(fresh, provider=pair.provider).endswith(b"noon")
+
+
+# --- REQ-ERR-02: no secrets in errors ---------------------------------------------------------
+
+
+def _secrets(pair: Any) -> list[bytes]:
+    values = list(pair.provider.drawn)
+    for session in (pair.alice, pair.bob):
+        r = session._ratchet
+        values += [
+            v
+            for v in (r.root_key, r.cks, r.ckr, r.hks, r.hkr, r.nhks, r.nhkr, r.dhs_private)
+            if v is not None
+        ]
+        if r.cks is not None:
+            values.append(chains.message_key(r.cks))
+        if r.ckr is not None:
+            values.append(chains.message_key(r.ckr))
+    for account in (pair.alice_account, pair.bob_account):
+        values.append(account._identity_seed)
+    return [v for v in values if len(v) >= 16]
+
+
+def _provoke_errors(pair: Any, state_key: bytes, plaintext: bytes) -> list[E2EEError]:
+    provider = pair.provider
+    errors: list[E2EEError] = []
+
+    def expect(action: Callable[[], object]) -> None:
+        try:
+            action()
+        except E2EEError as exc:
+            errors.append(exc)
+        else:  # pragma: no cover - every action here must fail
+            raise AssertionError("no error")
+
+    message = pair.alice.encrypt(plaintext, provider=provider)
+    expect(lambda: pair.bob.decrypt(flip_bit(message, len(message) - 1), provider=provider))
+    expect(lambda: pair.bob.decrypt(flip_bit(message, len(message) // 2), provider=provider))
+    assert pair.bob.decrypt(message, provider=provider) == plaintext
+    expect(lambda: pair.bob.decrypt(message, provider=provider))  # duplicate
+    ahead = [pair.alice.encrypt(plaintext, provider=provider) for _ in range(MAX_SKIP + 2)]
+    expect(lambda: pair.bob.decrypt(ahead[-1], provider=provider))  # too many skipped
+    other = make_pair(seed="another")
+    expect(lambda: pair.bob.decrypt(other.alice.encrypt(b"x", provider=provider)))
+    sealed = pair.bob.to_bytes(key=state_key, provider=provider)
+    expect(lambda: e2ee.Session.from_bytes(sealed, key=bytes(32)))
+    expect(lambda: e2ee.Session.from_bytes(sealed))
+    expect(lambda: e2ee.Session.from_bytes(sealed[:-1], key=state_key))
+    expect(lambda: e2ee.Account.from_bytes(pair.bob_account.to_bytes()[:-3]))
+    expect(lambda: PreKeyBundle.from_bytes(b"\xa1\x00\x02"))  # version 2
+    expect(lambda: PreKeyBundle.from_bytes(b"\xa1\x00\x01\x00"))  # trailing byte
+    expect(lambda: parse_message(b"\x85\x02\x03" + message[3:]))
+    bundle = pair.bob_account.prekey_bundle().to_bytes()
+    forged = PreKeyBundle.from_bytes(flip_bit(bundle, len(bundle) - 1))
+    expect(lambda: pair.alice_account.start_session(forged, provider=provider, now=NOW))
+    expect(lambda: pair.bob_account.accept_session(message, provider=provider, now=NOW))
+    pair.bob._ratchet.cks, cks = None, pair.bob._ratchet.cks
+    expect(lambda: pair.bob.encrypt(plaintext, provider=provider))
+    pair.bob._ratchet.cks = cks
+    expect(
+        lambda: pair.bob_account.generate_one_time_prekeys(
+            MAX_ONE_TIME_PREKEYS + 1, provider=provider
+        )
+    )
+    return errors
+
+
+def test_errors_carry_no_key_material_or_plaintext() -> None:
+    """[REQ-ERR-02] The message, arguments and attributes of every error raised on the way
+    (decryption, replay, skip limit, state loading, bundles, handshakes, local refusals)
+    contain no key, seed, nonce or plaintext; attributes are counters, limits and versions."""
+    pair = make_pair()
+    state_key = bytes(range(32))
+    plaintext = b"a secret plaintext that must never appear in an error"
+    errors = _provoke_errors(pair, state_key, plaintext)
+    secrets = [*_secrets(pair), state_key, plaintext]
+    categories = {error.category for error in errors}
+    assert {"auth_failed", "duplicate_message", "too_many_skipped", "state_corrupt"} <= categories
+    assert {"decode_error", "unsupported_version", "signature_invalid", "local_error"} <= categories
+    for error in errors:
+        text = f"{error} {error!r} {error.args!r} {vars(error)!r}"
+        assert all(isinstance(arg, str) for arg in error.args), error.args
+        for name, value in vars(error).items():
+            assert value is None or type(value) is int, (type(error).__name__, name)
+        for secret in secrets:
+            assert secret.hex() not in text.lower(), type(error).__name__
+            assert repr(secret)[2:-1] not in text, type(error).__name__
+
+
+# --- REQ-SEC-02: signatures only over labelled payloads -------------------------------------
+
+
+def _signed_messages(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    signed: list[bytes] = []
+    original = primitives.ed25519_sign
+
+    def spy(seed: bytes, message: bytes) -> bytes:
+        signed.append(message)
+        return original(seed, message)
+
+    monkeypatch.setattr(primitives, "ed25519_sign", spy)
+    return signed
+
+
+def test_every_signature_the_protocol_makes_starts_with_a_purpose_label(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """[REQ-SEC-02] Everything the identity key signs while accounts are created, topped up,
+    rotated and used begins with one of SIGNATURE_LABELS; the labels are distinct and none is
+    a prefix of another."""
+    assert len(set(SIGNATURE_LABELS)) == len(SIGNATURE_LABELS)
+    for label in SIGNATURE_LABELS:
+        assert label.startswith(b"e2ee/v1/sig/")
+        assert label.endswith(b"\x00")
+        assert not any(other != label and other.startswith(label) for other in SIGNATURE_LABELS)
+    signed = _signed_messages(monkeypatch)
+    pair = make_pair(one_time_prekeys=3)
+    pair.bob_account.rotate_signed_prekey(provider=pair.provider, now=NOW + 1)
+    pair.bob_account.generate_one_time_prekeys(2, provider=pair.provider)
+    assert len(signed) >= 2 + 3 * 2 + 1 + 2 * 2
+    for message in signed:
+        assert message.startswith(SIGNATURE_LABELS), message[:40]
+
+
+def _is_labelled(node: ast.expr) -> bool:
+    """A payload expression that visibly starts with a purpose label: a call of one of the
+    ``*_payload`` builders of e2ee.handshake.signing, or ``SIG_LABEL_... + rest``."""
+    if isinstance(node, ast.Call):
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        return name.endswith("_payload")
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left = node.left
+        while isinstance(left, ast.BinOp) and isinstance(left.op, ast.Add):
+            left = left.left
+        name = left.attr if isinstance(left, ast.Attribute) else getattr(left, "id", "")
+        return name.startswith("SIG_LABEL_")
+    return False
+
+
+def test_protocol_code_signs_only_labelled_payloads() -> None:
+    """[REQ-SEC-02] Statically: outside e2ee.handshake.signing (the labelled builders and the
+    ``sign`` wrapper), every call that signs with the identity key passes a payload that starts
+    with a SIG_LABEL_ constant; no code signs bytes without one."""
+    sites = 0
+    for path in _protocol_modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            owner = (
+                func.value.id
+                if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                else ""
+            )
+            signing_call = name == "ed25519_sign" or (name == "sign" and owner == "signing")
+            if not signing_call:
+                continue
+            relative = path.relative_to(SRC).as_posix()
+            if relative == "handshake/signing.py":
+                continue  # the wrapper itself: sign(identity_seed, payload)
+            assert len(node.args) >= 2, f"{relative}:{node.lineno}"
+            assert _is_labelled(node.args[1]), f"{relative}:{node.lineno} signs unlabelled bytes"
+            sites += 1
+    assert sites >= 3
+
+
+# --- REQ-SEC-05: randomness only through the provider ---------------------------------------
+
+
+def test_protocol_code_draws_randomness_only_through_the_provider() -> None:
+    """[REQ-SEC-05] Statically: no protocol module imports ``random`` or ``secrets``, none but
+    the system provider calls ``os.urandom`` or a library's random generator, and none imports
+    the deterministic test providers (e2ee.testing) or the vector tooling."""
+    urandom_sites = []
+    for path in _protocol_modules():
+        relative = path.relative_to(SRC).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+                if node.module == "os" and any(a.name == "urandom" for a in node.names):
+                    urandom_sites.append(relative)
+                if node.module == "e2ee":
+                    names += [f"e2ee.{alias.name}" for alias in node.names]
+            else:
+                if isinstance(node, ast.Attribute) and node.attr in ("urandom", "randombytes"):
+                    urandom_sites.append(relative)
+                continue
+            for name in names:
+                root = name.split(".")[0]
+                assert root not in ("random", "secrets"), f"{relative} imports {name}"
+                assert not name.startswith(("e2ee.testing", "e2ee.vectors", "e2ee.conformance")), (
+                    f"{relative} imports {name}"
+                )
+                assert name not in ("nacl.utils",), f"{relative} imports {name}"
+    assert urandom_sites == ["crypto/provider.py"]
+
+
+def test_the_import_contract_keeps_test_providers_out_of_the_core() -> None:
+    """[REQ-SEC-05] The import-linter contract the specification relies on exists and covers
+    the core packages."""
+    config = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contracts = config["tool"]["importlinter"]["contracts"]
+    guarding = [
+        c
+        for c in contracts
+        if c.get("type") == "forbidden" and "e2ee.testing" in c.get("forbidden_modules", [])
+    ]
+    assert guarding
+    sources = set(guarding[0]["source_modules"])
+    assert {"e2ee.crypto", "e2ee.ratchet", "e2ee.handshake", "e2ee.account", "e2ee.session"} <= (
+        sources
+    )
+
+
+def test_a_whole_conversation_never_touches_os_urandom(monkeypatch: pytest.MonkeyPatch) -> None:
+    """[REQ-SEC-05] Dynamically: with a deterministic provider, accounts, both handshakes, a
+    conversation in both directions and sealed state run without calling ``os.urandom``."""
+
+    def forbidden(length: int) -> bytes:
+        raise AssertionError("os.urandom called outside the provider")
+
+    monkeypatch.setattr(os, "urandom", forbidden)
+    for header_encryption, post_quantum in ((True, True), (False, False)):
+        pair = make_pair(header_encryption=header_encryption, post_quantum=post_quantum)
+        for index in range(3):
+            message = pair.alice.encrypt(b"ping %d" % index, provider=pair.provider)
+            assert pair.bob.decrypt(message, provider=pair.provider) == b"ping %d" % index
+            reply = pair.bob.encrypt(b"pong", provider=pair.provider)
+            assert pair.alice.decrypt(reply, provider=pair.provider) == b"pong"
+        sealed = pair.alice.to_bytes(key=bytes(32), provider=pair.provider)
+        assert e2ee.Session.from_bytes(sealed, key=bytes(32)).session_id == pair.alice.session_id
+        pair.bob_account.rotate_signed_prekey(provider=pair.provider, now=NOW + 1)
