@@ -31,6 +31,7 @@ from e2ee.errors import (
     UnsupportedVersionError,
 )
 from e2ee.peek import MessageInfo, peek
+from e2ee.safety import SafetyNumber, safety_number
 from e2ee.session import Session
 from e2ee.wire.messages import PreKeyBundle
 
@@ -46,6 +47,7 @@ __all__ = [
     "MessageInfo",
     "PreKeyBundle",
     "Provider",
+    "SafetyNumber",
     "Session",
     "SessionConfig",
     "SignatureError",
@@ -56,4 +58,5 @@ __all__ = [
     "__version__",
     "errors",
     "peek",
+    "safety_number",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 
 from e2ee.config import DEFAULT_CONFIG, SessionConfig
 from e2ee.crypto import primitives
-from e2ee.crypto.provider import Provider, default_provider
+from e2ee.crypto.provider import Provider, SystemProvider, default_provider
 from e2ee.errors import (
     AuthenticationError,
     DuplicateMessageError,
@@ -260,6 +260,48 @@ class Account:
             one_time_kem_prekey_signature=okem.signature if okem else None,
         )
 
+    def unpublished_one_time_kem_prekey_count(self) -> int:
+        """One-time ML-KEM prekeys not yet handed out in a bundle or an upload."""
+        return sum(1 for k in self._one_time_kem_prekeys.values() if not k.published)
+
+    def unpublished_one_time_prekeys(self) -> list[tuple[int, bytes, bytes]]:
+        """(id, public key, signature) of every one-time EC prekey not yet published, for a
+        client that uploads prekeys to a directory; :meth:`mark_published` records the upload."""
+        return [
+            (i, k.public, k.signature) for i, k in self._one_time_prekeys.items() if not k.published
+        ]
+
+    def unpublished_one_time_kem_prekeys(self) -> list[tuple[int, bytes, bytes]]:
+        """(id, public key, signature) of every one-time ML-KEM prekey not yet published."""
+        return [
+            (i, k.public, k.signature)
+            for i, k in self._one_time_kem_prekeys.items()
+            if not k.published
+        ]
+
+    def mark_published(self, prekey_ids: list[int]) -> None:
+        """Record that these one-time prekeys (EC or ML-KEM ids) were uploaded; unknown ids
+        (already used) are ignored."""
+        for prekey_id in prekey_ids:
+            key = self._one_time_prekeys.get(prekey_id) or self._one_time_kem_prekeys.get(prekey_id)
+            if key is not None:
+                key.published = True
+
+    def signed_prekey_bundle(self) -> PreKeyBundle:
+        """A bundle with the current signed prekey (and its last-resort ML-KEM companion) and
+        no one-time prekey; nothing is marked as published. A directory combines it with
+        uploaded one-time prekeys."""
+        spk = self._signed_prekeys[-1]
+        return PreKeyBundle(
+            identity_key=self._identity_key,
+            signed_prekey_id=spk.prekey_id,
+            signed_prekey=spk.public,
+            signed_prekey_timestamp=spk.timestamp,
+            signed_prekey_signature=spk.signature,
+            kem_prekey_id=spk.kem_id,
+            kem_prekey=spk.kem_public,
+        )
+
     def rotate_signed_prekey(
         self, *, provider: Provider | None = None, now: int | None = None
     ) -> None:
@@ -348,7 +390,11 @@ class Account:
                     "bundle has no ML-KEM prekey and this config does not allow X3DH"
                 )
         else:
-            primitives.mlkem1024_check_public_key(kem_public)
+            if type(provider) is not SystemProvider:
+                # Another provider (a test's replay) may not load the key: check it here. The
+                # system provider's encapsulation loads it through the same FIPS 203 check
+                # and raises the same HandshakeError, so the key is parsed once, not twice.
+                primitives.mlkem1024_check_public_key(kem_public)
             kem_secret, kem_ciphertext = provider.mlkem1024_encapsulate(kem_public)
             if len(kem_secret) != SHARED_SECRET_SIZE or len(kem_ciphertext) != (
                 MLKEM1024_CIPHERTEXT_SIZE

@@ -121,3 +121,52 @@ class StateError(RemoteError):
     """Persisted state is corrupt, truncated, of an unknown version, or under the wrong key."""
 
     category = "state_corrupt"
+
+
+# --- client layer (e2ee.client) ------------------------------------------------------------
+
+
+class UntrustedIdentityError(RemoteError):
+    """A known user's identity key changed and the trust policy says block: nothing from or to
+    that user is accepted under the new key until the application approves the change."""
+
+    category = "untrusted_identity"
+
+    def __init__(self, message: str, *, user_id: str) -> None:
+        super().__init__(message)
+        self.user_id = user_id
+
+
+class DeviceListError(RemoteError):
+    """A signed device list is malformed, not signed by the user's identity key, for another
+    user, or older than (or conflicting with) the newest list already accepted."""
+
+    category = "device_list_invalid"
+
+
+class UnknownDeviceError(RemoteError):
+    """A message claims a sender device that is not in the sender's newest signed device list,
+    or whose identity key differs from the one that list names."""
+
+    category = "unknown_device"
+
+
+class NoSessionError(RemoteError):
+    """A normal message names a session this device does not hold (lost or never created)."""
+
+    category = "no_session"
+
+
+class LinkError(RemoteError):
+    """A device-linking request or approval is malformed, or its short code does not match."""
+
+    category = "link_failed"
+
+
+__all__ += [
+    "DeviceListError",
+    "LinkError",
+    "NoSessionError",
+    "UnknownDeviceError",
+    "UntrustedIdentityError",
+]

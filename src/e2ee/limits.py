@@ -24,6 +24,15 @@ TYPE_NORMAL_MESSAGE: Final = 3
 TYPE_ACCOUNT_STATE: Final = 16
 TYPE_SESSION_STATE: Final = 17
 TYPE_SEALED_STATE: Final = 18
+# Client layer (e2ee.identity, e2ee.client; spec/client.md). Public structures of the client
+# layer, not of the core protocol: their values are disjoint from the core's.
+TYPE_USER_IDENTITY_STATE: Final = 19
+TYPE_DEVICE_LIST: Final = 32
+TYPE_SIGNED_DEVICE_LIST: Final = 33
+TYPE_ENVELOPE: Final = 34
+TYPE_CONTENT: Final = 35
+TYPE_LINK_REQUEST: Final = 36
+TYPE_LINK_APPROVAL: Final = 37
 
 # --- key encodings (type prefixes used inside every KDF and signature input) ---------------
 # Disjoint one-byte prefixes so that no curve key encoding can be mistaken for a KEM key

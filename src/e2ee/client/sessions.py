@@ -1,0 +1,90 @@
+"""Several sessions per peer device, as Sesame describes, bounded.
+
+For each (peer user, peer device) the store keeps the *active* session (the one used most
+recently: highest ``last_used``) and at most :data:`MAX_PREVIOUS_SESSIONS` previous ones.
+
+* Sending uses the active session; with none, a new one is started from a fresh bundle.
+* Receiving picks the session by the session id every e2ee message carries in clear (so "try the
+  active one, then the previous ones" is one indexed lookup instead of trial decryptions). A
+  message that decrypts on a previous session makes it active again; an initial message with an
+  unknown session id creates a new session, which becomes active (both sides starting at once,
+  or the peer reinstalled). Both ends converge on the session used last.
+* Beyond the bound, the least recently used sessions are deleted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from e2ee.client.store import Store
+from e2ee.session import Session
+
+MAX_PREVIOUS_SESSIONS = 4
+
+
+def by_id(
+    conn: sqlite3.Connection, store: Store, user: str, device: int, session_id: bytes
+) -> Session | None:
+    row = conn.execute(
+        "SELECT state FROM sessions WHERE peer_user = ? AND peer_device = ? AND session_id = ?",
+        (user, device, session_id),
+    ).fetchone()
+    return None if row is None else Session.from_bytes(row[0], key=store.key)
+
+
+def active(conn: sqlite3.Connection, store: Store, user: str, device: int) -> Session | None:
+    row = conn.execute(
+        "SELECT state FROM sessions WHERE peer_user = ? AND peer_device = ? "
+        "ORDER BY last_used DESC LIMIT 1",
+        (user, device),
+    ).fetchone()
+    return None if row is None else Session.from_bytes(row[0], key=store.key)
+
+
+def count(conn: sqlite3.Connection, user: str, device: int) -> int:
+    row = conn.execute(
+        "SELECT COUNT(*) FROM sessions WHERE peer_user = ? AND peer_device = ?", (user, device)
+    ).fetchone()
+    return int(row[0])
+
+
+def save(
+    conn: sqlite3.Connection,
+    store: Store,
+    user: str,
+    device: int,
+    session: Session,
+    *,
+    make_active: bool,
+) -> None:
+    state = session.to_bytes(key=store.key, provider=store.provider)
+    if make_active:
+        (next_used,) = conn.execute(
+            "SELECT COALESCE(MAX(last_used), 0) + 1 FROM sessions"
+        ).fetchone()
+        conn.execute(
+            "INSERT OR REPLACE INTO sessions "
+            "(peer_user, peer_device, session_id, peer_key, last_used, state) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (user, device, session.session_id, session.peer_identity_key, next_used, state),
+        )
+        _prune(conn, user, device)
+    else:
+        conn.execute(
+            "UPDATE sessions SET state = ? "
+            "WHERE peer_user = ? AND peer_device = ? AND session_id = ?",
+            (state, user, device, session.session_id),
+        )
+
+
+def delete_device(conn: sqlite3.Connection, user: str, device: int) -> None:
+    conn.execute("DELETE FROM sessions WHERE peer_user = ? AND peer_device = ?", (user, device))
+
+
+def _prune(conn: sqlite3.Connection, user: str, device: int) -> None:
+    conn.execute(
+        "DELETE FROM sessions WHERE peer_user = ? AND peer_device = ? AND session_id NOT IN ("
+        " SELECT session_id FROM sessions WHERE peer_user = ? AND peer_device = ?"
+        " ORDER BY last_used DESC LIMIT ?)",
+        (user, device, user, device, 1 + MAX_PREVIOUS_SESSIONS),
+    )

@@ -1,0 +1,68 @@
+"""Identity trust: trust on first use of a *user* identity key, then a policy on change.
+
+* First key seen for a user: recorded and trusted (event ``identity_new``), not verified.
+* Same key again: nothing happens.
+* Another key for a known user:
+
+  - policy ``"block"``: :class:`~e2ee.errors.UntrustedIdentityError`; nothing is accepted from
+    or sent to that user under the new key. The new key is remembered as *pending* (in its own
+    transaction, after the failed one rolled back); :meth:`e2ee.client.Client.approve_identity`
+    accepts it.
+  - policy ``"warn"``: the new key replaces the old one, event ``identity_changed``.
+
+  In both cases "verified" is cleared when the key is replaced, and the old key's device list
+  and sessions are dropped (they belong to the old identity).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Literal
+
+from e2ee.client.events import Event
+from e2ee.errors import UntrustedIdentityError
+
+TrustPolicy = Literal["block", "warn"]
+
+
+def identity(conn: sqlite3.Connection, user_id: str) -> tuple[bytes, bool, bytes | None] | None:
+    row = conn.execute(
+        "SELECT identity_key, verified, pending_key FROM identities WHERE user_id = ?", (user_id,)
+    ).fetchone()
+    return None if row is None else (row[0], bool(row[1]), row[2])
+
+
+def check(conn: sqlite3.Connection, user_id: str, key: bytes, policy: TrustPolicy) -> list[Event]:
+    """Apply TOFU and the policy to ``key`` for ``user_id`` (inside a transaction)."""
+    known = identity(conn, user_id)
+    if known is None:
+        conn.execute(
+            "INSERT INTO identities (user_id, identity_key, verified) VALUES (?, ?, 0)",
+            (user_id, key),
+        )
+        return [Event("identity_new", user_id)]
+    if known[0] == key:
+        return []
+    if policy == "block":
+        raise UntrustedIdentityError(
+            f"the identity key of user {user_id!r} changed; approve it first", user_id=user_id
+        )
+    replace(conn, user_id, key)
+    return [Event("identity_changed", user_id, detail="verification cleared")]
+
+
+def replace(conn: sqlite3.Connection, user_id: str, key: bytes) -> None:
+    conn.execute(
+        "UPDATE identities SET identity_key = ?, verified = 0, pending_key = NULL "
+        "WHERE user_id = ?",
+        (key, user_id),
+    )
+    conn.execute("DELETE FROM device_lists WHERE user_id = ?", (user_id,))
+
+
+def record_pending(conn: sqlite3.Connection, user_id: str, key: bytes) -> None:
+    conn.execute("UPDATE identities SET pending_key = ? WHERE user_id = ?", (key, user_id))
+
+
+def set_verified(conn: sqlite3.Connection, user_id: str, verified: bool) -> None:
+    conn.execute("UPDATE identities SET verified = ? WHERE user_id = ?", (int(verified), user_id))
