@@ -170,3 +170,140 @@ __all__ += [
     "UnknownDeviceError",
     "UntrustedIdentityError",
 ]
+
+
+# --- relay (e2ee.relay) --------------------------------------------------------------------
+
+
+class RelayError(RemoteError):
+    """The relay refused a request (raised by the relay's rules, and by the relay client when
+    the relay answered with this error). ``status`` is the HTTP status, ``code`` the stable
+    machine-readable reason of spec/relay.md; the message never holds tokens or key material."""
+
+    category = "relay_error"
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class RelayBadRequestError(RelayError):
+    """A request body or parameter is malformed, or a signature on uploaded data is invalid."""
+
+    category = "relay_bad_request"
+    status = 400
+    code = "bad_request"
+
+
+class RelayAuthError(RelayError):
+    """Authentication failed: no, unknown or expired token; stale, replayed or forged challenge
+    response; a device not on its user's newest device list."""
+
+    category = "relay_unauthorized"
+    status = 401
+    code = "unauthorized"
+
+
+class RelayForbiddenError(RelayError):
+    """The request is authenticated but not allowed (another user's key, another device)."""
+
+    category = "relay_forbidden"
+    status = 403
+    code = "forbidden"
+
+
+class RelayNotFoundError(RelayError):
+    """The named user (or route) is unknown to the relay."""
+
+    category = "relay_not_found"
+    status = 404
+    code = "not_found"
+
+
+class RelayConflictError(RelayError):
+    """The request conflicts with stored state (an older or conflicting device list)."""
+
+    category = "relay_conflict"
+    status = 409
+    code = "conflict"
+
+
+class MismatchedDevicesError(RelayConflictError):
+    """A send did not address exactly the recipient's current devices: ``missing`` devices
+    were left out, ``extra`` ones do not exist, ``stale`` ones have another identity key."""
+
+    category = "relay_mismatched_devices"
+    code = "mismatched_devices"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: tuple[int, ...] = (),
+        extra: tuple[int, ...] = (),
+        stale: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.extra = extra
+        self.stale = stale
+
+
+class RelayTooLargeError(RelayError):
+    """A body, message, batch or stored count is over its limit (code ``too_large``,
+    ``message_too_large`` or ``too_many_keys``); nothing was stored."""
+
+    category = "relay_too_large"
+    status = 413
+    code = "too_large"
+
+
+class RelayRateLimitedError(RelayError):
+    """Too many requests of this kind (claims per claimer and target); retry after
+    ``retry_after`` seconds."""
+
+    category = "relay_rate_limited"
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QueueFullError(RelayError):
+    """A recipient device's queue is full; nothing was stored for any device."""
+
+    category = "relay_queue_full"
+    status = 507
+    code = "queue_full"
+
+    def __init__(self, message: str, *, devices: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.devices = devices
+
+
+class RelayUnavailableError(RelayError):
+    """The relay's storage failed or the relay could not be reached; nothing was stored."""
+
+    category = "relay_unavailable"
+    status = 503
+    code = "unavailable"
+
+
+__all__ += [
+    "MismatchedDevicesError",
+    "QueueFullError",
+    "RelayAuthError",
+    "RelayBadRequestError",
+    "RelayConflictError",
+    "RelayError",
+    "RelayForbiddenError",
+    "RelayNotFoundError",
+    "RelayRateLimitedError",
+    "RelayTooLargeError",
+    "RelayUnavailableError",
+]

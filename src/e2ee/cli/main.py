@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import e2ee
 from e2ee.cli import demo
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_vectors_parser(commands)
     _add_conformance_parser(commands)
+    _add_relay_parser(commands)
+    _add_bench_parser(commands)
     return parser
 
 
@@ -191,6 +194,108 @@ def _run_conformance(args: argparse.Namespace) -> int:
     return 2
 
 
+def _add_relay_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    relay = commands.add_parser(
+        "relay",
+        help="run the relay (prekey directory and mailboxes over HTTP/WebSocket)",
+        description="The relay of spec/relay.md: SQLite storage by default, uvicorn.",
+        epilog="example:\n  e2ee relay serve --host 127.0.0.1 --port 8080 --db relay.sqlite",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    relay.set_defaults(relay_parser=relay)
+    actions = relay.add_subparsers(dest="relay_command", metavar="ACTION")
+    serve = actions.add_parser(
+        "serve",
+        help="serve the relay until interrupted",
+        description="Serve the relay on HOST:PORT with its state in DB (a SQLite file).",
+        epilog="example:\n  e2ee relay serve --port 8080 --db relay.sqlite",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080)")
+    serve.add_argument(
+        "--db", default="relay.sqlite", help="SQLite file, or :memory: (default: relay.sqlite)"
+    )
+    serve.add_argument(
+        "--origin",
+        help="origin clients sign in their login (default: http://HOST:PORT)",
+    )
+    serve.add_argument(
+        "--claim-burst",
+        type=int,
+        default=50,
+        help="claims a user may make of one target user at once (default: 50)",
+    )
+    serve.add_argument(
+        "--claim-rate",
+        type=float,
+        default=1.0,
+        help="claims per second refilled per (claimer, target) (default: 1)",
+    )
+
+
+def _run_relay(args: argparse.Namespace) -> int:
+    if args.relay_command == "serve":
+        from e2ee.relay.rules import RelayConfig
+        from e2ee.relay.serve import serve
+
+        config = RelayConfig(claim_burst=args.claim_burst, claim_rate=args.claim_rate)
+        return serve(args.host, args.port, args.db, origin=args.origin, config=config)
+    args.relay_parser.print_help()
+    return 2
+
+
+def _add_bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark e2ee against the primitive floor and the peer libraries",
+        description=(
+            "Benchmark e2ee (PQXDH/X3DH, header encryption on/off), the bare-primitive floor "
+            "and every installed peer (the 'bench' extra: doubleratchet + x3dh, vodozemac, "
+            "python-olm) in one interleaved run; prints a table and writes results.json and "
+            "chart.png to DIR. Installs nothing; a missing peer is reported as not installed. "
+            "Needs the source tree's benchmarks/ directory (a checkout)."
+        ),
+        epilog="examples:\n  e2ee bench --out bench-results\n  e2ee bench --out /tmp/b --quick",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    bench.add_argument("--rounds", type=int, help="rounds (default 7; with --quick 1)")
+    bench.add_argument(
+        "--quick", action="store_true", help="tiny runs that check everything works (seconds)"
+    )
+
+
+def _load_bench_suite() -> Any:
+    """``benchmarks.suite`` from the importable path, else from the checkout e2ee runs from."""
+    import importlib
+
+    try:
+        return importlib.import_module("benchmarks.suite")
+    except ImportError:
+        root = Path(__file__).resolve().parents[3]
+        if not (root / "benchmarks" / "suite.py").is_file():
+            return None
+        sys.path.insert(0, str(root))
+        try:
+            return importlib.import_module("benchmarks.suite")
+        except ImportError:
+            return None
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    suite = _load_bench_suite()
+    if suite is None:
+        print(
+            "e2ee bench: the benchmark suite (benchmarks/) ships with the source tree; "
+            "run it from a checkout",
+            file=sys.stderr,
+        )
+        return 2
+    result: int = suite.run_command(args)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -205,6 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_vectors(args)
     if args.command == "conformance":
         return _run_conformance(args)
+    if args.command == "relay":
+        return _run_relay(args)
+    if args.command == "bench":
+        return _run_bench(args)
     parser.print_help()
     return 2
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 
 import nacl.bindings as _sodium
 import nacl.exceptions as _nacl_exceptions
 from cryptography.hazmat.primitives import hashes as _hashes
 from cryptography.hazmat.primitives.asymmetric import mlkem as _mlkem
 from cryptography.hazmat.primitives.ciphers import Cipher as _Cipher
+from cryptography.hazmat.primitives.ciphers import CipherContext as _CipherContext
 from cryptography.hazmat.primitives.ciphers import algorithms as _algorithms
 from cryptography.hazmat.primitives.ciphers import modes as _modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF as _HKDF
@@ -50,6 +52,24 @@ def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+def _bind_hmac_digest() -> Callable[[bytes, bytes, str], bytes]:
+    """The one-shot OpenSSL HMAC: CPython's ``_hashlib.hmac_digest``, which is what
+    ``hmac.digest`` calls after its argument checks (the same OpenSSL HMAC, one Python frame
+    less per call); ``hmac.digest`` itself where that is missing."""
+    try:
+        from _hashlib import hmac_digest
+    except ImportError:  # pragma: no cover - CPython without OpenSSL hashlib
+        return hmac.digest
+    if hmac_digest(b"k", b"m", "sha256") != hmac.digest(b"k", b"m", "sha256"):  # pragma: no cover
+        return hmac.digest
+    return hmac_digest
+
+
+hmac_digest = _bind_hmac_digest()
+"""``hmac_digest(key, data, "sha256")``: one-shot HMAC (hot paths call it directly)."""
+_digest = hmac_digest
+
+
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
     return _digest(key, data, "sha256")
 
@@ -57,10 +77,66 @@ def hmac_sha256(key: bytes, data: bytes) -> bytes:
 constant_time_equal = hmac.compare_digest
 """Constant-time comparison of two byte strings."""
 
-_digest = hmac.digest
 _AES = _algorithms.AES
 _CBC = _modes.CBC
 _PADDING = [bytes((i,)) * i for i in range(17)]
+
+
+_CipherFactory = Callable[[_algorithms.AES, _modes.CBC], _CipherContext]
+
+
+def _bind_cbc() -> tuple[_CipherFactory, _CipherFactory]:
+    """(encryption, decryption) context factories for AES-CBC.
+
+    ``Cipher(AES(key), CBC(iv)).encryptor()`` re-checks the algorithm and mode types on every
+    call and then calls cryptography's ``create_encryption_ctx``; the ratchet always passes a
+    32-byte key and a 16-byte IV sliced from its own KDF output, so the hot path calls the
+    factory directly (the same OpenSSL cipher; ``AES`` and ``CBC`` still check key and IV
+    sizes). Checked against the public API at import; the public API where it differs.
+    """
+
+    def public_encrypt(algorithm: _algorithms.AES, mode: _modes.CBC) -> _CipherContext:
+        return _Cipher(algorithm, mode).encryptor()
+
+    def public_decrypt(algorithm: _algorithms.AES, mode: _modes.CBC) -> _CipherContext:
+        return _Cipher(algorithm, mode).decryptor()
+
+    try:
+        from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
+
+        encrypt = _rust_openssl.ciphers.create_encryption_ctx
+        decrypt = _rust_openssl.ciphers.create_decryption_ctx
+        key, iv, block = bytes(range(32)), bytes(range(16)), bytes(range(32))
+        expected = public_encrypt(_AES(key), _CBC(iv)).update(block)
+        if (
+            encrypt(_AES(key), _CBC(iv)).update(block) != expected
+            or decrypt(_AES(key), _CBC(iv)).update(expected) != block
+        ):  # pragma: no cover - a cryptography release that changed its internals
+            raise AttributeError("context factory disagrees with Cipher")
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover
+        return public_encrypt, public_decrypt
+    return encrypt, decrypt
+
+
+def _bind_cbc_on_first_use() -> None:
+    """Bind the factories at the first message, not at import: while some import hooks run
+    (coverage's, for one) cryptography's cipher registry is not ready yet."""
+    global _cbc_encryptor, _cbc_decryptor
+    _cbc_encryptor, _cbc_decryptor = _bind_cbc()
+
+
+def _first_encryptor(algorithm: _algorithms.AES, mode: _modes.CBC) -> _CipherContext:
+    _bind_cbc_on_first_use()
+    return _cbc_encryptor(algorithm, mode)
+
+
+def _first_decryptor(algorithm: _algorithms.AES, mode: _modes.CBC) -> _CipherContext:
+    _bind_cbc_on_first_use()
+    return _cbc_decryptor(algorithm, mode)
+
+
+_cbc_encryptor: _CipherFactory = _first_encryptor
+_cbc_decryptor: _CipherFactory = _first_decryptor
 
 
 def hkdf_sha256(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
@@ -188,7 +264,11 @@ def mlkem1024_check_public_key(public_key: bytes) -> None:
 
 
 def mlkem1024_encapsulate(public_key: bytes) -> tuple[bytes, bytes]:
-    """(shared_secret, ciphertext) for a public key; raises :class:`HandshakeError`."""
+    """(shared_secret, ciphertext) for a public key; raises :class:`HandshakeError`.
+
+    Loading the key runs the same checks as :func:`mlkem1024_check_public_key`."""
+    if len(public_key) != MLKEM1024_PUBLIC_KEY_SIZE:
+        raise HandshakeError("ML-KEM-1024 public key has the wrong length")
     try:
         key = _mlkem.MLKEM1024PublicKey.from_public_bytes(public_key)
     except ValueError:
@@ -211,7 +291,7 @@ def mlkem1024_decapsulate(seed: bytes, ciphertext: bytes) -> bytes:
 
 def aes256_cbc_encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
     """AES-256-CBC with PKCS#7 padding."""
-    encryptor = _Cipher(_AES(key), _CBC(iv)).encryptor()
+    encryptor = _cbc_encryptor(_AES(key), _CBC(iv))
     return encryptor.update(plaintext + _PADDING[16 - len(plaintext) % 16]) + encryptor.finalize()
 
 
@@ -219,7 +299,7 @@ def aes256_cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
     """Inverse of :func:`aes256_cbc_encrypt`. Call only on authenticated ciphertext."""
     if not ciphertext or len(ciphertext) % 16:
         raise AuthenticationError("ciphertext length is not a multiple of the block size")
-    decryptor = _Cipher(_AES(key), _CBC(iv)).decryptor()
+    decryptor = _cbc_decryptor(_AES(key), _CBC(iv))
     padded = decryptor.update(ciphertext) + decryptor.finalize()
     pad = padded[-1]
     if not 1 <= pad <= 16 or not padded.endswith(_PADDING[pad]):

@@ -14,7 +14,7 @@ from e2ee.limits import (
     MESSAGE_TAG_SIZE,
 )
 
-_hmac = primitives.hmac_sha256
+_digest = primitives.hmac_digest
 _hkdf = primitives.hkdf_sha256
 _equal = primitives.constant_time_equal
 _cbc_encrypt = primitives.aes256_cbc_encrypt
@@ -37,15 +37,15 @@ def kdf_rk_he(root_key: bytes, dh_output: bytes) -> tuple[bytes, bytes, bytes]:
 
 def kdf_ck(chain_key: bytes) -> tuple[bytes, bytes]:
     """KDF_CK: (next chain key, message key) = HMAC(ck, 0x02), HMAC(ck, 0x01)."""
-    return _hmac(chain_key, _CK), _hmac(chain_key, _MK)
+    return _digest(chain_key, _CK, "sha256"), _digest(chain_key, _MK, "sha256")
 
 
 def next_chain_key(chain_key: bytes) -> bytes:
-    return _hmac(chain_key, _CK)
+    return _digest(chain_key, _CK, "sha256")
 
 
 def message_key(chain_key: bytes) -> bytes:
-    return _hmac(chain_key, _MK)
+    return _digest(chain_key, _MK, "sha256")
 
 
 def _expand(message_key: bytes) -> tuple[bytes, bytes, bytes]:
@@ -59,30 +59,33 @@ def seal(chain_key: bytes, plaintext: bytes, associated_data: bytes) -> tuple[by
     AES-256-CBC under the expanded message key, then HMAC-SHA-256 over ad || ciphertext,
     truncated to 16 bytes. One function for the hot path: fewer Python frames per message.
     """
-    okm = _hkdf(HKDF_ZERO_SALT, _hmac(chain_key, _MK), KDF_INFO_MESSAGE_KEYS, 80)
+    okm = _hkdf(HKDF_ZERO_SALT, _digest(chain_key, _MK, "sha256"), KDF_INFO_MESSAGE_KEYS, 80)
     ciphertext = _cbc_encrypt(okm[:32], okm[64:], plaintext)
-    tag = _hmac(okm[32:64], associated_data + ciphertext)[:MESSAGE_TAG_SIZE]
-    return _hmac(chain_key, _CK), ciphertext + tag
+    tag = _digest(okm[32:64], associated_data + ciphertext, "sha256")[:MESSAGE_TAG_SIZE]
+    return _digest(chain_key, _CK, "sha256"), ciphertext + tag
 
 
 def open_(chain_key: bytes, ciphertext: bytes, associated_data: bytes) -> tuple[bytes, bytes]:
     """KDF_CK then DECRYPT: (next chain key, plaintext). The tag is verified, in constant
     time, before anything is decrypted; nothing is returned unless it verifies."""
-    return _hmac(chain_key, _CK), decrypt(_hmac(chain_key, _MK), ciphertext, associated_data)
+    plaintext = decrypt(_digest(chain_key, _MK, "sha256"), ciphertext, associated_data)
+    return _digest(chain_key, _CK, "sha256"), plaintext
 
 
 def encrypt(message_key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
     """ENCRYPT (section 5.2) with an explicit message key."""
     okm = _hkdf(HKDF_ZERO_SALT, message_key, KDF_INFO_MESSAGE_KEYS, 80)
     ciphertext = _cbc_encrypt(okm[:32], okm[64:], plaintext)
-    return ciphertext + _hmac(okm[32:64], associated_data + ciphertext)[:MESSAGE_TAG_SIZE]
+    return (
+        ciphertext + _digest(okm[32:64], associated_data + ciphertext, "sha256")[:MESSAGE_TAG_SIZE]
+    )
 
 
 def decrypt(message_key: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
     """DECRYPT: verify the tag in constant time first, only then decrypt."""
     okm = _hkdf(HKDF_ZERO_SALT, message_key, KDF_INFO_MESSAGE_KEYS, 80)
     body = ciphertext[:-MESSAGE_TAG_SIZE]
-    expected = _hmac(okm[32:64], associated_data + body)[:MESSAGE_TAG_SIZE]
+    expected = _digest(okm[32:64], associated_data + body, "sha256")[:MESSAGE_TAG_SIZE]
     if not _equal(expected, ciphertext[-MESSAGE_TAG_SIZE:]):
         raise AuthenticationError("message authentication failed")
     return _cbc_decrypt(okm[:32], okm[64:], body)

@@ -1,0 +1,237 @@
+"""The relay over HTTP and WebSocket: a Starlette app around :class:`e2ee.relay.rules.Relay`.
+
+Bodies are read with a size limit checked against ``Content-Length`` first and then while the
+body streams in, so an oversized body is refused (413) before it is read whole. Every
+:class:`~e2ee.errors.RelayError` becomes its HTTP status with a CBOR error body
+(:func:`e2ee.relay.api.error_body`); anything unexpected becomes a bare 500 that reveals
+nothing. Tokens never reach a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from e2ee.errors import (
+    DecodeError,
+    RelayAuthError,
+    RelayBadRequestError,
+    RelayError,
+    RelayTooLargeError,
+)
+from e2ee.relay import api
+from e2ee.relay.rules import Auth, Relay
+from e2ee.relay.storage import LocalNotifier, Notifier, Storage
+from e2ee.wire import codec
+
+log = logging.getLogger("e2ee.relay")
+
+Handler = Callable[[Request], Awaitable[Response]]
+SWEEP_INTERVAL = 60.0
+WS_IDLE = 25.0
+
+
+def cbor(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type=api.CONTENT_TYPE)
+
+
+def error_response(error: RelayError) -> Response:
+    headers = {}
+    retry = getattr(error, "retry_after", None)
+    if isinstance(retry, int):
+        headers["Retry-After"] = str(retry)
+    return Response(
+        api.error_body(error),
+        status_code=error.status,
+        media_type=api.CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to exceed ``limit`` bytes."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit() or len(length) > 12:
+            raise RelayBadRequestError("malformed Content-Length", code="malformed")
+        if int(length) > limit:
+            raise RelayTooLargeError(f"body is over the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RelayTooLargeError(f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def bearer(headers: Any) -> bytes | None:
+    value = headers.get("authorization")
+    if not isinstance(value, str) or not value.startswith("Bearer "):
+        return None
+    return api.decode_token(value[7:])
+
+
+def create_app(
+    relay: Relay, storage: Storage, notifier: Notifier | None = None, *, sweep: bool = True
+) -> Starlette:
+    """The ASGI app. ``storage`` must be the one the ``relay`` jobs run on."""
+    notify: Notifier = notifier or LocalNotifier()
+    cfg = relay.config
+
+    def guarded(handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RelayError as error:
+                return error_response(error)
+            except Exception:  # never leak internals (or anything secret) to the peer
+                log.exception("relay handler failed")
+                return Response(status_code=500)
+
+        return endpoint
+
+    async def health(request: Request) -> Response:
+        return cbor(codec.encode({0: True}))
+
+    async def challenge(request: Request) -> Response:
+        return cbor(relay.challenge(await read_body(request, api.MAX_SMALL_BODY)))
+
+    async def login(request: Request) -> Response:
+        body = await read_body(request, api.MAX_SMALL_BODY)
+        return cbor(await storage.submit(relay.login(body)))
+
+    async def device_list(request: Request) -> Response:
+        if request.method == "GET":
+            user = api.user_query(request.query_params.get("user"))
+            return cbor(await storage.submit(relay.get_device_list(bearer(request.headers), user)))
+        body = await read_body(request, api.MAX_SMALL_BODY)
+        response, created = await storage.submit(relay.publish_device_list(body))
+        return cbor(response, 201 if created else 200)
+
+    async def keys(request: Request) -> Response:
+        token = bearer(request.headers)
+        if request.method == "GET":
+            return cbor(await storage.submit(relay.key_counts(token)))
+        auth: Auth = await storage.submit(relay.auth_job(token))
+        body = await read_body(request, cfg.max_upload_body)
+        checked = await asyncio.to_thread(relay.check_upload, auth, body)
+        return cbor(await storage.submit(relay.store_upload(token, checked)))
+
+    async def claim(request: Request) -> Response:
+        body = await read_body(request, api.MAX_SMALL_BODY)
+        return cbor(await storage.submit(relay.claim(bearer(request.headers), body)))
+
+    async def messages(request: Request) -> Response:
+        token = bearer(request.headers)
+        if request.method == "GET":
+            try:
+                after = int(request.query_params.get("after", "0"))
+                limit = int(request.query_params.get("limit", "100"))
+            except ValueError:
+                raise RelayBadRequestError(
+                    "after and limit are integers", code="malformed"
+                ) from None
+            if not 0 <= after < 2**63 or limit < 1:
+                raise RelayBadRequestError("after or limit out of range", code="malformed")
+            return cbor(await storage.submit(relay.fetch(token, after, limit)))
+        if token is None:  # refuse before reading a large body
+            raise RelayAuthError("no bearer token")
+        body = await read_body(request, cfg.max_send_body)
+        sent = await storage.submit(relay.send(token, body))
+        for user, device in sent.wake:
+            notify.notify(user, device)
+        return cbor(sent.body)
+
+    async def ack(request: Request) -> Response:
+        body = await read_body(request, api.MAX_SMALL_BODY)
+        return cbor(await storage.submit(relay.ack(bearer(request.headers), body)))
+
+    async def stream(websocket: WebSocket) -> None:
+        token = bearer(websocket.headers)
+        try:
+            auth: Auth = await storage.submit(relay.auth_job(token))
+        except RelayError:
+            await websocket.close(code=4401)  # before accept: an HTTP 403 to the handshake
+            return
+        await websocket.accept()
+        subscription = notify.subscribe(auth.user, auth.device)
+
+        async def pusher() -> None:
+            sent = 0
+            while True:
+                rows = await storage.submit(relay.pending(token, sent, 100))
+                for message_id, envelope in rows:
+                    await websocket.send_bytes(codec.encode({0: message_id, 1: envelope}))
+                    sent = message_id
+                if not rows:
+                    await subscription.wait(WS_IDLE)
+
+        async def acker() -> None:
+            while True:
+                data = await websocket.receive_bytes()
+                try:
+                    value = codec.decode(data, max_size=api.WS_ACK_MAX)
+                except DecodeError:
+                    await websocket.close(code=1003)
+                    return
+                if not isinstance(value, dict) or set(value) != {0} or type(value[0]) is not list:
+                    await websocket.close(code=1003)
+                    return
+                ids = [i for i in value[0] if type(i) is int and 0 <= i < 2**63][: api.MAX_ACK_IDS]
+                await storage.submit(relay.ack_ids(token, ids))
+
+        tasks = [asyncio.create_task(pusher()), asyncio.create_task(acker())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            subscription.close()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(
+                    asyncio.CancelledError, WebSocketDisconnect, RelayError, RuntimeError
+                ):
+                    await task
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await websocket.close(code=4401 if tasks[0].done() else 1000)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async def sweeper() -> None:
+            while True:
+                await asyncio.sleep(SWEEP_INTERVAL)
+                with contextlib.suppress(RelayError):
+                    await storage.submit(relay.sweep())
+
+        task = asyncio.create_task(sweeper()) if sweep else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    routes = [
+        Route(api.HEALTH, guarded(health), methods=["GET"]),
+        Route(api.CHALLENGE, guarded(challenge), methods=["POST"]),
+        Route(api.LOGIN, guarded(login), methods=["POST"]),
+        Route(api.DEVICE_LIST, guarded(device_list), methods=["GET", "PUT"]),
+        Route(api.KEYS, guarded(keys), methods=["GET", "PUT"]),
+        Route(api.CLAIM, guarded(claim), methods=["POST"]),
+        Route(api.MESSAGES, guarded(messages), methods=["GET", "POST"]),
+        Route(api.ACK, guarded(ack), methods=["POST"]),
+        WebSocketRoute(api.STREAM, stream),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

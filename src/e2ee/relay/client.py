@@ -1,0 +1,394 @@
+"""A relay client (httpx, plus a ``websockets`` stream) wired into :class:`e2ee.client.Client`.
+
+:class:`RelayClient` is the client layer's :class:`~e2ee.client.Directory` (device lists and
+claimed bundles come from the relay) and its transport: :meth:`RelayClient.send` encrypts with
+the client and posts one request per recipient user; :meth:`RelayClient.receive` and
+:meth:`RelayClient.stream` hand every envelope to :meth:`Client.receive` and acknowledge it
+only after that call returned, i.e. after the client's transaction committed. A crash in
+between redelivers the envelope, which the client reports as a duplicate (and it is acked then).
+
+Retries reuse the request's idempotency key (client message id, claim id), so a send or claim
+retried after a lost answer is stored or handed out once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from e2ee.client import Client, ReceiveResult
+from e2ee.client.envelope import Envelope
+from e2ee.errors import (
+    DecodeError,
+    DeviceListError,
+    LocalError,
+    MismatchedDevicesError,
+    RelayAuthError,
+    RelayBadRequestError,
+    RelayError,
+    RelayNotFoundError,
+    RelayUnavailableError,
+    RemoteError,
+    UntrustedIdentityError,
+)
+from e2ee.identity import DeviceList, SignedDeviceList
+from e2ee.relay import api
+from e2ee.wire import codec
+
+log = logging.getLogger("e2ee.relay.client")
+_MAX_RESPONSE = 16 * 1024 * 1024
+
+
+def origin_of(base_url: str) -> str:
+    """``scheme://host:port`` of a URL, the form the relay's configured origin takes."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("base_url must be an http(s) URL")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname}:{port}"
+
+
+@dataclass
+class ReceiveReport:
+    """What one :meth:`RelayClient.receive` call did."""
+
+    results: list[ReceiveResult] = field(default_factory=list)
+    acked: int = 0
+    refused: list[tuple[int, str]] = field(default_factory=list)
+    """(relay message id, error category) of envelopes the client refused for good (acked)."""
+    kept: int = 0
+    """Envelopes left queued (untrusted identity pending approval, or a local failure)."""
+
+
+class RelayClient:
+    """One device's connection to a relay. Not thread-safe (one per thread)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        client: Client,
+        *,
+        http: httpx.Client | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.origin = origin_of(self.base_url)
+        self.client = client
+        self.retries = retries
+        self._http = http or httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._token: bytes | None = None
+        self._lists: dict[str, DeviceList] = {}
+
+    def __repr__(self) -> str:
+        return f"RelayClient({self.base_url!r}, {self.client!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RelayClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- HTTP --------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        params: dict[str, str] | None = None,
+        auth: bool = True,
+    ) -> tuple[int, bytes]:
+        """One request, retried on transport errors (the API is idempotent) and once after a
+        401 with a fresh login."""
+        relogged = False
+        attempt = 0
+        while True:
+            headers = {"content-type": api.CONTENT_TYPE}
+            if auth:
+                if self._token is None:
+                    self.login()
+                assert self._token is not None
+                headers["authorization"] = "Bearer " + api.encode_token(self._token)
+            try:
+                response = self._http.request(
+                    method, path, content=body, params=params, headers=headers
+                )
+            except httpx.TransportError:
+                attempt += 1
+                if attempt > self.retries:
+                    raise RelayUnavailableError("relay unreachable") from None
+                continue
+            if response.status_code == 401 and auth and not relogged:
+                relogged = True
+                self._token = None
+                continue
+            if response.status_code >= 400:
+                raise api.error_from_response(response.status_code, response.content)
+            if len(response.content) > _MAX_RESPONSE:
+                raise RelayBadRequestError("relay answer too large")
+            return response.status_code, response.content
+
+    @staticmethod
+    def _map(data: bytes) -> dict[int, object]:
+        try:
+            value = codec.decode(data, max_size=_MAX_RESPONSE)
+        except DecodeError:
+            raise RelayBadRequestError("relay answered with malformed CBOR") from None
+        if not isinstance(value, dict):
+            raise RelayBadRequestError("relay answered with an unexpected body")
+        return value
+
+    # --- authentication and publishing -------------------------------------------------------
+
+    def login(self) -> None:
+        """Prove possession of this device's identity key; keeps the bearer token."""
+        user, device = self.client.user_id, self._device_id()
+        who = codec.encode({0: user.encode(), 1: device})
+        _, data = self._call("POST", api.CHALLENGE, who, auth=False)
+        challenge = self._map(data).get(0)
+        if type(challenge) is not bytes or len(challenge) != api.CHALLENGE_SIZE:
+            raise RelayBadRequestError("relay sent a malformed challenge")
+        signature = self.client.sign_relay_login(
+            api.login_payload(self.origin, challenge, user, device)
+        )
+        body = codec.encode({0: user.encode(), 1: device, 2: challenge, 3: signature})
+        _, data = self._call("POST", api.LOGIN, body, auth=False)
+        token = self._map(data).get(0)
+        if type(token) is not bytes or len(token) != api.TOKEN_SIZE:
+            raise RelayBadRequestError("relay sent a malformed token")
+        self._token = token
+
+    def _device_id(self) -> int:
+        device = self.client.device_id
+        if device is None:
+            raise LocalError("this device is not linked yet")
+        return device
+
+    def publish_device_list(self, data: bytes | None = None) -> bool:
+        """Publish this user's newest signed device list (registers the user the first time);
+        True if the relay registered the user now."""
+        body = codec.encode({0: data if data is not None else self.client.device_list()})
+        status, _ = self._call("PUT", api.DEVICE_LIST, body, auth=False)
+        return status == 201
+
+    def publish_prekeys(self, *, now: int | None = None) -> tuple[int, int]:
+        """Refill/rotate as the client's policy says and upload what is unpublished, in
+        batches; the client marks the keys published only after the relay stored them.
+        Returns the relay's stored (EC, ML-KEM) one-time key counts."""
+        upload = self.client.prekeys_to_upload(now=now)
+        batch = 100
+        counts = (0, 0)
+        rounds = max(1, -(-max(len(upload.one_time), len(upload.one_time_kem)) // batch))
+        for i in range(rounds):
+            part = api.KeyUpload(
+                upload.signed_bundle,
+                tuple(api.OneTimeKey(*k) for k in upload.one_time[i * batch : (i + 1) * batch]),
+                tuple(api.OneTimeKey(*k) for k in upload.one_time_kem[i * batch : (i + 1) * batch]),
+            )
+            _, data = self._call("PUT", api.KEYS, part.to_bytes())
+            counts = self._counts(data)
+        self.client.mark_uploaded(upload)
+        return counts
+
+    def key_counts(self) -> tuple[int, int]:
+        _, data = self._call("GET", api.KEYS)
+        return self._counts(data)
+
+    def _counts(self, data: bytes) -> tuple[int, int]:
+        value = self._map(data)
+        ec, kem = value.get(0), value.get(1)
+        if type(ec) is not int or type(kem) is not int:
+            raise RelayBadRequestError("relay sent malformed key counts")
+        return ec, kem
+
+    # --- Directory ---------------------------------------------------------------------------
+
+    def device_list(self, user_id: str) -> bytes | None:
+        try:
+            _, data = self._call("GET", api.DEVICE_LIST, params={"user": user_id})
+        except RelayNotFoundError:
+            return None
+        signed = self._map(data).get(0)
+        if type(signed) is not bytes:
+            raise RelayBadRequestError("relay sent a malformed device list")
+        try:
+            parsed = SignedDeviceList.from_bytes(signed).device_list
+        except DeviceListError:
+            raise RelayBadRequestError("relay sent an invalid device list") from None
+        if parsed.user_id != user_id:
+            raise RelayBadRequestError("relay sent another user's device list")
+        self._lists[user_id] = parsed
+        return signed
+
+    def bundle(self, user_id: str, device_id: int) -> bytes | None:
+        return self.claim(user_id, [device_id]).get(device_id)
+
+    def claim(
+        self, user_id: str, devices: list[int] | None = None, *, claim_id: bytes | None = None
+    ) -> dict[int, bytes]:
+        """Claim a bundle for every (or each named) device of ``user_id``; a retry with the
+        same ``claim_id`` is answered with the same bundles."""
+        cid = claim_id or self.client.store.provider.random_bytes(api.CLAIM_ID_SIZE)
+        fields: dict[int, object] = {0: user_id.encode(), 1: cid}
+        if devices is not None:
+            fields[2] = sorted(devices)
+        _, data = self._call("POST", api.CLAIM, codec.encode(fields))
+        found = self._map(data).get(0)
+        if type(found) is not list:
+            raise RelayBadRequestError("relay sent a malformed claim answer")
+        bundles: dict[int, bytes] = {}
+        for item in found:
+            if (
+                type(item) is not list
+                or len(item) != 2
+                or type(item[0]) is not int
+                or type(item[1]) is not bytes
+            ):
+                raise RelayBadRequestError("relay sent a malformed claim answer")
+            bundles[item[0]] = item[1]
+        return bundles
+
+    # --- sending -----------------------------------------------------------------------------
+
+    def send(self, to_user: str, body: bytes, *, now: int | None = None) -> bytes:
+        """Encrypt ``body`` to every device of ``to_user`` (and copies to this user's other
+        devices) and store them on the relay, one atomic request per user. Returns the message
+        id. :class:`~e2ee.errors.MismatchedDevicesError` means the relay's device list moved
+        on between the list fetch and the send: call again."""
+        envelopes = self.client.send(to_user, body, self, now=now)
+        by_user: dict[str, list[Envelope]] = {}
+        for envelope in envelopes:
+            by_user.setdefault(envelope.recipient_user, []).append(envelope)
+        message_id = envelopes[0].message_id if envelopes else b""
+        for user in sorted(by_user, key=lambda u: u != to_user):
+            self.post(user, by_user[user])
+        return message_id
+
+    def post(self, user: str, envelopes: list[Envelope]) -> None:
+        listed = self._lists.get(user)
+        keys = {} if listed is None else dict(listed.devices)
+        request = api.SendRequest(
+            user,
+            envelopes[0].message_id,
+            tuple(
+                (e.recipient_device, keys.get(e.recipient_device, bytes(32)), e.to_bytes())
+                for e in envelopes
+            ),
+        )
+        try:
+            self._call("POST", api.MESSAGES, request.to_bytes())
+        except MismatchedDevicesError:
+            if user == to_user_of(envelopes):
+                raise
+            # Copies to this user's own other devices are best effort: a device without
+            # published keys yet misses them (as in Client.send).
+            log.info("own-device copies skipped: device list changed")
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    def receive(self, *, limit: int = 100, now: int | None = None) -> ReceiveReport:
+        """Fetch every queued envelope over HTTP, hand each to the client, acknowledge what the
+        client durably processed (or refused for good)."""
+        report = ReceiveReport()
+        after = 0
+        while True:
+            _, data = self._call(
+                "GET", api.MESSAGES, params={"after": str(after), "limit": str(limit)}
+            )
+            value = self._map(data)
+            rows, more = value.get(0), value.get(1)
+            if type(rows) is not list:
+                raise RelayBadRequestError("relay sent a malformed message page")
+            acks: list[int] = []
+            for row in rows:
+                if type(row) is not list or len(row) != 2 or type(row[0]) is not int:
+                    raise RelayBadRequestError("relay sent a malformed message")
+                message_id, envelope = row[0], row[1]
+                after = max(after, message_id)
+                if self._process(message_id, envelope, report):
+                    acks.append(message_id)
+            if acks:
+                self.ack(acks)
+                report.acked += len(acks)
+            if more is not True or not rows:
+                return report
+
+    def _process(self, message_id: int, envelope: object, report: ReceiveReport) -> bool:
+        """True when the envelope may be acknowledged."""
+        if type(envelope) is not bytes:
+            report.refused.append((message_id, "decode_error"))
+            return True
+        try:
+            result = self.client.receive(envelope)
+        except UntrustedIdentityError:
+            report.kept += 1  # redelivered once the application approved the new key
+            return False
+        except RemoteError as exc:
+            report.refused.append((message_id, exc.category))
+            return True
+        except LocalError:
+            report.kept += 1
+            return False
+        report.results.append(result)
+        return True
+
+    def ack(self, ids: list[int]) -> int:
+        total = 0
+        for i in range(0, len(ids), api.MAX_ACK_IDS):
+            _, data = self._call("POST", api.ACK, codec.encode({0: ids[i : i + api.MAX_ACK_IDS]}))
+            acked = self._map(data).get(0)
+            total += acked if type(acked) is int else 0
+        return total
+
+    def stream(self, *, idle_timeout: float = 30.0) -> Iterator[tuple[int, ReceiveResult | None]]:
+        """Pushed envelopes over the WebSocket, processed and acknowledged one by one; yields
+        (relay message id, result or None when refused or kept). Ends after ``idle_timeout``
+        seconds without a message or when the relay closes the stream."""
+        if self._token is None:
+            self.login()
+        assert self._token is not None
+        url = "ws" + self.base_url[4:] + api.STREAM
+        headers = {"Authorization": "Bearer " + api.encode_token(self._token)}
+        try:
+            socket = connect(url, additional_headers=headers, max_size=_MAX_RESPONSE)
+        except (OSError, ConnectionClosed) as exc:
+            raise RelayUnavailableError(f"stream failed: {type(exc).__name__}") from None
+        except Exception as exc:  # websockets' handshake rejections
+            self._token = None
+            raise RelayAuthError(f"stream refused: {type(exc).__name__}") from None
+        with socket:
+            while True:
+                try:
+                    frame = socket.recv(timeout=idle_timeout)
+                except (TimeoutError, ConnectionClosed):
+                    return
+                if not isinstance(frame, bytes):
+                    raise RelayBadRequestError("relay pushed a text frame")
+                value = self._map(frame)
+                message_id, envelope = value.get(0), value.get(1)
+                if type(message_id) is not int:
+                    raise RelayBadRequestError("relay pushed a malformed message")
+                report = ReceiveReport()
+                if self._process(message_id, envelope, report):
+                    socket.send(codec.encode({0: [message_id]}))
+                yield message_id, (report.results[0] if report.results else None)
+
+
+def to_user_of(envelopes: list[Envelope]) -> str | None:
+    """The conversation user when the request goes to another user; None for own copies."""
+    first = envelopes[0]
+    return None if first.recipient_user == first.sender_user else first.recipient_user
+
+
+__all__ = ["ReceiveReport", "RelayClient", "RelayError", "origin_of"]

@@ -1,0 +1,543 @@
+"""The relay's rules in plain Python: authentication, device lists, keys, claims, mailboxes.
+
+Every operation is split in two: the method parses and checks whatever needs no stored state
+(body shape, sizes, signatures that do not depend on the database) and returns a *job*, a
+function of one storage transaction (:class:`e2ee.relay.storage.Tx`) that does the rest. The
+caller runs the job with ``storage.run(job)`` (blocking) or ``await storage.submit(job)``
+(the Starlette app); either way it is atomic. Every refusal is a typed
+:class:`e2ee.errors.RelayError`; spec/relay.md is the normative description.
+
+Time and randomness are injected (``clock``, ``provider``) so tests can move time and replay
+randomness.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from e2ee.client.envelope import MAX_ENVELOPE_SIZE, Envelope
+from e2ee.crypto import primitives
+from e2ee.crypto.provider import Provider, default_provider
+from e2ee.errors import (
+    DecodeError,
+    DeviceListError,
+    HandshakeError,
+    MismatchedDevicesError,
+    QueueFullError,
+    RelayAuthError,
+    RelayBadRequestError,
+    RelayConflictError,
+    RelayForbiddenError,
+    RelayNotFoundError,
+    RelayRateLimitedError,
+    RelayTooLargeError,
+)
+from e2ee.handshake import signing
+from e2ee.identity import SignedDeviceList
+from e2ee.limits import (
+    MAX_BUNDLE_SIZE,
+    MAX_ONE_TIME_PREKEYS,
+    MLKEM1024_PUBLIC_KEY_SIZE,
+    SIG_LABEL_RELAY_LOGIN,
+)
+from e2ee.relay import api
+from e2ee.relay.storage import KIND_EC, KIND_KEM, StoredList, TokenRow, Tx
+from e2ee.wire import codec
+from e2ee.wire.messages import PreKeyBundle
+
+R = TypeVar("R")
+Job = Callable[[Tx], R]
+
+_U64 = struct.Struct(">Q")
+_CHALLENGE_LABEL = b"e2ee/v1/relay/challenge\x00"
+_MAX_FETCH_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """Every limit of the relay (spec/relay.md, "Limits")."""
+
+    origin: str = "http://127.0.0.1:8080"
+    challenge_ttl: int = 60
+    token_ttl: int = 3600
+    message_ttl: int = 30 * 24 * 3600
+    idempotency_ttl: int = 24 * 3600
+    max_queue: int = 10_000
+    max_envelope_size: int = MAX_ENVELOPE_SIZE
+    max_send_body: int = 8 * 1024 * 1024
+    max_upload_batch: int = 100
+    max_upload_body: int = 512 * 1024
+    max_stored_one_time: int = MAX_ONE_TIME_PREKEYS
+    claim_burst: int = 50
+    claim_rate: float = 1.0
+    """Claims per second refilled into the (claimer user, target user) bucket."""
+
+    def __post_init__(self) -> None:
+        if self.max_upload_body < self.max_upload_batch * 2 * (MLKEM1024_PUBLIC_KEY_SIZE + 80):
+            raise ValueError("max_upload_body cannot hold a full batch")
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    user: str
+    device: int
+    device_key: bytes
+
+    def __repr__(self) -> str:
+        return f"Auth({self.user!r}/{self.device})"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedUpload:
+    """An upload whose every signature verified against ``device_key``."""
+
+    device_key: bytes
+    signed_bundle: bytes
+    keys: tuple[tuple[tuple[int, bytes, bytes], ...], tuple[tuple[int, bytes, bytes], ...]]
+
+    def __repr__(self) -> str:
+        return f"CheckedUpload({len(self.keys[0])} EC, {len(self.keys[1])} ML-KEM)"
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    body: bytes
+    wake: tuple[tuple[str, int], ...]
+
+
+@functools.lru_cache(maxsize=4096)
+def _bundle_fields(signed: bytes) -> dict[int, object]:
+    """The fields of a stored signed bundle (validated at upload), memoised by its bytes.
+    Callers copy before adding one-time keys."""
+    fields: dict[int, object] = codec.decode(signed, max_size=MAX_BUNDLE_SIZE)
+    return fields
+
+
+class Relay:
+    """The relay rules over a storage. Thread-safe; holds no mutable state of its own."""
+
+    def __init__(
+        self,
+        secret: bytes,
+        config: RelayConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        provider: Provider | None = None,
+    ) -> None:
+        if len(secret) != 32:
+            raise ValueError("secret must be 32 bytes")
+        self._secret = secret
+        self.config = config or RelayConfig()
+        self.clock = clock
+        self.provider = provider or default_provider()
+
+    @staticmethod
+    def secret_job(provider: Provider | None = None) -> Job[bytes]:
+        """The job that loads (creating on first start) the relay's challenge key."""
+        fresh = (provider or default_provider()).random_bytes(32)
+        return lambda tx: tx.secret("challenge_key", fresh)
+
+    def __repr__(self) -> str:
+        return f"Relay(origin={self.config.origin!r})"
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    # --- authentication --------------------------------------------------------------------
+
+    def _challenge_tag(self, nonce: bytes, expires: int, user: str, device: int) -> bytes:
+        data = _CHALLENGE_LABEL + codec.encode([nonce, expires, user.encode(), device])
+        return primitives.hmac_sha256(self._secret, data)[:24]
+
+    def challenge(self, body: bytes) -> bytes:
+        """A fresh challenge for (user, device): ``nonce || expiry || tag``, authenticated by
+        the relay's key, so issuing one stores nothing. No job needed."""
+        v = api.decode_map(body, {0, 1}, limit=api.MAX_SMALL_BODY)
+        user, device = api.user_field(v[0]), api.device_field(v[1])
+        nonce = self.provider.random_bytes(16)
+        expires = self.now() + self.config.challenge_ttl
+        challenge = nonce + _U64.pack(expires) + self._challenge_tag(nonce, expires, user, device)
+        return codec.encode({0: challenge, 1: expires})
+
+    def login(self, body: bytes) -> Job[bytes]:
+        v = api.decode_map(body, {0, 1, 2, 3}, limit=api.MAX_SMALL_BODY)
+        user, device = api.user_field(v[0]), api.device_field(v[1])
+        challenge = api.bytes_field(v[2], api.CHALLENGE_SIZE)
+        signature = api.bytes_field(v[3], 64)
+        nonce, expires, tag = challenge[:16], _U64.unpack(challenge[16:24])[0], challenge[24:]
+        if not hmac.compare_digest(tag, self._challenge_tag(nonce, expires, user, device)):
+            raise RelayAuthError("challenge was not issued by this relay for this device")
+        if expires <= self.now():
+            raise RelayAuthError("challenge expired", code="challenge_expired")
+        payload = api.login_payload(self.config.origin, challenge, user, device)
+        token = self.provider.random_bytes(api.TOKEN_SIZE)
+        token_expires = self.now() + self.config.token_ttl
+
+        def job(tx: Tx) -> bytes:
+            listed = tx.device_list(user)
+            device_key = None if listed is None else listed.devices.get(device)
+            if device_key is None:
+                raise RelayAuthError("device is not on its user's newest device list")
+            try:
+                primitives.ed25519_verify(device_key, SIG_LABEL_RELAY_LOGIN + payload, signature)
+            except HandshakeError:
+                raise RelayAuthError("challenge signature does not verify") from None
+            if not tx.use_challenge(nonce, expires):
+                raise RelayAuthError("challenge was already used", code="challenge_replayed")
+            tx.put_token(
+                primitives.sha256(token), TokenRow(user, device, device_key, token_expires)
+            )
+            return codec.encode({0: token, 1: token_expires})
+
+        return job
+
+    def authenticate(self, tx: Tx, token: bytes | None) -> Auth:
+        if token is None:
+            raise RelayAuthError("no bearer token")
+        row = tx.token(primitives.sha256(token))
+        if row is None:
+            raise RelayAuthError("unknown token")
+        if row.expires <= self.now():
+            raise RelayAuthError("token expired", code="token_expired")
+        return Auth(row.user, row.device, row.device_key)
+
+    def auth_job(self, token: bytes | None) -> Job[Auth]:
+        return lambda tx: self.authenticate(tx, token)
+
+    # --- device lists ----------------------------------------------------------------------
+
+    def publish_device_list(self, body: bytes) -> Job[tuple[bytes, bool]]:
+        """Register a user (first list) or replace its list by a newer one signed by the same
+        user key. Devices that left the list, or whose key changed, are purged."""
+        v = api.decode_map(body, {0}, limit=api.MAX_SMALL_BODY)
+        data = api.bytes_field(v[0])
+        try:
+            new = SignedDeviceList.from_bytes(data).device_list
+        except DeviceListError:
+            raise RelayBadRequestError(
+                "not a validly signed device list", code="bad_device_list"
+            ) from None
+        entry = StoredList(new.user_id, new.user_key, new.counter, data, dict(new.devices))
+
+        def job(tx: Tx) -> tuple[bytes, bool]:
+            old = tx.device_list(entry.user)
+            if old is not None:
+                if not hmac.compare_digest(old.user_key, entry.user_key):
+                    raise RelayForbiddenError(
+                        "device list is not signed by the registered user key",
+                        code="user_key_mismatch",
+                    )
+                if entry.counter < old.counter or (
+                    entry.counter == old.counter and old.signed != entry.signed
+                ):
+                    raise RelayConflictError(
+                        "device list is not newer than the stored one", code="stale_device_list"
+                    )
+                for device, key in old.devices.items():
+                    if entry.devices.get(device) != key:
+                        tx.purge_device(entry.user, device)
+            tx.put_device_list(entry)
+            return codec.encode({0: entry.counter}), old is None
+
+        return job
+
+    def get_device_list(self, token: bytes | None, user: str) -> Job[bytes]:
+        def job(tx: Tx) -> bytes:
+            self.authenticate(tx, token)
+            listed = tx.device_list(user)
+            if listed is None:
+                raise RelayNotFoundError("unknown user")
+            return codec.encode({0: listed.signed})
+
+        return job
+
+    # --- keys ------------------------------------------------------------------------------
+
+    def check_upload(self, auth: Auth, body: bytes) -> CheckedUpload:
+        """Parse an upload and verify every signature with the device's key (CPU only)."""
+        upload = api.KeyUpload.from_bytes(
+            body, max_batch=self.config.max_upload_batch, limit=self.config.max_upload_body
+        )
+        try:
+            bundle = PreKeyBundle.from_bytes(upload.signed_bundle)
+        except DecodeError:
+            raise RelayBadRequestError("malformed signed bundle", code="malformed") from None
+        if not hmac.compare_digest(bundle.identity_key, auth.device_key):
+            raise RelayForbiddenError(
+                "bundle is not this device's identity key", code="wrong_identity_key"
+            )
+        if bundle.one_time_prekey_id is not None or bundle.one_time_kem_prekey_id is not None:
+            raise RelayBadRequestError("signed bundle carries one-time keys", code="malformed")
+        try:
+            if not primitives.x25519_is_canonical(bundle.signed_prekey):
+                raise HandshakeError("signed prekey is not canonical")
+            signing.verify(
+                auth.device_key,
+                signing.signed_prekey_payload(
+                    bundle.signed_prekey_id,
+                    bundle.signed_prekey_timestamp,
+                    bundle.signed_prekey,
+                    bundle.kem_prekey_id,
+                    bundle.kem_prekey,
+                ),
+                bundle.signed_prekey_signature,
+            )
+            if bundle.kem_prekey is not None:
+                primitives.mlkem1024_check_public_key(bundle.kem_prekey)
+            ec = []
+            for k in upload.one_time:
+                if not primitives.x25519_is_canonical(k.public):
+                    raise HandshakeError("one-time prekey is not a canonical X25519 key")
+                payload = signing.one_time_prekey_payload(k.key_id, k.public)
+                signing.verify(auth.device_key, payload, k.signature)
+                ec.append((k.key_id, k.public, k.signature))
+            kem = []
+            for k in upload.one_time_kem:
+                primitives.mlkem1024_check_public_key(k.public)
+                payload = signing.one_time_kem_prekey_payload(k.key_id, k.public)
+                signing.verify(auth.device_key, payload, k.signature)
+                kem.append((k.key_id, k.public, k.signature))
+        except HandshakeError as exc:  # SignatureError included
+            raise RelayBadRequestError(
+                f"uploaded key refused: {exc}", code="bad_signature"
+            ) from None
+        if kem and bundle.kem_prekey is None:
+            raise RelayBadRequestError("one-time ML-KEM keys without a last-resort ML-KEM key")
+        return CheckedUpload(auth.device_key, upload.signed_bundle, (tuple(ec), tuple(kem)))
+
+    def store_upload(self, token: bytes | None, checked: CheckedUpload) -> Job[bytes]:
+        def job(tx: Tx) -> bytes:
+            auth = self.authenticate(tx, token)
+            if not hmac.compare_digest(auth.device_key, checked.device_key):
+                raise RelayConflictError("device key changed during upload")
+            tx.put_signed_bundle(auth.user, auth.device, checked.signed_bundle)
+            counts = []
+            for kind, keys in ((KIND_EC, checked.keys[0]), (KIND_KEM, checked.keys[1])):
+                mark = tx.high_water(auth.user, auth.device, kind)
+                # Ids at or below the mark were accepted before (stored, or already claimed):
+                # a re-upload after a crash must never bring a claimed key back.
+                new = [k for k in keys if k[0] > mark]
+                stored = tx.one_time_count(auth.user, auth.device, kind)
+                if stored + len(new) > self.config.max_stored_one_time:
+                    raise RelayTooLargeError(
+                        f"more than {self.config.max_stored_one_time} stored one-time keys",
+                        code="too_many_keys",
+                    )
+                tx.add_one_time(auth.user, auth.device, kind, new)
+                counts.append(stored + len(new))
+            return codec.encode({0: counts[0], 1: counts[1]})
+
+        return job
+
+    def key_counts(self, token: bytes | None) -> Job[bytes]:
+        def job(tx: Tx) -> bytes:
+            auth = self.authenticate(tx, token)
+            return codec.encode(
+                {
+                    0: tx.one_time_count(auth.user, auth.device, KIND_EC),
+                    1: tx.one_time_count(auth.user, auth.device, KIND_KEM),
+                    2: tx.signed_bundle(auth.user, auth.device) is not None,
+                }
+            )
+
+        return job
+
+    # --- claims ----------------------------------------------------------------------------
+
+    def claim(self, token: bytes | None, body: bytes) -> Job[bytes]:
+        v = api.decode_map(body, {0, 1}, frozenset({2}), limit=api.MAX_SMALL_BODY)
+        target = api.user_field(v[0])
+        claim_id = api.bytes_field(v[1], api.CLAIM_ID_SIZE)
+        wanted: set[int] | None = None
+        if v.get(2) is not None:
+            wanted = {api.device_field(d) for d in api.list_field(v[2], 64)}
+        now = self.clock()
+
+        def job(tx: Tx) -> bytes:
+            auth = self.authenticate(tx, token)
+            key = primitives.sha256(
+                codec.encode([auth.user.encode(), auth.device, claim_id, target.encode()])
+            )
+            done = tx.result("claim", key)
+            if done is not None:
+                return done  # a retried claim gets the same bundles and costs nothing
+            listed = tx.device_list(target)
+            if listed is None:
+                raise RelayNotFoundError("unknown user")
+            self._take_claim_token(tx, auth.user, target, now)
+            bundles: list[list[object]] = []
+            without: list[int] = []
+            for device in sorted(listed.devices):
+                if wanted is not None and device not in wanted:
+                    continue
+                if target == auth.user and device == auth.device:
+                    continue
+                signed = tx.signed_bundle(target, device)
+                if signed is None:
+                    without.append(device)
+                    continue
+                bundles.append([device, self._bundle(tx, target, device, signed)])
+            response = codec.encode({0: bundles, 1: without})
+            tx.put_result(
+                "claim",
+                key,
+                (auth.user, auth.device),
+                response,
+                int(now) + self.config.idempotency_ttl,
+            )
+            return response
+
+        return job
+
+    def _bundle(self, tx: Tx, user: str, device: int, signed: bytes) -> bytes:
+        """The signed bundle with one claimed one-time key of each kind added (map keys 9-11
+        and 12-14 of the bundle layout, wire.md), or alone when none is left."""
+        fields = dict(_bundle_fields(signed))
+        ec = tx.claim_one_time(user, device, KIND_EC)
+        if ec is not None:
+            fields[9], fields[10], fields[11] = ec
+        if 8 in fields:  # a last-resort ML-KEM key: one-time ML-KEM keys may go with it
+            kem = tx.claim_one_time(user, device, KIND_KEM)
+            if kem is not None:
+                fields[12], fields[13], fields[14] = kem
+        return codec.encode(fields)
+
+    def _take_claim_token(self, tx: Tx, claimer: str, target: str, now: float) -> None:
+        key = primitives.sha256(b"claim\x00" + codec.encode([claimer.encode(), target.encode()]))
+        burst, rate = float(self.config.claim_burst), self.config.claim_rate
+        found = tx.bucket(key)
+        tokens = burst if found is None else min(burst, found[0] + (now - found[1]) * rate)
+        if tokens < 1.0:
+            wait = max(1, int((1.0 - tokens) / rate + 0.999))
+            raise RelayRateLimitedError(
+                "too many claims for this user; retry later", retry_after=wait
+            )
+        tx.put_bucket(key, tokens - 1.0, now)
+
+    # --- messages --------------------------------------------------------------------------
+
+    def send(self, token: bytes | None, body: bytes) -> Job[Sent]:
+        """Store one envelope per device of the recipient, all or none."""
+        cfg = self.config
+        request = api.SendRequest.from_bytes(
+            body, max_envelope=cfg.max_envelope_size, limit=cfg.max_send_body
+        )
+        envelopes = []
+        for device, _, data in request.messages:
+            try:
+                envelope = Envelope.from_bytes(data)
+            except DecodeError:
+                raise RelayBadRequestError("malformed envelope", code="bad_envelope") from None
+            if (
+                envelope.recipient_user != request.recipient
+                or envelope.recipient_device != device
+                or not hmac.compare_digest(envelope.message_id, request.client_message_id)
+            ):
+                raise RelayBadRequestError(
+                    "envelope routing differs from the request", code="bad_envelope"
+                )
+            envelopes.append(envelope)
+        now = self.now()
+
+        def job(tx: Tx) -> Sent:
+            auth = self.authenticate(tx, token)
+            for envelope in envelopes:
+                if envelope.sender_user != auth.user or envelope.sender_device != auth.device:
+                    raise RelayForbiddenError("envelope names another sender", code="bad_envelope")
+            key = primitives.sha256(
+                codec.encode(
+                    [
+                        auth.user.encode(),
+                        auth.device,
+                        request.recipient.encode(),
+                        request.client_message_id,
+                    ]
+                )
+            )
+            done = tx.result("send", key)
+            if done is not None:
+                return Sent(done, ())  # stored once; a retry is answered the same
+            listed = tx.device_list(request.recipient)
+            if listed is None:
+                raise RelayNotFoundError("unknown user")
+            expected = {
+                d: k
+                for d, k in listed.devices.items()
+                if not (request.recipient == auth.user and d == auth.device)
+            }
+            given = {d: k for d, k, _ in request.messages}
+            missing = tuple(sorted(set(expected) - set(given)))
+            extra = tuple(sorted(set(given) - set(expected)))
+            stale = tuple(sorted(d for d in set(given) & set(expected) if given[d] != expected[d]))
+            if missing or extra or stale:
+                raise MismatchedDevicesError(
+                    "the sender's view of the recipient's devices is out of date",
+                    missing=missing,
+                    extra=extra,
+                    stale=stale,
+                )
+            full = tuple(
+                d for d in sorted(given) if tx.queue_length(request.recipient, d) >= cfg.max_queue
+            )
+            if full:
+                raise QueueFullError("a recipient device's queue is full", devices=full)
+            expires = now + cfg.message_ttl
+            for device, _, data in request.messages:
+                tx.enqueue(request.recipient, device, data, expires)
+            response = codec.encode({0: len(request.messages)})
+            tx.put_result(
+                "send", key, (auth.user, auth.device), response, now + cfg.idempotency_ttl
+            )
+            return Sent(response, tuple((request.recipient, d) for d in sorted(given)))
+
+        return job
+
+    def fetch(self, token: bytes | None, after: int, limit: int) -> Job[bytes]:
+        limit = max(1, min(limit, api.MAX_FETCH))
+        now = self.now()
+
+        def job(tx: Tx) -> bytes:
+            auth = self.authenticate(tx, token)
+            rows = self.fetch_rows(tx, auth, after, limit + 1, now)
+            more = len(rows) > limit
+            return codec.encode({0: [[i, e] for i, e in rows[:limit]], 1: more})
+
+        return job
+
+    def pending(self, token: bytes | None, after: int, limit: int) -> Job[list[tuple[int, bytes]]]:
+        """The next queued messages (for the WebSocket push; re-authenticates every time, so
+        an expired token or a removed device stops the stream)."""
+        return lambda tx: self.fetch_rows(tx, self.authenticate(tx, token), after, limit)
+
+    def fetch_rows(
+        self, tx: Tx, auth: Auth, after: int, limit: int, now: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        rows = tx.fetch(auth.user, auth.device, after, limit, self.now() if now is None else now)
+        total = 0
+        for n, (_, envelope) in enumerate(rows):
+            total += len(envelope)
+            if total > _MAX_FETCH_BYTES and n > 0:
+                return rows[:n]
+        return rows
+
+    def ack(self, token: bytes | None, body: bytes) -> Job[bytes]:
+        v = api.decode_map(body, {0}, limit=api.MAX_SMALL_BODY)
+        ids = [api.uint_field(i, 2**63 - 1) for i in api.list_field(v[0], api.MAX_ACK_IDS)]
+        return self.ack_ids(token, ids)
+
+    def ack_ids(self, token: bytes | None, ids: Sequence[int]) -> Job[bytes]:
+        def job(tx: Tx) -> bytes:
+            auth = self.authenticate(tx, token)
+            return codec.encode({0: tx.ack(auth.user, auth.device, ids)})
+
+        return job
+
+    def sweep(self) -> Job[int]:
+        now = self.now()
+        return lambda tx: tx.sweep(now)

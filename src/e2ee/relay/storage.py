@@ -1,0 +1,207 @@
+"""The relay's storage interface: what the rules (:mod:`e2ee.relay.rules`) need from a database.
+
+A :class:`Storage` runs *jobs*: a job is a plain function of a :class:`Tx` (one transaction).
+Either the whole job takes effect or, when it raises, none of it does (rule: failed operations
+change nothing). :meth:`Storage.submit` returns only once the job's effects are durable, so a
+relay answers "accepted" only for what survives a crash; it may batch jobs of several requests
+into one commit (group commit) as long as each job stays atomic on its own.
+
+Implementations: :class:`e2ee.relay.memory.MemoryStorage` (tests) and
+:class:`e2ee.relay.sqlite.SQLiteStorage` (the default). A PostgreSQL backend implements the
+same two protocols; the notes on each method say what its query must guarantee.
+
+:class:`Notifier` wakes the WebSocket that holds a device's connection when a message for that
+device was accepted, possibly by another relay process (PostgreSQL: LISTEN/NOTIFY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+KIND_EC = 0
+KIND_KEM = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StoredList:
+    user: str
+    user_key: bytes
+    counter: int
+    signed: bytes
+    devices: dict[int, bytes]
+
+    def __repr__(self) -> str:
+        return f"StoredList({self.user!r}, counter={self.counter}, devices={sorted(self.devices)})"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    user: str
+    device: int
+    device_key: bytes
+    expires: int
+
+    def __repr__(self) -> str:
+        return f"TokenRow({self.user!r}/{self.device}, expires={self.expires})"
+
+
+class Tx(Protocol):
+    """One transaction. Every method may raise only on storage failure."""
+
+    # meta
+    def secret(self, name: str, fresh: bytes) -> bytes:
+        """The stored secret ``name``; stores ``fresh`` first if there is none."""
+        ...
+
+    # users and devices
+    def device_list(self, user: str) -> StoredList | None: ...
+
+    def put_device_list(self, entry: StoredList) -> None:
+        """Insert or replace the user's list; creates a device row (empty queue) for each new
+        device id."""
+        ...
+
+    def purge_device(self, user: str, device: int) -> None:
+        """Delete the device's queue, keys (signed bundle, one-time keys, high-water marks),
+        tokens and stored send/claim results (the device row itself)."""
+        ...
+
+    # authentication
+    def use_challenge(self, nonce: bytes, expires: int) -> bool:
+        """Record a challenge nonce as used; False if it already was (a replay)."""
+        ...
+
+    def put_token(self, token_hash: bytes, row: TokenRow) -> None: ...
+
+    def token(self, token_hash: bytes) -> TokenRow | None: ...
+
+    # keys
+    def signed_bundle(self, user: str, device: int) -> bytes | None: ...
+
+    def put_signed_bundle(self, user: str, device: int, bundle: bytes) -> None: ...
+
+    def one_time_count(self, user: str, device: int, kind: int) -> int: ...
+
+    def high_water(self, user: str, device: int, kind: int) -> int:
+        """The highest one-time key id ever accepted for this device and kind (0 if none)."""
+        ...
+
+    def add_one_time(
+        self, user: str, device: int, kind: int, keys: Sequence[tuple[int, bytes, bytes]]
+    ) -> None:
+        """Store keys (ids above the high-water mark) and raise the mark to the highest id."""
+        ...
+
+    def claim_one_time(self, user: str, device: int, kind: int) -> tuple[int, bytes, bytes] | None:
+        """Remove and return the lowest-id key. MUST hand out every key at most once and MUST
+        NOT answer None while a key remains, even under concurrent claims (SQLite: one DELETE
+        ... RETURNING statement; PostgreSQL: FOR UPDATE SKIP LOCKED)."""
+        ...
+
+    # idempotency and rate limits
+    def result(self, kind: str, key: bytes) -> bytes | None:
+        """A stored response of an idempotent request (``kind``: "claim" or "send")."""
+        ...
+
+    def put_result(
+        self, kind: str, key: bytes, owner: tuple[str, int], body: bytes, expires: int
+    ) -> None: ...
+
+    def bucket(self, key: bytes) -> tuple[float, float] | None:
+        """(tokens, updated) of a token bucket."""
+        ...
+
+    def put_bucket(self, key: bytes, tokens: float, updated: float) -> None: ...
+
+    # messages
+    def queue_length(self, user: str, device: int) -> int: ...
+
+    def enqueue(self, user: str, device: int, envelope: bytes, expires: int) -> int:
+        """Append to the device's queue; returns the message id. Ids only grow (never reused),
+        and a reader never skips a message that commits later with a smaller id."""
+        ...
+
+    def fetch(
+        self, user: str, device: int, after: int, limit: int, now: int
+    ) -> list[tuple[int, bytes]]:
+        """Unexpired messages of this device with id > after, in id order."""
+        ...
+
+    def ack(self, user: str, device: int, ids: Sequence[int]) -> int:
+        """Delete these messages of this device only; ids of other devices are untouched."""
+        ...
+
+    def sweep(self, now: int) -> int:
+        """Delete expired messages, challenges, tokens, results and buckets."""
+        ...
+
+
+class Storage(Protocol):
+    def run(self, job: Callable[[Tx], T]) -> T:
+        """Run a job atomically and durably (blocking)."""
+        ...
+
+    async def submit(self, job: Callable[[Tx], T]) -> T:
+        """Run a job atomically; returns once it is durable (may share a commit)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Subscription(Protocol):
+    async def wait(self, timeout: float) -> bool:
+        """True when woken (a message may be waiting), False on timeout."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Notifier(Protocol):
+    def subscribe(self, user: str, device: int) -> Subscription: ...
+
+    def notify(self, user: str, device: int) -> None:
+        """Called (on the event loop) after a message for the device was committed."""
+        ...
+
+
+class _LocalSubscription:
+    def __init__(self, owner: LocalNotifier, key: tuple[str, int]) -> None:
+        self._owner = owner
+        self._key = key
+        self.event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout)
+        except TimeoutError:
+            return False
+        self.event.clear()
+        return True
+
+    def close(self) -> None:
+        subs = self._owner._subs.get(self._key)
+        if subs is not None:
+            subs.discard(self)
+            if not subs:
+                del self._owner._subs[self._key]
+
+
+class LocalNotifier:
+    """Wakes subscriptions of this process (one relay process per database)."""
+
+    def __init__(self) -> None:
+        self._subs: dict[tuple[str, int], set[_LocalSubscription]] = {}
+
+    def subscribe(self, user: str, device: int) -> _LocalSubscription:
+        sub = _LocalSubscription(self, (user, device))
+        self._subs.setdefault((user, device), set()).add(sub)
+        return sub
+
+    def notify(self, user: str, device: int) -> None:
+        for sub in self._subs.get((user, device), ()):
+            sub.event.set()

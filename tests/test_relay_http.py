@@ -1,0 +1,233 @@
+"""The relay over real HTTP and WebSocket (uvicorn in a thread, in-memory or SQLite storage):
+status codes, error bodies, body limits, the stream, and the relay client."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from e2ee.client import Client
+from e2ee.errors import (
+    LocalError,
+    MismatchedDevicesError,
+    RelayAuthError,
+    RelayNotFoundError,
+    RelayRateLimitedError,
+    RelayTooLargeError,
+)
+from e2ee.relay import api
+from e2ee.relay.client import RelayClient
+from e2ee.wire import codec
+from tests.client_support import SMALL_PREKEYS
+from tests.relay_support import (
+    BACKENDS,
+    ThreadedRelay,
+    User,
+    auth,
+    http_login,
+    make_storage,
+    send_body,
+    threaded_relay,
+)
+
+
+@pytest.fixture(params=BACKENDS)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ThreadedRelay]:
+    storage = make_storage(request.param, tmp_path)
+    with threaded_relay(storage, claim_burst=3, claim_rate=0.01) as srv:
+        yield srv
+    storage.close()
+
+
+@pytest.fixture
+def http(server: ThreadedRelay) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10.0) as client:
+        yield client
+
+
+def dec(data: bytes) -> Any:
+    return codec.decode(data, max_size=1 << 24)
+
+
+def as_bytes(frame: str | bytes) -> bytes:
+    assert isinstance(frame, bytes)
+    return frame
+
+
+def register(http: httpx.Client, server: ThreadedRelay, user: User) -> None:
+    r = http.put(api.DEVICE_LIST, content=user.list_body())
+    assert r.status_code == 201
+    for device in user.devices:
+        http_login(http, device, server.url)
+
+
+def test_status_codes_and_error_bodies(http: httpx.Client, server: ThreadedRelay) -> None:
+    """[REQ-RL-18] [REQ-RL-03]"""
+    alice, bob = User.make("alice"), User.make("bob", 2)
+    register(http, server, alice)
+    register(http, server, bob)
+    r = http.get(api.MESSAGES)
+    assert r.status_code == 401
+    assert dec(r.content)[0] == b"unauthorized"
+    r = http.get(
+        api.MESSAGES, headers={"authorization": "Bearer " + api.encode_token(os.urandom(32))}
+    )
+    assert r.status_code == 401
+    r = http.post(api.CLAIM, content=b"\xa0\xff", headers=auth(alice.devices[0]))
+    assert r.status_code == 400
+    assert dec(r.content)[0] == b"malformed"
+    r = http.get(api.DEVICE_LIST, params={"user": "nobody"}, headers=auth(alice.devices[0]))
+    assert r.status_code == 404
+    r = http.put(api.DEVICE_LIST, content=bob.list_body())
+    assert r.status_code == 200  # identical list again: idempotent
+    body = send_body(bob, os.urandom(16), alice.devices[0])
+    request = api.SendRequest.from_bytes(body, max_envelope=1 << 20, limit=1 << 22)
+    partial = api.SendRequest("bob", request.client_message_id, request.messages[:1])
+    r = http.post(api.MESSAGES, content=partial.to_bytes(), headers=auth(alice.devices[0]))
+    assert r.status_code == 409
+    error = api.error_from_response(r.status_code, r.content)
+    assert isinstance(error, MismatchedDevicesError)
+    assert error.missing == (2,)
+    r = http.post(api.MESSAGES, content=body, headers=auth(alice.devices[0]))
+    assert r.status_code == 200
+    for _ in range(3):
+        claim = codec.encode({0: b"bob", 1: os.urandom(16)})
+        assert (
+            http.post(api.CLAIM, content=claim, headers=auth(alice.devices[0])).status_code == 200
+        )
+    r = http.post(
+        api.CLAIM,
+        content=codec.encode({0: b"bob", 1: os.urandom(16)}),
+        headers=auth(alice.devices[0]),
+    )
+    assert r.status_code == 429
+    assert int(r.headers["retry-after"]) >= 1
+    assert isinstance(api.error_from_response(429, r.content), RelayRateLimitedError)
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(
+    http: httpx.Client, server: ThreadedRelay
+) -> None:
+    """[REQ-RL-19] A declared 1 GB body is answered 413 at once (the rest is never sent), and a
+    chunked body is cut off as soon as it passes the limit."""
+    alice = User.make("alice")
+    register(http, server, alice)
+    token = api.encode_token(alice.devices[0].token or b"")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(
+            b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/cbor\r\n"
+            b"authorization: Bearer "
+            + token.encode()
+            + b"\r\ncontent-length: 1000000000\r\n\r\n"
+            + b"\xa0" * 1000
+        )
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 413")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        # chunked, no length: 32 KiB of chunks and then nothing (the body never ends)
+        chunk = b"%x\r\n" % 4096 + b"\0" * 4096 + b"\r\n"
+        s.sendall(
+            b"POST /v1/messages/ack HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n"
+            b"authorization: Bearer " + token.encode() + b"\r\n\r\n" + chunk * 8
+        )
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 413")
+
+
+def test_the_stream_pushes_in_order_and_acks_only_the_own_queue(
+    http: httpx.Client, server: ThreadedRelay
+) -> None:
+    """[REQ-RL-14] [REQ-RL-15]"""
+    alice, bob = User.make("alice"), User.make("bob", 2)
+    register(http, server, alice)
+    register(http, server, bob)
+    ids = [os.urandom(16) for _ in range(3)]
+    with pytest.raises(InvalidStatus):
+        connect(f"ws://127.0.0.1:{server.port}{api.STREAM}").close()
+    url = f"ws://127.0.0.1:{server.port}{api.STREAM}"
+    with connect(url, additional_headers=auth(bob.devices[0])) as ws:
+        http.post(
+            api.MESSAGES,
+            content=send_body(bob, ids[0], alice.devices[0]),
+            headers=auth(alice.devices[0]),
+        )
+        first = dec(as_bytes(ws.recv(timeout=10)))
+        for mid in ids[1:]:
+            http.post(
+                api.MESSAGES,
+                content=send_body(bob, mid, alice.devices[0]),
+                headers=auth(alice.devices[0]),
+            )
+        pushed = [first, dec(as_bytes(ws.recv(timeout=10))), dec(as_bytes(ws.recv(timeout=10)))]
+        assert [dec(p[1])[6] for p in pushed] == ids
+        ws.send(codec.encode({0: [p[0] for p in pushed[:2]]}))
+        deadline = time.monotonic() + 10
+        while len(dec(http.get(api.MESSAGES, headers=auth(bob.devices[0])).content)[0]) != 1:
+            assert time.monotonic() < deadline
+    # device 2 of bob still has all three; acking device 1's ids from device 2 does nothing
+    other = dec(http.get(api.MESSAGES, headers=auth(bob.devices[1])).content)[0]
+    assert len(other) == 3
+    r = http.post(
+        api.ACK, content=codec.encode({0: [p[0] for p in pushed]}), headers=auth(bob.devices[1])
+    )
+    assert dec(r.content)[0] == 0
+
+
+def test_relay_client_maps_errors_to_typed_exceptions(
+    server: ThreadedRelay, tmp_path: Path
+) -> None:
+    """[REQ-RL-18]"""
+    alice = Client.create(tmp_path / "a.sqlite", "alice", prekey_policy=SMALL_PREKEYS)
+    with RelayClient(server.url, alice) as ra:
+        assert ra.publish_device_list()
+        assert ra.publish_prekeys() == (4, 4)
+        assert ra.device_list("nobody") is None
+        with pytest.raises(RelayNotFoundError):
+            ra.claim("nobody")
+        ra._token = os.urandom(32)  # a stale token: the client logs in again by itself
+        assert ra.key_counts() == (4, 4)
+        with pytest.raises(RelayTooLargeError):
+            ra._call("POST", api.ACK, b"\0" * (api.MAX_SMALL_BODY + 1))
+    wrong_origin = RelayClient(server.url.replace("127.0.0.1", "localhost"), alice)
+    with pytest.raises(RelayAuthError):
+        wrong_origin.login()
+    wrong_origin.close()
+    alice.close()
+
+
+def test_the_client_acknowledges_only_after_a_durable_receive(
+    server: ThreadedRelay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[REQ-RL-22] A receive that fails locally leaves the envelope queued; once the client
+    processes it, it is acknowledged and gone from the relay."""
+    alice = Client.create(tmp_path / "a.sqlite", "alice", prekey_policy=SMALL_PREKEYS)
+    bob = Client.create(tmp_path / "b.sqlite", "bob", prekey_policy=SMALL_PREKEYS)
+    with RelayClient(server.url, alice) as ra, RelayClient(server.url, bob) as rb:
+        for r in (ra, rb):
+            r.publish_device_list()
+            r.publish_prekeys()
+        ra.send("bob", b"kept until processed")
+
+        def failing(data: bytes, *, now: int | None = None) -> object:
+            raise LocalError("disk full")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(bob, "receive", failing)
+            report = rb.receive()
+        assert (report.kept, report.acked, report.results) == (1, 0, [])
+        assert bob.inbox() == []
+        report = rb.receive()
+        assert report.acked == 1
+        assert [r.message.body for r in report.results if r.message] == [b"kept until processed"]
+        assert rb.receive().acked == 0  # nothing left on the relay
+    alice.close()
+    bob.close()

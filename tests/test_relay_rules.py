@@ -1,0 +1,493 @@
+"""The relay rules against every storage backend (spec/relay.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2ee.errors import (
+    E2EEError,
+    MismatchedDevicesError,
+    QueueFullError,
+    RelayAuthError,
+    RelayBadRequestError,
+    RelayConflictError,
+    RelayError,
+    RelayForbiddenError,
+    RelayNotFoundError,
+    RelayRateLimitedError,
+    RelayTooLargeError,
+)
+from e2ee.identity import UserIdentity
+from e2ee.relay import api
+from e2ee.relay.memory import MemoryStorage
+from e2ee.relay.rules import Relay
+from e2ee.relay.sqlite import SQLiteStorage
+from e2ee.relay.storage import Storage
+from e2ee.wire import codec
+from e2ee.wire.messages import PreKeyBundle
+from tests.relay_support import BACKENDS, Clock, User, login, make_relay, make_storage, send_body
+
+
+@pytest.fixture(params=BACKENDS)
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    s = make_storage(request.param, tmp_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def relay(storage: Storage, clock: Clock) -> Relay:
+    return make_relay(storage, clock, claim_burst=5, claim_rate=0.5, max_queue=3)
+
+
+def dec(data: bytes) -> Any:
+    return codec.decode(data, max_size=1 << 24)
+
+
+def register(relay: Relay, storage: Storage, user: User) -> None:
+    storage.run(relay.publish_device_list(user.list_body()))
+    for device in user.devices:
+        login(relay, storage, device)
+
+
+def upload(relay: Relay, storage: Storage, user: User, ec: int = 0, kem: int = 0) -> None:
+    for device in user.devices:
+        checked = relay.check_upload(
+            storage.run(relay.auth_job(device.token)), device.upload_body(ec, kem)
+        )
+        storage.run(relay.store_upload(device.token, checked))
+
+
+def snapshot(storage: Storage) -> Any:
+    """Everything the storage holds, to compare before and after a refused operation."""
+    if isinstance(storage, MemoryStorage):
+        return repr(
+            [
+                sorted(storage.users.items()),
+                sorted(storage.queued.items()),
+                sorted(storage.bundles.items()),
+                sorted((k, sorted(v.items())) for k, v in storage.one_time.items()),
+                sorted(storage.high_water.items()),
+                sorted(storage.challenges.items()),
+                sorted(storage.tokens.items()),
+                sorted(storage.results.items()),
+                sorted(storage.buckets.items()),
+                sorted(storage.messages.items()),
+                storage.next_id,
+            ]
+        )
+    assert isinstance(storage, SQLiteStorage)
+
+    def dump(tx: Any) -> list[Any]:
+        tables = [r[0] for r in tx.c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return [(t, sorted(tx.c.execute(f"SELECT * FROM {t}").fetchall())) for t in sorted(tables)]
+
+    return storage.run(dump)
+
+
+def refused(
+    storage: Storage, error: type[RelayError], job: Any, code: str | None = None
+) -> RelayError:
+    before = snapshot(storage)
+    with pytest.raises(error) as info:
+        storage.run(job)
+    assert snapshot(storage) == before
+    if code is not None:
+        assert info.value.code == code
+    return info.value
+
+
+# --- authentication --------------------------------------------------------------------------
+
+
+def test_login_gives_a_token_stored_only_as_a_hash(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-01] [REQ-RL-03]"""
+    alice = User.make("alice")
+    register(relay, storage, alice)
+    token = alice.devices[0].token
+    assert token is not None
+    assert len(token) == 32
+    if isinstance(storage, MemoryStorage):
+        assert token not in storage.tokens
+        assert len(storage.tokens) == 1
+    else:
+        assert isinstance(storage, SQLiteStorage)
+        storage.run(lambda tx: None)  # a commit: everything is in the files
+        assert token not in Path(storage.path).read_bytes()
+        wal = Path(storage.path + "-wal")
+        assert not wal.exists() or token not in wal.read_bytes()
+    assert storage.run(relay.auth_job(token)).device == 1
+
+
+def test_a_replayed_challenge_response_is_refused(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-02]"""
+    alice = User.make("alice")
+    storage.run(relay.publish_device_list(alice.list_body()))
+    device = alice.devices[0]
+    who = codec.encode({0: b"alice", 1: 1})
+    challenge = dec(relay.challenge(who))[0]
+    payload = api.login_payload(relay.config.origin, challenge, "alice", 1)
+    body = codec.encode({0: b"alice", 1: 1, 2: challenge, 3: device.sign_login(payload)})
+    storage.run(relay.login(body))
+    refused(storage, RelayAuthError, relay.login(body), "challenge_replayed")
+
+
+def test_stale_forged_and_misbound_challenges_are_refused(
+    relay: Relay, storage: Storage, clock: Clock
+) -> None:
+    """[REQ-RL-02]"""
+    alice = User.make("alice", 2)
+    storage.run(relay.publish_device_list(alice.list_body()))
+    d1 = alice.devices[0]
+    who = codec.encode({0: b"alice", 1: 1})
+
+    def body(challenge: bytes, origin: str = relay.config.origin, device: int = 1) -> bytes:
+        payload = api.login_payload(origin, challenge, "alice", device)
+        return codec.encode({0: b"alice", 1: device, 2: challenge, 3: d1.sign_login(payload)})
+
+    challenge = dec(relay.challenge(who))[0]
+    with pytest.raises(RelayAuthError):  # signed for another origin (a phishing relay)
+        storage.run(relay.login(body(challenge, origin="https://evil.example:443")))
+    with pytest.raises(RelayAuthError):  # issued for device 1, used for device 2
+        relay.login(body(challenge, device=2))
+    forged = challenge[:-1] + bytes([challenge[-1] ^ 1])
+    with pytest.raises(RelayAuthError):
+        relay.login(body(forged))
+    clock.advance(relay.config.challenge_ttl + 1)
+    with pytest.raises(RelayAuthError) as info:
+        relay.login(body(challenge))
+    assert info.value.code == "challenge_expired"
+
+
+def test_a_device_not_on_the_newest_list_cannot_log_in(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-04]"""
+    alice = User.make("alice", 2)
+    register(relay, storage, alice)
+    removed = alice.devices.pop()
+    alice.counter += 1
+    storage.run(relay.publish_device_list(alice.list_body()))
+    with pytest.raises(RelayAuthError):
+        storage.run(relay.auth_job(removed.token))  # its tokens were purged
+    with pytest.raises(RelayAuthError):
+        login(relay, storage, removed)
+
+
+def test_tokens_expire_and_unknown_tokens_are_refused(
+    relay: Relay, storage: Storage, clock: Clock
+) -> None:
+    """[REQ-RL-03]"""
+    alice = User.make("alice")
+    register(relay, storage, alice)
+    with pytest.raises(RelayAuthError):
+        storage.run(relay.auth_job(os.urandom(32)))
+    with pytest.raises(RelayAuthError):
+        storage.run(relay.auth_job(None))
+    clock.advance(relay.config.token_ttl + 1)
+    with pytest.raises(RelayAuthError) as info:
+        storage.run(relay.auth_job(alice.devices[0].token))
+    assert info.value.code == "token_expired"
+
+
+# --- device lists ----------------------------------------------------------------------------
+
+
+def test_device_lists_are_newer_only_and_signed_by_the_registered_key(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-05]"""
+    alice = User.make("alice")
+    _, created = storage.run(relay.publish_device_list(alice.list_body()))
+    assert created
+    _, created = storage.run(relay.publish_device_list(alice.list_body()))  # identical: ok
+    assert not created
+    old = alice.list_body()
+    alice.counter = 2
+    storage.run(relay.publish_device_list(alice.list_body()))
+    refused(storage, RelayConflictError, relay.publish_device_list(old), "stale_device_list")
+    impostor = User("alice", UserIdentity.generate(), alice.devices, counter=9)
+    refused(
+        storage,
+        RelayForbiddenError,
+        relay.publish_device_list(impostor.list_body()),
+        "user_key_mismatch",
+    )
+    signed = alice.signed_list()
+    with pytest.raises(RelayBadRequestError):
+        relay.publish_device_list(codec.encode({0: signed[:-1] + bytes([signed[-1] ^ 1])}))
+    login(relay, storage, alice.devices[0])
+    fetched = dec(storage.run(relay.get_device_list(alice.devices[0].token, "alice")))[0]
+    assert fetched == alice.signed_list()
+    with pytest.raises(RelayNotFoundError):
+        storage.run(relay.get_device_list(alice.devices[0].token, "nobody"))
+
+
+def test_removing_a_device_purges_its_queue_and_keys(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-17]"""
+    alice, bob = User.make("alice"), User.make("bob", 2)
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    upload(relay, storage, bob, ec=3, kem=3)
+    storage.run(
+        relay.send(alice.devices[0].token, send_body(bob, os.urandom(16), alice.devices[0]))
+    )
+    gone = bob.devices.pop()
+    bob.counter += 1
+    storage.run(relay.publish_device_list(bob.list_body()))
+    assert storage.run(lambda tx: tx.queue_length("bob", gone.device_id)) == 0
+    assert storage.run(lambda tx: tx.fetch("bob", gone.device_id, 0, 10, 0)) == []
+    assert storage.run(lambda tx: tx.one_time_count("bob", gone.device_id, 0)) == 0
+    assert storage.run(lambda tx: tx.signed_bundle("bob", gone.device_id)) is None
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+def test_upload_verifies_signatures_and_bounds_batches_and_stock(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-06] [REQ-RL-07]"""
+    alice = User.make("alice")
+    register(relay, storage, alice)
+    device = alice.devices[0]
+    auth = storage.run(relay.auth_job(device.token))
+    body = device.upload_body(3, 3)
+    value = dec(body)
+    value[1][0][2] = bytes(64)  # a bad one-time key signature
+    with pytest.raises(RelayBadRequestError) as info:
+        relay.check_upload(auth, codec.encode(value))
+    assert info.value.code == "bad_signature"
+    other = User.make("mallory").devices[0]
+    with pytest.raises(RelayForbiddenError):  # another device's bundle
+        relay.check_upload(auth, other.upload_body(1, 1))
+    too_many = relay.config.max_upload_batch + 1
+    with pytest.raises(RelayTooLargeError) as large:
+        relay.check_upload(auth, device.upload_body(too_many, 0))
+    assert large.value.code == "too_many_keys"
+    storage.run(relay.store_upload(device.token, relay.check_upload(auth, body)))
+    counts = dec(storage.run(relay.key_counts(device.token)))
+    assert (counts[0], counts[1], counts[2]) == (3, 3, True)
+
+
+def test_stored_one_time_keys_are_capped(storage: Storage, clock: Clock) -> None:
+    """[REQ-RL-07]"""
+    relay = make_relay(storage, clock, max_stored_one_time=4)
+    alice = User.make("alice")
+    register(relay, storage, alice)
+    device = alice.devices[0]
+    auth = storage.run(relay.auth_job(device.token))
+    storage.run(
+        relay.store_upload(device.token, relay.check_upload(auth, device.upload_body(3, 0)))
+    )
+    checked = relay.check_upload(auth, device.upload_body(2, 0))
+    refused(storage, RelayTooLargeError, relay.store_upload(device.token, checked), "too_many_keys")
+
+
+def test_claims_hand_out_each_key_once_then_the_last_resort(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-08] [REQ-RL-09]"""
+    alice, bob = User.make("alice"), User.make("bob", 2)
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    upload(relay, storage, bob, ec=2, kem=2)
+    seen: list[tuple[int, int | None, int | None]] = []
+    for _ in range(3):
+        body = codec.encode({0: b"bob", 1: os.urandom(16)})
+        bundles = dec(storage.run(relay.claim(alice.devices[0].token, body)))[0]
+        assert [d for d, _ in bundles] == [1, 2]
+        for device, data in bundles:
+            b = PreKeyBundle.from_bytes(data)
+            assert b.identity_key == bob.devices[device - 1].key
+            assert b.kem_prekey is not None  # the signed last-resort ML-KEM key, always
+            seen.append((device, b.one_time_prekey_id, b.one_time_kem_prekey_id))
+    per_device = {d: [s for s in seen if s[0] == d] for d in (1, 2)}
+    for rows in per_device.values():
+        ids = [r[1] for r in rows[:2]]
+        assert None not in ids
+        assert len(set(ids)) == 2
+        assert rows[2][1:] == (None, None)  # none left: last resort only
+
+
+def test_a_retried_claim_gets_the_same_bundles(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-10]"""
+    alice, bob = User.make("alice"), User.make("bob")
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    upload(relay, storage, bob, ec=3, kem=3)
+    body = codec.encode({0: b"bob", 1: b"c" * 16})
+    first = storage.run(relay.claim(alice.devices[0].token, body))
+    assert storage.run(relay.claim(alice.devices[0].token, body)) == first
+    assert dec(storage.run(relay.key_counts(bob.devices[0].token)))[0] == 2
+
+
+def test_claims_are_rate_limited_per_claimer_and_target(
+    relay: Relay, storage: Storage, clock: Clock
+) -> None:
+    """[REQ-RL-11]"""
+    alice, bob, carol = User.make("alice"), User.make("bob"), User.make("carol")
+    for u in (alice, bob, carol):
+        register(relay, storage, u)
+    upload(relay, storage, bob, ec=20)
+
+    def claim(who: User) -> Any:
+        return relay.claim(who.devices[0].token, codec.encode({0: b"bob", 1: os.urandom(16)}))
+
+    for _ in range(relay.config.claim_burst):
+        storage.run(claim(alice))
+    error = refused(storage, RelayRateLimitedError, claim(alice))
+    assert isinstance(error, RelayRateLimitedError)
+    assert error.retry_after >= 1
+    storage.run(claim(carol))  # another claimer has its own bucket
+    clock.advance(2 / relay.config.claim_rate)
+    storage.run(claim(alice))
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+def test_send_stores_for_every_device_in_order_and_acks_are_per_device(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-12] [REQ-RL-14] [REQ-RL-15]"""
+    alice, bob = User.make("alice"), User.make("bob", 2)
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    sender = alice.devices[0]
+    ids = [os.urandom(16) for _ in range(3)]
+    for i, mid in enumerate(ids):
+        storage.run(relay.send(sender.token, send_body(bob, mid, sender, bytes([i]) * 40)))
+    for device in bob.devices:
+        rows = dec(storage.run(relay.fetch(device.token, 0, 100)))[0]
+        assert [dec(e)[6] for _, e in rows] == ids
+    b1, b2 = bob.devices
+    rows1 = dec(storage.run(relay.fetch(b1.token, 0, 100)))[0]
+    # b2 cannot acknowledge b1's messages; its own queue is untouched by b1's ack
+    assert dec(storage.run(relay.ack(b2.token, codec.encode({0: [rows1[0][0]]}))))[0] == 0
+    assert dec(storage.run(relay.ack(b1.token, codec.encode({0: [rows1[0][0]]}))))[0] == 1
+    assert dec(storage.run(relay.ack(b1.token, codec.encode({0: [rows1[0][0]]}))))[0] == 0
+    assert len(dec(storage.run(relay.fetch(b1.token, 0, 100)))[0]) == 2
+    assert len(dec(storage.run(relay.fetch(b2.token, 0, 100)))[0]) == 3
+
+
+def test_send_is_idempotent_per_client_message_id(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-13]"""
+    alice, bob = User.make("alice"), User.make("bob")
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    body = send_body(bob, b"m" * 16, alice.devices[0])
+    storage.run(relay.send(alice.devices[0].token, body))
+    storage.run(relay.send(alice.devices[0].token, body))
+    assert len(dec(storage.run(relay.fetch(bob.devices[0].token, 0, 10)))[0]) == 1
+
+
+def test_mismatched_devices_are_named_and_nothing_is_stored(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-12]"""
+    alice, bob = User.make("alice"), User.make("bob", 3)
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    sender = alice.devices[0]
+    mid = os.urandom(16)
+    d1, d2, d3 = bob.devices
+    request = api.SendRequest(
+        "bob",
+        mid,
+        (
+            (1, d1.key, sender.envelope(d1, mid)),
+            (2, bytes(32), sender.envelope(d2, mid)),  # stale key
+            (7, d3.key, sender.envelope(type(d3)("bob", 7, d3.account), mid)),  # extra
+        ),
+    )  # device 3 is missing
+    error = refused(storage, MismatchedDevicesError, relay.send(sender.token, request.to_bytes()))
+    assert isinstance(error, MismatchedDevicesError)
+    assert (error.missing, error.extra, error.stale) == ((3,), (7,), (2,))
+
+
+def test_forged_sender_and_misrouted_envelopes_are_refused(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-12]"""
+    alice, bob, mallory = User.make("alice"), User.make("bob"), User.make("mallory")
+    for u in (alice, bob, mallory):
+        register(relay, storage, u)
+    body = send_body(bob, os.urandom(16), alice.devices[0])
+    refused(storage, RelayForbiddenError, relay.send(mallory.devices[0].token, body))
+    request = api.SendRequest.from_bytes(body, max_envelope=1 << 20, limit=1 << 22)
+    other = api.SendRequest("alice", request.client_message_id, request.messages)
+    with pytest.raises(RelayBadRequestError):
+        relay.send(alice.devices[0].token, other.to_bytes())
+
+
+def test_queue_and_message_limits_refuse_clearly_and_store_nothing(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-16]"""
+    alice, bob = User.make("alice"), User.make("bob", 2)
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    sender = alice.devices[0]
+    for _ in range(relay.config.max_queue):
+        storage.run(relay.send(sender.token, send_body(bob, os.urandom(16), sender)))
+    b1 = bob.devices[0]
+    first = dec(storage.run(relay.fetch(b1.token, 0, 1)))[0][0][0]
+    storage.run(relay.ack(b1.token, codec.encode({0: [first]})))  # b1 has room, b2 not
+    error = refused(
+        storage, QueueFullError, relay.send(sender.token, send_body(bob, os.urandom(16), sender))
+    )
+    assert isinstance(error, QueueFullError)
+    assert error.devices == (2,)
+    big = send_body(bob, os.urandom(16), sender, b"x" * (relay.config.max_envelope_size + 1))
+    with pytest.raises(RelayTooLargeError) as info:
+        relay.send(sender.token, big)
+    assert info.value.code == "message_too_large"
+
+
+def test_messages_expire_after_the_ttl(relay: Relay, storage: Storage, clock: Clock) -> None:
+    """[REQ-RL-16]"""
+    alice, bob = User.make("alice"), User.make("bob")
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    storage.run(
+        relay.send(alice.devices[0].token, send_body(bob, os.urandom(16), alice.devices[0]))
+    )
+    clock.advance(relay.config.message_ttl + 1)
+    login(relay, storage, bob.devices[0])
+    assert dec(storage.run(relay.fetch(bob.devices[0].token, 0, 10)))[0] == []
+    assert storage.run(relay.sweep()) == 1
+    assert storage.run(lambda tx: tx.queue_length("bob", 1)) == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\xff",
+        codec.encode([1, 2]),
+        codec.encode({0: 1}),
+        codec.encode({0: b"bob", 1: b"x", 2: []}),
+    ],
+)
+def test_malformed_bodies_raise_only_typed_errors(
+    relay: Relay, storage: Storage, body: bytes
+) -> None:
+    """[REQ-RL-18]"""
+    alice = User.make("alice")
+    register(relay, storage, alice)
+    token = alice.devices[0].token
+    calls: list[Callable[[], object]] = [
+        lambda: relay.challenge(body),
+        lambda: relay.login(body),
+        lambda: relay.publish_device_list(body),
+        lambda: relay.claim(token, body),
+        lambda: relay.send(token, body),
+        lambda: relay.ack(token, body),
+        lambda: relay.check_upload(storage.run(relay.auth_job(token)), body),
+    ]
+    for call in calls:
+        with pytest.raises(E2EEError):
+            call()
