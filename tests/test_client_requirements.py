@@ -25,6 +25,7 @@ from e2ee.errors import (
     LocalError,
     NoSessionError,
     StateError,
+    StoreError,
     UnknownDeviceError,
     UntrustedIdentityError,
 )
@@ -91,6 +92,13 @@ def test_store_runs_in_wal_mode_with_full_synchronous(tmp_path: Path) -> None:
     finally:
         other.close()
     assert path.with_name(path.name + "-wal").exists()
+
+
+def test_a_store_that_cannot_use_wal_is_refused() -> None:
+    """REQ-CL-01: SQLite keeps an in-memory database in journal mode "memory"; the store must
+    refuse it rather than run without the durability it promises."""
+    with pytest.raises(StoreError):
+        Client.create(Path(":memory:"), "alice")
 
 
 def test_encrypted_store_seals_account_session_and_user_identity(world: World) -> None:

@@ -157,6 +157,13 @@ class NoSessionError(RemoteError):
     category = "no_session"
 
 
+class StoreError(LocalError):
+    """The client store cannot give the guarantees it is built on (SQLite did not enter WAL
+    journal mode, e.g. for a database in memory); nothing was written."""
+
+    category = "store_unavailable"
+
+
 class LinkError(RemoteError):
     """A device-linking request or approval is malformed, or its short code does not match."""
 
@@ -167,6 +174,7 @@ __all__ += [
     "DeviceListError",
     "LinkError",
     "NoSessionError",
+    "StoreError",
     "UnknownDeviceError",
     "UntrustedIdentityError",
 ]

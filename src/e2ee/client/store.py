@@ -23,7 +23,7 @@ from pathlib import Path
 
 from e2ee.crypto import primitives
 from e2ee.crypto.provider import Provider, default_provider
-from e2ee.errors import AuthenticationError, StateError
+from e2ee.errors import AuthenticationError, StateError, StoreError
 from e2ee.limits import HEADER_NONCE_SIZE, HKDF_ZERO_SALT
 
 SCHEMA_VERSION = 1
@@ -109,7 +109,12 @@ class Store:
             check_same_thread=False,
         )  # fmt: skip
         self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self.conn.execute("PRAGMA journal_mode = WAL")
+        mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            # Durability and multi-process safety are argued for WAL (spec/client.md): refuse
+            # to run in whatever journal mode SQLite fell back to (a database in memory, say).
+            self.conn.close()
+            raise StoreError("the client store needs SQLite's WAL journal mode")
         self.conn.execute("PRAGMA synchronous = FULL")
         with self.transaction() as conn:
             for statement in SCHEMA.split(";"):
