@@ -110,7 +110,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(kind: str, db: Path | None = None) -> Iterator[str]:
+def server(kind: str, db: Path | str | None = None) -> Iterator[str]:
+    """``kind`` "relay" (``db``: a SQLite file or a ``postgresql://`` URL) or "ceiling"."""
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=f"{ROOT}:{ROOT / 'src'}")
     if kind == "relay":
@@ -240,9 +241,11 @@ def _percentile(values: list[float], q: float) -> float:
 def load(
     url: str, workload: str, conns: int, duration: float, target: str, *, keys: int = 1000
 ) -> Result:
-    """Run in the load-generator process: set up devices, then drive ``conns`` connections."""
-    port = int(url.rsplit(":", 1)[1])
-    relay_url = os.environ.get("BENCH_RELAY_URL", url)
+    """Run in the load-generator process: set up devices, then drive ``conns`` connections.
+    ``url`` may list several relay processes separated by commas: connection i goes to the
+    (i mod n)-th."""
+    ports = [int(u.rsplit(":", 1)[1]) for u in url.split(",")]
+    relay_url = os.environ.get("BENCH_RELAY_URL", url.split(",")[0])
     tag = os.urandom(4).hex()
     with httpx.Client(base_url=relay_url, timeout=60) as http:
         senders = [_register(http, relay_url, f"s{tag}{i}") for i in range(conns)]
@@ -261,7 +264,7 @@ def load(
 
     async def worker(i: int, deadline: float) -> None:
         nonlocal errors, duplicates, count
-        reader, writer = await asyncio.open_connection(HOST, port)
+        reader, writer = await asyncio.open_connection(HOST, ports[i % len(ports)])
         sender, recipient = senders[i], recipients[i]
         try:
             while time.perf_counter() < deadline:

@@ -14,8 +14,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from e2ee.account import Account
 from e2ee.client.envelope import Envelope
@@ -30,8 +32,93 @@ from e2ee.relay.storage import Storage
 from e2ee.wire import codec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = ("memory", "sqlite")
-"""Every storage the relay tests run against (a PostgreSQL backend adds its name here)."""
+BACKENDS = ("memory", "sqlite", "postgres")
+"""Every storage the relay tests run against."""
+
+POSTGRES_URL_VAR = "E2EE_TEST_POSTGRES_URL"
+_schemas: dict[str, str] = {}
+
+
+def postgres_server_url() -> str:
+    """The test server's URL; skips the test without one, but fails it in CI (CI=true), where
+    ``.ci/postgres.sh`` starts a server: there no PostgreSQL test may pass by being skipped."""
+    url = os.environ.get(POSTGRES_URL_VAR, "")
+    if not url:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI is set but {POSTGRES_URL_VAR} is not: start .ci/postgres.sh")
+        pytest.skip(
+            f"no PostgreSQL server: set {POSTGRES_URL_VAR}=postgresql://... "
+            '(eval "$(bash .ci/postgres.sh start)" starts one)'
+        )
+    return url
+
+
+def postgres_database() -> str:
+    """A fresh, empty schema on the test server; the URL selects it through search_path."""
+    import psycopg
+
+    url = postgres_server_url()
+    name = "t_" + os.urandom(8).hex()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}".encode())
+    sep = "&" if "?" in url else "?"
+    scoped = f"{url}{sep}options=-csearch_path%3D{name}"
+    _schemas[scoped] = name
+    return scoped
+
+
+def drop_postgres_database(scoped: str) -> None:
+    import psycopg
+
+    name = _schemas.pop(scoped, None)
+    if name is not None:
+        with psycopg.connect(postgres_server_url(), autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE".encode())
+
+
+def scoped_postgres_storage() -> Storage:
+    """A PostgresStorage on a fresh schema, dropped when the storage is closed."""
+    from e2ee.relay.postgres import PostgresStorage
+
+    url = postgres_database()
+
+    class Scoped(PostgresStorage):
+        def close(self) -> None:
+            super().close()
+            drop_postgres_database(url)
+
+    return Scoped(url, pool_size=4)
+
+
+def postgres_dump(tx: Any) -> list[Any]:
+    """Every row of every table in the storage's schema (a job for ``storage.run``)."""
+    tables = [
+        r[0]
+        for r in tx.c.execute(
+            b"SELECT table_name FROM information_schema.tables "
+            b"WHERE table_schema = current_schema() ORDER BY table_name"
+        ).fetchall()
+    ]
+    dumped = []
+    for t in tables:
+        rows = tx.c.execute(f"SELECT * FROM {t}".encode()).fetchall()
+        if t == "schema_version":
+            rows = [r[0] for r in rows]
+        dumped.append((t, sorted(rows)))
+    return dumped
+
+
+def dumped_bytes(dump: list[Any]) -> bytes:
+    """All bytes and text values of a :func:`postgres_dump`, concatenated."""
+    out = bytearray()
+    for _, rows in dump:
+        for row in rows:
+            for v in row if isinstance(row, tuple) else (row,):
+                if isinstance(v, bytes):
+                    out += v
+                elif isinstance(v, str):
+                    out += v.encode()
+    return bytes(out)
 
 
 def make_storage(name: str, tmp_path: Path) -> Storage:
@@ -39,6 +126,8 @@ def make_storage(name: str, tmp_path: Path) -> Storage:
         return MemoryStorage()
     if name == "sqlite":
         return SQLiteStorage(tmp_path / "relay.sqlite")
+    if name == "postgres":
+        return scoped_postgres_storage()
     raise ValueError(name)
 
 
@@ -158,8 +247,15 @@ def free_port() -> int:
 class RelayProcess:
     """``e2ee relay serve`` in a subprocess on a loopback port."""
 
-    def __init__(self, db: Path, *extra: str, port: int | None = None) -> None:
-        self.db = db
+    def __init__(
+        self, db: Path | str, *extra: str, port: int | None = None, log: Path | None = None
+    ) -> None:
+        """``db``: a SQLite file, or a ``postgresql://`` URL (then ``log`` names the log file)."""
+        self.db = str(db)
+        if log is None:
+            assert isinstance(db, Path)
+            log = db.with_name(db.name + ".log")
+        self.log = log
         self.extra = extra
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -169,8 +265,12 @@ class RelayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (see :meth:`wait_ready`)."""
         env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
-        self.log = self.db.with_name(self.db.name + ".log")
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -182,13 +282,16 @@ class RelayProcess:
                     "--port",
                     str(self.port),
                     "--db",
-                    str(self.db),
+                    self.db,
                     *self.extra,
                 ],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -215,8 +318,8 @@ class RelayProcess:
 
 
 @contextlib.contextmanager
-def relay_process(db: Path, *extra: str) -> Iterator[RelayProcess]:
-    server = RelayProcess(db, *extra)
+def relay_process(db: Path | str, *extra: str, log: Path | None = None) -> Iterator[RelayProcess]:
+    server = RelayProcess(db, *extra, log=log)
     server.start()
     try:
         yield server

@@ -1,4 +1,5 @@
-"""The README's first two commands and its Python example stay true."""
+"""The README's first two commands and its Python examples stay true: ```python blocks are run;
+```py blocks (which need a running relay) are compiled."""
 
 from __future__ import annotations
 
@@ -25,3 +26,10 @@ def test_readme_python_examples_run() -> None:
     assert blocks, "the README has no Python example"
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {})  # our own documentation
+
+
+def test_readme_relay_examples_compile() -> None:
+    blocks = re.findall(r"```py\n(.*?)```", README, re.S)
+    assert blocks, "the README has no relay-client example"
+    for code in blocks:
+        compile(code, "README.md", "exec")

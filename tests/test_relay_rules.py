@@ -25,12 +25,23 @@ from e2ee.errors import (
 from e2ee.identity import UserIdentity
 from e2ee.relay import api
 from e2ee.relay.memory import MemoryStorage
+from e2ee.relay.postgres import PostgresStorage
 from e2ee.relay.rules import Relay
 from e2ee.relay.sqlite import SQLiteStorage
 from e2ee.relay.storage import Storage
 from e2ee.wire import codec
 from e2ee.wire.messages import PreKeyBundle
-from tests.relay_support import BACKENDS, Clock, User, login, make_relay, make_storage, send_body
+from tests.relay_support import (
+    BACKENDS,
+    Clock,
+    User,
+    dumped_bytes,
+    login,
+    make_relay,
+    make_storage,
+    postgres_dump,
+    send_body,
+)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -86,6 +97,8 @@ def snapshot(storage: Storage) -> Any:
                 storage.next_id,
             ]
         )
+    if isinstance(storage, PostgresStorage):
+        return storage.run(postgres_dump)
     assert isinstance(storage, SQLiteStorage)
 
     def dump(tx: Any) -> list[Any]:
@@ -120,6 +133,11 @@ def test_login_gives_a_token_stored_only_as_a_hash(relay: Relay, storage: Storag
     if isinstance(storage, MemoryStorage):
         assert token not in storage.tokens
         assert len(storage.tokens) == 1
+    elif isinstance(storage, PostgresStorage):
+        held = dumped_bytes(storage.run(postgres_dump))
+        assert token not in held
+        tokens = [rows for table, rows in storage.run(postgres_dump) if table == "tokens"]
+        assert len(tokens[0]) == 1
     else:
         assert isinstance(storage, SQLiteStorage)
         storage.run(lambda tx: None)  # a commit: everything is in the files
@@ -369,12 +387,17 @@ def test_send_stores_for_every_device_in_order_and_acks_are_per_device(
         assert [dec(e)[6] for _, e in rows] == ids
     b1, b2 = bob.devices
     rows1 = dec(storage.run(relay.fetch(b1.token, 0, 100)))[0]
-    # b2 cannot acknowledge b1's messages; its own queue is untouched by b1's ack
-    assert dec(storage.run(relay.ack(b2.token, codec.encode({0: [rows1[0][0]]}))))[0] == 0
+    rows2 = dec(storage.run(relay.fetch(b2.token, 0, 100)))[0]
+    # b2 cannot acknowledge b1's messages: an id names a message of the acking device only
+    # (ids are unique per relay on SQLite, per device on PostgreSQL, where b2 then acks its own)
+    own = int(rows1[0][0] in {r[0] for r in rows2})
+    assert dec(storage.run(relay.ack(b2.token, codec.encode({0: [rows1[0][0]]}))))[0] == own
+    assert len(dec(storage.run(relay.fetch(b1.token, 0, 100)))[0]) == 3
+    # its own queue is untouched by b1's ack
     assert dec(storage.run(relay.ack(b1.token, codec.encode({0: [rows1[0][0]]}))))[0] == 1
     assert dec(storage.run(relay.ack(b1.token, codec.encode({0: [rows1[0][0]]}))))[0] == 0
     assert len(dec(storage.run(relay.fetch(b1.token, 0, 100)))[0]) == 2
-    assert len(dec(storage.run(relay.fetch(b2.token, 0, 100)))[0]) == 3
+    assert len(dec(storage.run(relay.fetch(b2.token, 0, 100)))[0]) == 3 - own
 
 
 def test_send_is_idempotent_per_client_message_id(relay: Relay, storage: Storage) -> None:

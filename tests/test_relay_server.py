@@ -1,4 +1,5 @@
-"""Against a real ``e2ee relay serve`` process (uvicorn on loopback, a SQLite file): end to end
+"""Against a real ``e2ee relay serve`` process (uvicorn on loopback, a SQLite file or a
+PostgreSQL schema): end to end
 with the client layer, security cases, what the database file holds, crash safety under SIGKILL,
 and concurrent claims from several processes."""
 
@@ -20,6 +21,7 @@ from e2ee.client import Client, Message
 from e2ee.client.envelope import Envelope
 from e2ee.relay import api
 from e2ee.relay.client import RelayClient
+from e2ee.relay.postgres import PostgresStorage
 from e2ee.wire import codec
 from tests.client_support import SMALL_PREKEYS
 from tests.relay_support import (
@@ -27,7 +29,11 @@ from tests.relay_support import (
     RelayProcess,
     User,
     auth,
+    drop_postgres_database,
+    dumped_bytes,
     http_login,
+    postgres_database,
+    postgres_dump,
     relay_process,
     send_body,
 )
@@ -40,15 +46,42 @@ def dec(data: bytes) -> Any:
     return codec.decode(data, max_size=1 << 24)
 
 
-@pytest.fixture(scope="module")
-def relay_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("relay") / "relay.sqlite"
+SERVER_BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(scope="module", params=SERVER_BACKENDS)
+def relay_db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path | str]:
+    """A SQLite file, or the URL of a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield tmp_path_factory.mktemp("relay") / "relay.sqlite"
+        return
+    url = postgres_database()
+    yield url
+    drop_postgres_database(url)
 
 
 @pytest.fixture(scope="module")
-def server(relay_db: Path) -> Iterator[RelayProcess]:
-    with relay_process(relay_db, "--claim-burst", "1000") as srv:
+def server(
+    relay_db: Path | str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RelayProcess]:
+    log = tmp_path_factory.mktemp("relaylog") / "relay.log"
+    with relay_process(relay_db, "--claim-burst", "1000", log=log) as srv:
         yield srv
+
+
+def stored_bytes(db: Path | str) -> list[bytes]:
+    """What the relay's database holds: the SQLite files, or every value of every table."""
+    if isinstance(db, Path):
+        files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
+        assert files
+        return [p.read_bytes() for p in files]
+    storage = PostgresStorage(db, pool_size=1)
+    try:
+        return [dumped_bytes(storage.run(postgres_dump))]
+    finally:
+        storage.close()
 
 
 # --- end to end ------------------------------------------------------------------------------
@@ -70,7 +103,7 @@ def _bodies(messages: list[Message]) -> list[bytes]:
 
 
 def test_two_users_with_two_devices_talk_through_the_relay(
-    server: RelayProcess, relay_db: Path, tmp_path: Path
+    server: RelayProcess, relay_db: Path | str, tmp_path: Path
 ) -> None:
     """[REQ-RL-12] [REQ-RL-14] [REQ-RL-15] [REQ-RL-20] End to end over HTTP and the WebSocket,
     and the relay's database file never holds a plaintext."""
@@ -100,10 +133,8 @@ def test_two_users_with_two_devices_talk_through_the_relay(
         assert report.results == []
         assert report.acked == 0
     # what the relay stores on disk: ciphertext only
-    files = [p for p in relay_db.parent.iterdir() if p.name.startswith(relay_db.name)]
-    assert files
-    for path in files:
-        data = path.read_bytes()
+    for data in stored_bytes(relay_db):
+        assert len(data) > 1000
         assert marker not in data
         for body in [*sent, reply]:
             assert body not in data
@@ -156,10 +187,12 @@ def test_security_cases_over_the_real_relay(server: RelayProcess) -> None:
         assert len(rows) == 1
         r = http.post(api.ACK, content=codec.encode({0: [rows[0][0]]}), headers=auth(device))
         assert dec(r.content)[0] == 0
+        rows2 = dec(http.get(api.MESSAGES, headers=auth(c2)).content)[0]
+        own = int(rows[0][0] in {r[0] for r in rows2})  # ids are per device on PostgreSQL
         r = http.post(api.ACK, content=codec.encode({0: [rows[0][0]]}), headers=auth(c2))
-        assert dec(r.content)[0] == 0
+        assert dec(r.content)[0] == own
         assert len(dec(http.get(api.MESSAGES, headers=auth(c1)).content)[0]) == 1
-        assert len(dec(http.get(api.MESSAGES, headers=auth(c2)).content)[0]) == 1
+        assert len(dec(http.get(api.MESSAGES, headers=auth(c2)).content)[0]) == 1 - own
 
 
 # --- concurrent claims from several processes ------------------------------------------------
@@ -233,13 +266,14 @@ def _message_ids(http: httpx.Client, device: Any) -> list[bytes]:
             return found
 
 
-def test_every_acknowledged_send_survives_sigkill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", SERVER_BACKENDS)
+def test_every_acknowledged_send_survives_sigkill(backend: str, tmp_path: Path) -> None:
     """[REQ-RL-21] Senders in two threads; the relay is SIGKILLed after a random number of
     acknowledged sends, restarted on the same file; every acknowledged message is there, once,
     and nothing that was never sent. Unacknowledged sends retried after the restart are stored
     at most once (idempotent across the crash)."""
-    db = tmp_path / "crash.sqlite"
-    server = RelayProcess(db)
+    db: Path | str = tmp_path / "crash.sqlite" if backend == "sqlite" else postgres_database()
+    server = RelayProcess(db, log=tmp_path / "relay.log")
     server.start()
     alice, bob = User.make("alice"), User.make("bob")
     try:
@@ -297,3 +331,5 @@ def test_every_acknowledged_send_survives_sigkill(tmp_path: Path) -> None:
             assert sorted(again) == sorted(attempted)
     finally:
         server.stop()
+        if isinstance(db, str):
+            drop_postgres_database(db)

@@ -324,6 +324,27 @@ class RelayClient:
             if more is not True or not rows:
                 return report
 
+    def fetch(self, *, after: int = 0, limit: int = 100) -> tuple[list[tuple[int, bytes]], bool]:
+        """One page of queued envelopes as (relay message id, envelope), without processing or
+        acknowledging them, and whether more are queued (for tools that inspect or reorder
+        delivery; hand each to :meth:`Client.receive`, then :meth:`ack` the ids)."""
+        _, data = self._call("GET", api.MESSAGES, params={"after": str(after), "limit": str(limit)})
+        value = self._map(data)
+        rows, more = value.get(0), value.get(1)
+        if type(rows) is not list:
+            raise RelayBadRequestError("relay sent a malformed message page")
+        page: list[tuple[int, bytes]] = []
+        for row in rows:
+            if (
+                type(row) is not list
+                or len(row) != 2
+                or type(row[0]) is not int
+                or type(row[1]) is not bytes
+            ):
+                raise RelayBadRequestError("relay sent a malformed message")
+            page.append((row[0], row[1]))
+        return page, more is True
+
     def _process(self, message_id: int, envelope: object, report: ReceiveReport) -> bool:
         """True when the envelope may be acknowledged."""
         if type(envelope) is not bytes:

@@ -1,4 +1,5 @@
-"""``e2ee relay serve``: the relay on uvicorn, with SQLite storage by default."""
+"""``e2ee relay serve``: the relay on uvicorn, with SQLite storage by default (PostgreSQL for a
+``postgresql://`` URL)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,44 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
+from e2ee.errors import RelayUnavailableError
 from e2ee.relay.app import create_app
 from e2ee.relay.memory import MemoryStorage
 from e2ee.relay.rules import Relay, RelayConfig
 from e2ee.relay.sqlite import SQLiteStorage
-from e2ee.relay.storage import Storage
+from e2ee.relay.storage import Notifier, Storage
+
+
+def is_postgres(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
 
 
 def open_storage(db: str) -> Storage:
-    """``:memory:`` for a throwaway in-memory relay, otherwise a SQLite file path."""
+    """``:memory:`` for a throwaway in-memory relay, a ``postgresql://`` URL for PostgreSQL
+    (several relay processes may share it), otherwise a SQLite file path."""
     if db == ":memory:":
         return MemoryStorage()
+    if is_postgres(db):
+        try:
+            from e2ee.relay.postgres import PostgresStorage
+        except ImportError:  # psycopg is the optional "postgres" extra
+            raise RelayUnavailableError(
+                "PostgreSQL storage needs the postgres extra: pip install 'e2ee[postgres]'"
+            ) from None
+        return PostgresStorage(db)
     return SQLiteStorage(Path(db))
 
 
 def build(db: str, config: RelayConfig) -> tuple[Starlette, Storage]:
     storage = open_storage(db)
     relay = Relay(storage.run(Relay.secret_job()), config)
-    return create_app(relay, storage), storage
+    notifier: Notifier | None = None
+    if is_postgres(db):
+        from e2ee.relay.postgres import PostgresStorage
+
+        assert isinstance(storage, PostgresStorage)
+        notifier = storage.notifier()
+    return create_app(relay, storage, notifier), storage
 
 
 def serve(

@@ -1,0 +1,522 @@
+"""The chat client on the command line: ``e2ee --home DIR init|send|receive|contacts|devices|
+fingerprint|verify``.
+
+A home directory holds one device: ``config.json`` (relay URL and user name, nothing secret) and
+``device.sqlite`` (the client store of spec/client.md: keys, sessions, trust; the directory and
+files are created readable by the owner only). The client runs with the ``block`` trust policy:
+when a contact's user identity key changes, sending to them and reading from them stop until
+the new safety number is compared and accepted with ``verify``.
+
+Errors are one line on stderr and a distinct exit status (:data:`EXIT_CODES`). Nothing printed
+is secret: user names, device ids, message texts, safety numbers and public-key fingerprints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from e2ee.client import Client, Message, ReceiveResult
+from e2ee.client import trust as _trust
+from e2ee.errors import (
+    E2EEError,
+    MismatchedDevicesError,
+    RelayError,
+    RelayForbiddenError,
+    RelayUnavailableError,
+    UntrustedIdentityError,
+)
+from e2ee.relay.client import RelayClient
+from e2ee.safety import safety_number
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_RELAY_UNREACHABLE = 3
+EXIT_UNKNOWN_USER = 4
+EXIT_IDENTITY_CHANGED = 5
+EXIT_NOTHING_TO_RECEIVE = 6
+EXIT_MISMATCH = 7
+EXIT_NOT_INITIALISED = 8
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "any other error (the message says which)",
+    EXIT_USAGE: "bad command line",
+    EXIT_RELAY_UNREACHABLE: "relay unreachable",
+    EXIT_UNKNOWN_USER: "unknown user (not registered on the relay)",
+    EXIT_IDENTITY_CHANGED: "a contact's identity key changed: compare and `verify` first",
+    EXIT_NOTHING_TO_RECEIVE: "receive: nothing to receive",
+    EXIT_MISMATCH: "verify: the safety number does not match",
+    EXIT_NOT_INITIALISED: "no device in the home directory (run init)",
+}
+
+CLIENT_COMMANDS = ("init", "send", "receive", "contacts", "devices", "fingerprint", "verify")
+CONFIG = "config.json"
+STORE = "device.sqlite"
+MAX_NAME = 64
+
+
+def exit_codes_help() -> str:
+    return "exit status:\n" + "\n".join(f"  {c}  {t}" for c, t in EXIT_CODES.items())
+
+
+class CommandError(Exception):
+    """A failure with its exit status; the message is one line and holds nothing secret."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- argparse ---------------------------------------------------------------------------------
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        type=Path,
+        metavar="DIR",
+        help="the client's home directory (default: $E2EE_HOME, else ~/.e2ee)",
+    )
+
+
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def add(name: str, help_text: str, description: str, examples: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help_text,
+            description=description,
+            epilog=f"examples:\n{examples}\n\n{exit_codes_help()}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    init = add(
+        "init",
+        "create this device's identity in --home and register it with a relay",
+        "Create a new user (user identity key, device key, signed device list) in the home "
+        "directory, register it with the relay and publish prekeys.",
+        "  e2ee --home ~/.e2ee-alice init --relay http://127.0.0.1:8080 --name alice",
+    )
+    init.add_argument("--relay", required=True, metavar="URL", help="the relay's base URL")
+    init.add_argument("--name", required=True, help="your user name on the relay")
+
+    send = add(
+        "send",
+        "encrypt a message to every device of NAME (and your other devices)",
+        "Encrypt TEXT (or standard input when TEXT is '-' or absent) to every device of NAME "
+        "and store it on the relay. Sessions are set up from claimed prekey bundles (PQXDH).",
+        "  e2ee send bob 'hello Bob'\n  echo 'hello Bob' | e2ee send bob",
+    )
+    send.add_argument("name", metavar="NAME", help="the recipient user")
+    send.add_argument("text", nargs="?", default="-", metavar="TEXT", help="the message")
+
+    receive = add(
+        "receive",
+        "fetch, decrypt and print queued messages",
+        "Fetch every queued message from the relay, decrypt it, print one line per message "
+        "('sender/device: text') and acknowledge it. With --follow keep listening.",
+        "  e2ee receive\n  e2ee receive --follow\n  e2ee receive --follow --idle 30",
+    )
+    receive.add_argument("--follow", action="store_true", help="keep listening (Ctrl-C stops)")
+    receive.add_argument(
+        "--idle",
+        type=float,
+        metavar="SECONDS",
+        help="with --follow: stop after SECONDS without a message (default: never)",
+    )
+
+    add(
+        "contacts",
+        "list the users this device knows, with their verification state",
+        "List every user whose identity key this device knows: verified or not, and whether "
+        "their identity key changed.",
+        "  e2ee contacts",
+    )
+
+    devices = add(
+        "devices",
+        "list the devices of your user (or of NAME)",
+        "List the devices on a user's signed device list (refreshed from the relay): device id "
+        "and a fingerprint of the device's public identity key.",
+        "  e2ee devices\n  e2ee devices bob",
+    )
+    devices.add_argument("name", nargs="?", metavar="NAME", help="another user (default: you)")
+
+    fingerprint = add(
+        "fingerprint",
+        "show the safety number you and NAME compare",
+        "Show the 60-digit safety number of you and NAME; both of you see the same number. "
+        "Compare it in person or over a trusted channel, then run verify.",
+        "  e2ee fingerprint bob",
+    )
+    fingerprint.add_argument("name", metavar="NAME", help="the contact")
+
+    verify = add(
+        "verify",
+        "mark NAME verified after comparing the safety number",
+        "Check NUMBER (the 60 digits NAME's device shows; spaces allowed) against your own "
+        "safety number with NAME and mark NAME verified if it matches. After an identity "
+        "change, a matching number accepts NAME's new identity key.",
+        "  e2ee verify bob '12345 67890 ... 12345'",
+    )
+    verify.add_argument("name", metavar="NAME", help="the contact")
+    verify.add_argument("number", nargs="+", metavar="NUMBER", help="the 60-digit safety number")
+
+
+# --- home directory ---------------------------------------------------------------------------
+
+
+def home_dir(option: Path | None) -> Path:
+    if option is not None:
+        return option.expanduser()
+    env = os.environ.get("E2EE_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".e2ee"
+
+
+class Home:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        config = path / CONFIG
+        if not config.is_file() or not (path / STORE).is_file():
+            raise CommandError(
+                EXIT_NOT_INITIALISED, f"no device in {path}; run: e2ee --home {path} init"
+            )
+        try:
+            data = json.loads(config.read_text())
+            self.relay_url = str(data["relay"])
+            self.name = str(data["name"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise CommandError(EXIT_ERROR, f"{config} is unreadable") from None
+        self.client = Client.open(path / STORE, policy="block")
+        self.relay = RelayClient(self.relay_url, self.client)
+
+    def close(self) -> None:
+        self.relay.close()
+        self.client.close()
+
+
+@contextlib.contextmanager
+def _open(args: argparse.Namespace) -> Iterator[Home]:
+    home = Home(home_dir(args.home))
+    try:
+        yield home
+    finally:
+        home.close()
+
+
+def _check_name(name: str) -> str:
+    if not name or len(name) > MAX_NAME or not name.isprintable() or name != name.strip():
+        raise CommandError(EXIT_USAGE, f"a user name is 1 to {MAX_NAME} printable characters")
+    return name
+
+
+def _clean(text: str) -> str:
+    """Text from the network, safe for a terminal (no control sequences)."""
+    return "".join(c if c.isprintable() or c == "\t" else "?" for c in text)
+
+
+def _note(text: str) -> None:
+    print(f"e2ee: {text}", file=sys.stderr)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path = home_dir(args.home)
+    name = _check_name(args.name)
+    if (path / CONFIG).exists() or (path / STORE).exists():
+        raise CommandError(EXIT_ERROR, f"{path} already holds a device")
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        path.chmod(0o700)
+    store = path / STORE
+    client = Client.create(store, name, policy="block")
+    done = False
+    try:
+        for file in path.iterdir():
+            if file.name.startswith(STORE):
+                file.chmod(0o600)
+        with RelayClient(args.relay, client) as relay:
+            try:
+                relay.publish_device_list()
+            except RelayForbiddenError:
+                raise CommandError(
+                    EXIT_ERROR, f"the name {name!r} is taken on this relay"
+                ) from None
+            relay.publish_prekeys()
+        config = path / CONFIG
+        config.write_text(json.dumps({"relay": args.relay.rstrip("/"), "name": name}) + "\n")
+        done = True
+    finally:
+        client.close()
+        if not done:  # leave nothing half made: init can simply be run again
+            for file in path.iterdir():
+                if file.name.startswith(STORE):
+                    file.unlink()
+    print(f"{name}: device 1 registered at {args.relay.rstrip('/')} (home {path})")
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if args.text == "-" and text.endswith("\n"):
+        text = text[:-1]
+    if not text:
+        raise CommandError(EXIT_USAGE, "nothing to send (empty message)")
+    with _open(args) as home:
+        if home.relay.device_list(args.name) is None:
+            raise CommandError(EXIT_UNKNOWN_USER, f"unknown user {args.name!r} on this relay")
+        try:
+            home.relay.send(args.name, text.encode())
+        except MismatchedDevicesError:  # the device list moved on between fetch and send
+            home.relay.send(args.name, text.encode())
+        _report_events(home.client)
+    print(f"sent to {args.name}")
+    return EXIT_OK
+
+
+def _format(message: Message, own: str) -> str:
+    text = _clean(message.body.decode("utf-8", errors="replace"))
+    if message.outgoing:
+        return f"{own}/{message.sender_device} -> {message.conversation}: {text}"
+    return f"{message.sender_user}/{message.sender_device}: {text}"
+
+
+def _print_results(results: list[ReceiveResult], own: str) -> int:
+    count = 0
+    for result in results:
+        if result.message is not None:
+            print(_format(result.message, own), flush=True)
+            count += 1
+    return count
+
+
+def _report_events(client: Client) -> None:
+    for event in client.take_events():
+        if event.kind == "identity_changed":
+            _note(f"the identity key of {event.user_id} changed ({event.detail})")
+        elif event.kind == "peer_reinstalled":
+            _note(f"{event.user_id}/{event.device_id} was reinstalled (device key changed)")
+        elif event.kind == "device_list_changed":
+            _note(f"{event.user_id}'s devices changed: {event.detail}")
+
+
+def _pending(client: Client) -> list[str]:
+    with client.store.transaction() as conn:
+        rows = conn.execute(
+            "SELECT user_id FROM identities WHERE pending_key IS NOT NULL ORDER BY user_id"
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    with _open(args) as home:
+        report = home.relay.receive()
+        count = _print_results(report.results, home.name)
+        for _, category in report.refused:
+            _note(f"a message could not be read ({category}); dropped")
+        _report_events(home.client)
+        pending = _pending(home.client)
+        if report.kept and pending:
+            names = ", ".join(pending)
+            raise CommandError(
+                EXIT_IDENTITY_CHANGED,
+                f"identity key of {names} changed; messages wait until you compare "
+                f"`e2ee fingerprint NAME` and run `e2ee verify NAME NUMBER`",
+            )
+        if not args.follow:
+            if count == 0:
+                raise CommandError(EXIT_NOTHING_TO_RECEIVE, "nothing to receive")
+            return EXIT_OK
+        return _follow(home, args.idle)
+
+
+def _follow(home: Home, idle: float | None) -> int:
+    last = time.monotonic()
+    window = 30.0 if idle is None else max(0.1, idle)
+    try:
+        while True:
+            for _, result in home.relay.stream(idle_timeout=window):
+                if result is not None:
+                    _print_results([result], home.name)
+                    _report_events(home.client)
+                    last = time.monotonic()
+                if idle is not None and time.monotonic() - last >= idle:
+                    return EXIT_OK
+            if idle is not None and time.monotonic() - last >= idle:
+                return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def cmd_contacts(args: argparse.Namespace) -> int:
+    with _open(args) as home:
+        with home.client.store.transaction() as conn:
+            rows = conn.execute(
+                "SELECT i.user_id, i.verified, i.pending_key IS NOT NULL, d.signed "
+                "FROM identities i LEFT JOIN device_lists d ON d.user_id = i.user_id "
+                "WHERE i.user_id != ? ORDER BY i.user_id",
+                (home.name,),
+            ).fetchall()
+        if not rows:
+            print("no contacts yet (send or receive a message first)")
+        for user, verified, pending, _ in rows:
+            state = "verified" if verified else "not verified"
+            if pending:
+                state = "IDENTITY CHANGED (compare `e2ee fingerprint` and `verify`)"
+            print(f"{_clean(user)}\t{state}")
+    return EXIT_OK
+
+
+def _refresh(home: Home, name: str) -> bool:
+    """Fetch ``name``'s device list from the relay into the store; False if the relay has none.
+    An identity change is recorded as pending (and reported by the caller)."""
+    data = home.relay.device_list(name)
+    if data is None:
+        return False
+    with contextlib.suppress(UntrustedIdentityError):
+        home.client.process_device_list(data, name)
+    return True
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from e2ee.client import devices as _devices
+
+    with _open(args) as home:
+        name = args.name or home.name
+        if not _refresh(home, name) and home.client.identity_key_of(name) is None:
+            raise CommandError(EXIT_UNKNOWN_USER, f"unknown user {name!r} on this relay")
+        with home.client.store.transaction() as conn:
+            listed = _devices.stored_list(conn, name)
+        if listed is None:
+            raise CommandError(EXIT_UNKNOWN_USER, f"no device list known for {name!r}")
+        own = home.client.device_id
+        print(f"{name}: device list #{listed.counter}")
+        for device, key in listed.devices:
+            marker = "  (this device)" if name == home.name and device == own else ""
+            print(f"  {device}\tkey {hashlib.sha256(key).hexdigest()[:16]}{marker}")
+    return EXIT_OK
+
+
+def _numbers(home: Home, name: str) -> tuple[str | None, str | None]:
+    """(current safety number, safety number of a pending new identity key)."""
+    with home.client.store.transaction() as conn:
+        known = _trust.identity(conn, name)
+        own = _trust.identity(conn, home.name)
+    if known is None or own is None:
+        return None, None
+    current = safety_number(own[0], home.name, known[0], name).digits
+    pending = None if known[2] is None else safety_number(own[0], home.name, known[2], name).digits
+    return current, pending
+
+
+def _groups(digits: str) -> str:
+    return " ".join(digits[i : i + 5] for i in range(0, len(digits), 5))
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    with _open(args) as home:
+        if args.name == home.name:
+            raise CommandError(EXIT_USAGE, "a safety number is between you and another user")
+        if not _refresh(home, args.name) and home.client.identity_key_of(args.name) is None:
+            raise CommandError(EXIT_UNKNOWN_USER, f"unknown user {args.name!r} on this relay")
+        current, pending = _numbers(home, args.name)
+        if current is None:
+            raise CommandError(EXIT_UNKNOWN_USER, f"no identity key known for {args.name!r}")
+        if pending is not None:
+            print(_groups(pending))
+            raise CommandError(
+                EXIT_IDENTITY_CHANGED,
+                f"the identity key of {args.name} changed: compare the new number above, then "
+                f"`e2ee verify {args.name} NUMBER` to accept it",
+            )
+        print(_groups(current))
+        state = "verified" if home.client.is_verified(args.name) else "not verified"
+        _note(f"{args.name} is {state}; both of you should see this number")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    digits = "".join(args.number).replace(" ", "").replace("-", "")
+    if len(digits) != 60 or not digits.isdigit():
+        raise CommandError(EXIT_USAGE, "a safety number is 60 digits")
+    with _open(args) as home:
+        with contextlib.suppress(RelayUnavailableError):
+            _refresh(home, args.name)  # verifying in person works offline too
+        current, pending = _numbers(home, args.name)
+        if current is None:
+            raise CommandError(EXIT_UNKNOWN_USER, f"no identity key known for {args.name!r}")
+        if pending is not None:
+            if not hmac.compare_digest(pending, digits):
+                raise CommandError(EXIT_MISMATCH, f"safety number does not match {args.name}'s")
+            home.client.approve_identity(args.name)
+            home.client.take_events()
+        elif not hmac.compare_digest(current, digits):
+            raise CommandError(EXIT_MISMATCH, f"safety number does not match {args.name}'s")
+        if not home.client.mark_verified(args.name):
+            raise CommandError(EXIT_MISMATCH, f"{args.name}'s identity key changed meanwhile")
+    print(f"{args.name} verified" + (" (new identity key accepted)" if pending else ""))
+    return EXIT_OK
+
+
+COMMANDS = {
+    "init": cmd_init,
+    "send": cmd_send,
+    "receive": cmd_receive,
+    "contacts": cmd_contacts,
+    "devices": cmd_devices,
+    "fingerprint": cmd_fingerprint,
+    "verify": cmd_verify,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one client command; every failure is one line on stderr and its exit status."""
+    relay = getattr(args, "relay", None)
+    try:
+        return COMMANDS[args.command](args)
+    except CommandError as exc:
+        _note(str(exc))
+        return exc.code
+    except RelayUnavailableError:
+        where = relay or _configured_relay(args)
+        _note(f"relay unreachable{' at ' + where if where else ''}")
+        return EXIT_RELAY_UNREACHABLE
+    except UntrustedIdentityError as exc:
+        user = exc.user_id or "a contact"
+        _note(
+            f"the identity key of {user} changed; compare `e2ee fingerprint {user}` with them "
+            f"and run `e2ee verify {user} NUMBER` to accept it"
+        )
+        return EXIT_IDENTITY_CHANGED
+    except RelayError as exc:
+        _note(f"relay refused: {exc.category}: {exc}")
+        return EXIT_ERROR
+    except E2EEError as exc:
+        _note(f"{exc.category}: {exc}")
+        return EXIT_ERROR
+    except ValueError as exc:
+        _note(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        _note(f"{type(exc).__name__}: {exc.strerror or exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _configured_relay(args: argparse.Namespace) -> str | None:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        data = json.loads((home_dir(args.home) / CONFIG).read_text())
+        return str(data["relay"])
+    return None

@@ -1,0 +1,167 @@
+"""The client commands as subprocesses: two homes (alice, bob) against a real relay process:
+init, send and receive both ways, fingerprints, a verify round and the error exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from e2ee.cli.client_commands import (
+    EXIT_MISMATCH,
+    EXIT_NOT_INITIALISED,
+    EXIT_NOTHING_TO_RECEIVE,
+    EXIT_RELAY_UNREACHABLE,
+    EXIT_UNKNOWN_USER,
+    EXIT_USAGE,
+)
+from tests.relay_support import PROJECT_ROOT, RelayProcess, free_port, relay_process
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    with relay_process(tmp_path_factory.mktemp("relay") / "relay.sqlite") as srv:
+        yield srv
+
+
+def e2ee(
+    home: Path | None, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
+    env.pop("E2EE_HOME", None)
+    command = [sys.executable, "-m", "e2ee.cli"]
+    if home is not None:
+        command += ["--home", str(home)]
+    return subprocess.run(
+        [*command, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_two_homes_talk_verify_and_fail_clearly(server: RelayProcess, tmp_path: Path) -> None:
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    assert "registered" in ok(e2ee(alice, "init", "--relay", server.url, "--name", "alice"))
+    ok(e2ee(bob, "init", "--relay", server.url, "--name", "bob"))
+    assert (alice / "device.sqlite").stat().st_mode & 0o077 == 0
+
+    # send and receive both ways (argument and stdin)
+    ok(e2ee(alice, "send", "bob", "hello bob"))
+    ok(e2ee(alice, "send", "bob", stdin="second line from stdin\n"))
+    assert ok(e2ee(bob, "receive")).splitlines() == [
+        "alice/1: hello bob",
+        "alice/1: second line from stdin",
+    ]
+    ok(e2ee(bob, "send", "alice", "hi alice"))
+    assert ok(e2ee(alice, "receive")).splitlines() == ["bob/1: hi alice"]
+
+    # nothing left: a distinct exit status and a one-line message
+    empty = e2ee(bob, "receive")
+    assert empty.returncode == EXIT_NOTHING_TO_RECEIVE
+    assert empty.stdout == ""
+    assert empty.stderr.strip() == "e2ee: nothing to receive"
+
+    # --follow prints what arrives and stops after --idle seconds without a message
+    ok(e2ee(alice, "send", "bob", "while following"))
+    assert ok(e2ee(bob, "receive", "--follow", "--idle", "1")).splitlines() == [
+        "alice/1: while following"
+    ]
+
+    # both sides see the same safety number; verify accepts it and refuses a wrong one
+    number_a = ok(e2ee(alice, "fingerprint", "bob")).strip()
+    number_b = ok(e2ee(bob, "fingerprint", "alice")).strip()
+    assert number_a == number_b
+    assert len(number_a.replace(" ", "")) == 60
+    wrong = "".join(str((int(c) + 1) % 10) for c in number_a.replace(" ", ""))
+    refused = e2ee(alice, "verify", "bob", wrong)
+    assert refused.returncode == EXIT_MISMATCH
+    assert "does not match" in refused.stderr
+    unverified = e2ee(alice, "fingerprint", "bob")
+    assert unverified.returncode == 0
+    assert "bob is not verified" in unverified.stderr
+    assert "bob verified" in ok(e2ee(alice, "verify", "bob", *number_a.split()))
+    ok(e2ee(bob, "verify", "alice", number_b))
+    assert ok(e2ee(alice, "contacts")).split() == ["bob", "verified"]
+    assert e2ee(alice, "verify", "bob", "123").returncode == EXIT_USAGE
+
+    devices = ok(e2ee(alice, "devices"))
+    assert "1\tkey" in devices
+    assert "(this device)" in devices
+    assert "bob: device list #1" in ok(e2ee(alice, "devices", "bob"))
+
+    # error exit codes
+    unknown = e2ee(alice, "send", "carol", "anyone there?")
+    assert unknown.returncode == EXIT_UNKNOWN_USER
+    assert unknown.stderr.strip() == "e2ee: unknown user 'carol' on this relay"
+    assert e2ee(alice, "fingerprint", "carol").returncode == EXIT_UNKNOWN_USER
+    dead = f"http://127.0.0.1:{free_port()}"
+    unreachable = e2ee(tmp_path / "nobody", "init", "--relay", dead, "--name", "zed")
+    assert unreachable.returncode == EXIT_RELAY_UNREACHABLE
+    assert unreachable.stderr.strip() == f"e2ee: relay unreachable at {dead}"
+    assert not list((tmp_path / "nobody").iterdir())  # nothing half made
+    assert e2ee(tmp_path / "empty", "receive").returncode == EXIT_NOT_INITIALISED
+    taken = e2ee(tmp_path / "bob2", "init", "--relay", server.url, "--name", "bob")
+    assert taken.returncode == 1
+    assert "taken" in taken.stderr
+
+
+def test_relay_down_after_init_is_reported(tmp_path: Path) -> None:
+    server = RelayProcess(tmp_path / "relay.sqlite")
+    server.start()
+    try:
+        ok(e2ee(tmp_path / "a", "init", "--relay", server.url, "--name", "alice"))
+    finally:
+        server.stop()
+    down = e2ee(tmp_path / "a", "receive")
+    assert down.returncode == EXIT_RELAY_UNREACHABLE
+    assert down.stderr.strip() == f"e2ee: relay unreachable at {server.url}"
+    assert e2ee(tmp_path / "a", "send", "bob", "x").returncode == EXIT_RELAY_UNREACHABLE
+
+
+def test_version_and_help_with_examples() -> None:
+    assert ok(e2ee(None, "--version")).startswith("e2ee ")
+    top = ok(e2ee(None, "--help"))
+    assert "examples:" in top
+    assert "exit status:" in top
+    commands = [
+        ["demo"],
+        ["init"],
+        ["send"],
+        ["receive"],
+        ["contacts"],
+        ["devices"],
+        ["fingerprint"],
+        ["verify"],
+        ["relay"],
+        ["relay", "serve"],
+        ["vectors"],
+        ["vectors", "verify"],
+        ["vectors", "generate"],
+        ["conformance"],
+        ["conformance", "run"],
+        ["conformance", "serve"],
+        ["bench"],
+    ]
+    from e2ee.cli.main import build_parser
+
+    parser = build_parser()
+    for command in commands:
+        sub = parser
+        for word in command:
+            actions = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+            sub = actions[0].choices[word]
+        assert "example" in (sub.epilog or ""), command
