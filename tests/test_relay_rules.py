@@ -368,6 +368,29 @@ def test_claims_are_rate_limited_per_claimer_and_target(
     storage.run(claim(alice))
 
 
+def test_sweep_drops_only_buckets_idle_long_enough_to_be_full(
+    relay: Relay, storage: Storage, clock: Clock
+) -> None:
+    """[REQ-RL-11] A bucket idle for burst / rate seconds is full again, the same as no bucket:
+    the sweep deletes it, so the table does not grow with every (claimer, target) pair; a
+    bucket still refilling is kept, or the sweep would hand out a fresh burst early."""
+    alice, bob, carol = User.make("alice"), User.make("bob"), User.make("carol")
+    for u in (alice, bob, carol):
+        register(relay, storage, u)
+    upload(relay, storage, bob, ec=5)
+
+    def claim(who: User) -> Any:
+        return relay.claim(who.devices[0].token, codec.encode({0: b"bob", 1: os.urandom(16)}))
+
+    refill = relay.config.claim_burst / relay.config.claim_rate
+    storage.run(claim(carol))
+    clock.advance(refill * 0.6)
+    storage.run(claim(alice))
+    clock.advance(refill * 0.6)  # carol's bucket idle 1.2 x refill, alice's 0.6 x refill
+    storage.run(relay.sweep())
+    assert storage.run(lambda tx: tx.drop_buckets(float("inf"))) == 1  # only alice's was left
+
+
 # --- messages --------------------------------------------------------------------------------
 
 

@@ -124,6 +124,12 @@ class _MemoryTx:
     def put_bucket(self, key: bytes, tokens: float, updated: float) -> None:
         self._set(self._db.buckets, key, (tokens, updated))
 
+    def drop_buckets(self, updated_before: float) -> int:
+        stale = [k for k, (_, updated) in self._db.buckets.items() if updated < updated_before]
+        for key in stale:
+            self._del(self._db.buckets, key)
+        return len(stale)
+
     def queue_length(self, user: str, device: int) -> int:
         return self._db.queued.get((user, device), 0)
 

@@ -267,6 +267,12 @@ class _PostgresTx:
         row = self._one("SELECT tokens, updated FROM buckets WHERE key = %s FOR UPDATE", (key,))
         return None if row is None else (float(row[0]), float(row[1]))
 
+    def drop_buckets(self, updated_before: float) -> int:
+        rows = self.c.execute(
+            b"DELETE FROM buckets WHERE updated < %s RETURNING 1", (updated_before,)
+        ).fetchall()
+        return len(rows)
+
     def put_bucket(self, key: bytes, tokens: float, updated: float) -> None:
         self._do(
             "INSERT INTO buckets VALUES (%s, %s, %s) ON CONFLICT (key) DO UPDATE SET "

@@ -539,5 +539,15 @@ class Relay:
         return job
 
     def sweep(self) -> Job[int]:
+        """Delete what has expired, and claim-rate buckets idle long enough to be full again
+        (a full bucket and no bucket mean the same), so that table does not grow with every
+        (claimer, target) pair ever seen. Returns the number of expired messages."""
         now = self.now()
-        return lambda tx: tx.sweep(now)
+        refill = self.config.claim_burst / self.config.claim_rate
+
+        def job(tx: Tx) -> int:
+            expired = tx.sweep(now)
+            tx.drop_buckets(now - refill)
+            return expired
+
+        return job

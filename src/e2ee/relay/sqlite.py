@@ -189,6 +189,10 @@ class _SQLiteTx:
     def put_bucket(self, key: bytes, tokens: float, updated: float) -> None:
         self.c.execute("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)", (key, tokens, updated))
 
+    def drop_buckets(self, updated_before: float) -> int:
+        cur = self.c.execute("DELETE FROM buckets WHERE updated < ?", (updated_before,))
+        return cur.rowcount
+
     def queue_length(self, user: str, device: int) -> int:
         row = self._one("SELECT queued FROM devices WHERE user = ? AND device = ?", (user, device))
         return 0 if row is None else int(row[0])

@@ -118,6 +118,11 @@ class Tx(Protocol):
 
     def put_bucket(self, key: bytes, tokens: float, updated: float) -> None: ...
 
+    def drop_buckets(self, updated_before: float) -> int:
+        """Delete buckets last updated before the given time (they have refilled completely, so
+        no row is equivalent); returns how many."""
+        ...
+
     # messages
     def queue_length(self, user: str, device: int) -> int: ...
 
