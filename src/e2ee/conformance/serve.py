@@ -34,7 +34,12 @@ from e2ee.errors import E2EEError
 from e2ee.handshake import pqxdh, signing
 from e2ee.ratchet import chains
 from e2ee.session import Session
-from e2ee.vectors.common import capture_handshake, ratchet_snapshot, sending_message_key
+from e2ee.vectors.common import (
+    BUNDLE_FIELD_ATTRIBUTES,
+    capture_handshake,
+    ratchet_snapshot,
+    sending_message_key,
+)
 from e2ee.vectors.providers import LabelledReplay, ReplayError
 from e2ee.wire import codec
 from e2ee.wire.messages import PreKeyBundle, message_prefix, parse_message
@@ -272,23 +277,6 @@ def _handshake_derive(request: JSON) -> JSON:
     }
 
 
-_BUNDLE_FIELDS = {
-    "identityKey": "identity_key",
-    "signedPrekeyId": "signed_prekey_id",
-    "signedPrekey": "signed_prekey",
-    "signedPrekeyTimestamp": "signed_prekey_timestamp",
-    "signedPrekeySignature": "signed_prekey_signature",
-    "kemPrekeyId": "kem_prekey_id",
-    "kemPrekey": "kem_prekey",
-    "oneTimePrekeyId": "one_time_prekey_id",
-    "oneTimePrekey": "one_time_prekey",
-    "oneTimePrekeySignature": "one_time_prekey_signature",
-    "oneTimeKemPrekeyId": "one_time_kem_prekey_id",
-    "oneTimeKemPrekey": "one_time_kem_prekey",
-    "oneTimeKemPrekeySignature": "one_time_kem_prekey_signature",
-}
-
-
 def _json_value(value: object) -> object:
     return value.hex() if isinstance(value, bytes) else value
 
@@ -297,7 +285,8 @@ def _decode_bundle(request: JSON) -> JSON:
     bundle = PreKeyBundle.from_bytes(_bytes(request, "bundle"))
     return {
         "fields": {
-            name: _json_value(getattr(bundle, attr)) for name, attr in _BUNDLE_FIELDS.items()
+            name: _json_value(getattr(bundle, attr))
+            for name, attr in BUNDLE_FIELD_ATTRIBUTES.items()
         },
         "encoding": _hex(bundle.to_bytes()),
     }

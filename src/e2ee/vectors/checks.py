@@ -16,7 +16,7 @@ from e2ee.errors import E2EEError
 from e2ee.handshake import pqxdh, signing
 from e2ee.limits import HASH_LABEL_TRANSCRIPT
 from e2ee.ratchet import chains
-from e2ee.vectors.common import category, hx, unhex
+from e2ee.vectors.common import BUNDLE_FIELD_ATTRIBUTES, category, hx, unhex
 from e2ee.vectors.scenario_play import Mismatch, play
 from e2ee.wire import codec
 from e2ee.wire.messages import PreKeyBundle, message_prefix, parse_message
@@ -294,22 +294,6 @@ def handshake_derive(group: Group, test: Test) -> None:
 
 # --- wire -------------------------------------------------------------------------------------
 
-_BUNDLE_ATTRS = {
-    "identityKey": "identity_key",
-    "signedPrekeyId": "signed_prekey_id",
-    "signedPrekey": "signed_prekey",
-    "signedPrekeyTimestamp": "signed_prekey_timestamp",
-    "signedPrekeySignature": "signed_prekey_signature",
-    "kemPrekeyId": "kem_prekey_id",
-    "kemPrekey": "kem_prekey",
-    "oneTimePrekeyId": "one_time_prekey_id",
-    "oneTimePrekey": "one_time_prekey",
-    "oneTimePrekeySignature": "one_time_prekey_signature",
-    "oneTimeKemPrekeyId": "one_time_kem_prekey_id",
-    "oneTimeKemPrekey": "one_time_kem_prekey",
-    "oneTimeKemPrekeySignature": "one_time_kem_prekey_signature",
-}
-
 
 def _json_value(value: Any) -> Any:
     return hx(value) if isinstance(value, bytes) else value
@@ -320,7 +304,9 @@ def bundle_decode(group: Group, test: Test) -> None:
     bundle = _outcome(test, lambda: PreKeyBundle.from_bytes(data))
     if bundle is None or test["result"] != "valid":
         return
-    got = {name: _json_value(getattr(bundle, attr)) for name, attr in _BUNDLE_ATTRS.items()}
+    got = {
+        name: _json_value(getattr(bundle, attr)) for name, attr in BUNDLE_FIELD_ATTRIBUTES.items()
+    }
     _eq("fields", test["fields"], got)
     _eq("re-encoding", test["bundle"], hx(bundle.to_bytes()))
 

@@ -189,3 +189,21 @@ def capture_handshake() -> Iterator[list[JSON]]:
         yield calls
     finally:
         pqxdh.derive = original
+
+
+# Vector field names of a decoded prekey bundle -> PreKeyBundle attributes (wire_bundle.json).
+BUNDLE_FIELD_ATTRIBUTES = {
+    "identityKey": "identity_key",
+    "signedPrekeyId": "signed_prekey_id",
+    "signedPrekey": "signed_prekey",
+    "signedPrekeyTimestamp": "signed_prekey_timestamp",
+    "signedPrekeySignature": "signed_prekey_signature",
+    "kemPrekeyId": "kem_prekey_id",
+    "kemPrekey": "kem_prekey",
+    "oneTimePrekeyId": "one_time_prekey_id",
+    "oneTimePrekey": "one_time_prekey",
+    "oneTimePrekeySignature": "one_time_prekey_signature",
+    "oneTimeKemPrekeyId": "one_time_kem_prekey_id",
+    "oneTimeKemPrekey": "one_time_kem_prekey",
+    "oneTimeKemPrekeySignature": "one_time_kem_prekey_signature",
+}
