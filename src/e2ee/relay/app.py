@@ -223,15 +223,15 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    routes = [
-        Route(api.HEALTH, guarded(health), methods=["GET"]),
-        Route(api.CHALLENGE, guarded(challenge), methods=["POST"]),
-        Route(api.LOGIN, guarded(login), methods=["POST"]),
-        Route(api.DEVICE_LIST, guarded(device_list), methods=["GET", "PUT"]),
-        Route(api.KEYS, guarded(keys), methods=["GET", "PUT"]),
-        Route(api.CLAIM, guarded(claim), methods=["POST"]),
+    routes = [  # Starlette tries routes in order: the per-message ones first
         Route(api.MESSAGES, guarded(messages), methods=["GET", "POST"]),
         Route(api.ACK, guarded(ack), methods=["POST"]),
+        Route(api.CLAIM, guarded(claim), methods=["POST"]),
         WebSocketRoute(api.STREAM, stream),
+        Route(api.KEYS, guarded(keys), methods=["GET", "PUT"]),
+        Route(api.DEVICE_LIST, guarded(device_list), methods=["GET", "PUT"]),
+        Route(api.CHALLENGE, guarded(challenge), methods=["POST"]),
+        Route(api.LOGIN, guarded(login), methods=["POST"]),
+        Route(api.HEALTH, guarded(health), methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -9,10 +9,16 @@ thread. Jobs submitted meanwhile wait for the next flush. A job's future is reso
 its commit, so a request is answered "accepted" only once it is on disk (``synchronous=FULL`` in
 WAL mode syncs the WAL on every commit); one fsync covers the whole batch.
 
-Why not a writer thread that runs the jobs too (the first design): handing every job to
-another thread and its result back costs thread switches and GIL hand-overs per request;
-on this 2-core machine (shared, so noisy) accepted sends went from 0.34-0.50 of the no-storage
-ceiling with the writer thread to 0.51-0.65 with this design (benchmarks/bench_relay.py).
+Two other designs were measured worse on the 2-core development machine (same-run A/B,
+``benchmarks/bench_relay.py`` load, 16 connections): running the batch's jobs *and* the commit
+in a worker thread (every statement re-takes the GIL from a busy event loop: 2,300 against
+3,000 sends/s), and ``synchronous=NORMAL`` with our own fsync of the WAL in a sync thread, so
+that the next batch runs while the previous one syncs (batches shrink to one loop turn and the
+fsyncs per send nearly double: 2,620 against 2,930 sends/s).
+
+Schema 2 (see :func:`_migrate`) keeps one-time keys and idempotent results, whose rows are
+large (an ML-KEM key is 1,568 bytes, a claim result several KiB), in rowid tables behind unique
+indexes; schema 1's WITHOUT ROWID tables made a claim two deep b-tree searches.
 
 Why AUTOINCREMENT: a plain INTEGER PRIMARY KEY may reuse the id of a deleted last row, and a
 client paging with ``after=<id>`` would then miss a message. The claim statement is one
@@ -36,7 +42,7 @@ from e2ee.relay.storage import StoredList, TokenRow, Tx
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
@@ -49,8 +55,8 @@ CREATE TABLE IF NOT EXISTS devices (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS one_time (
     user TEXT NOT NULL, device INTEGER NOT NULL, kind INTEGER NOT NULL, id INTEGER NOT NULL,
-    public BLOB NOT NULL, signature BLOB NOT NULL, PRIMARY KEY (user, device, kind, id)
-) WITHOUT ROWID;
+    public BLOB NOT NULL, signature BLOB NOT NULL, UNIQUE (user, device, kind, id)
+);
 CREATE TABLE IF NOT EXISTS challenges (nonce BLOB PRIMARY KEY, expires INTEGER NOT NULL)
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tokens (
@@ -59,8 +65,8 @@ CREATE TABLE IF NOT EXISTS tokens (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS results (
     kind TEXT NOT NULL, key BLOB NOT NULL, user TEXT NOT NULL, device INTEGER NOT NULL,
-    body BLOB NOT NULL, expires INTEGER NOT NULL, PRIMARY KEY (kind, key)
-) WITHOUT ROWID;
+    body BLOB NOT NULL, expires INTEGER NOT NULL, UNIQUE (kind, key)
+);
 CREATE TABLE IF NOT EXISTS buckets (key BLOB PRIMARY KEY, tokens REAL NOT NULL,
     updated REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
@@ -70,6 +76,50 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_device ON messages (user, device, id);
 CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires);
 """
+
+
+# The tables schema 2 rebuilt as rowid tables (module docstring); same columns, same order.
+_REBUILT_IN_2 = ("one_time", "results")
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Create the schema, or bring an older one up to :data:`SCHEMA_VERSION`, in one
+    transaction. A schema newer than this code is refused."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = 0
+        if _has_table(conn, "meta"):
+            row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            version = 0 if row is None else int.from_bytes(row[0], "big")
+        if version > SCHEMA_VERSION:
+            raise RelayUnavailableError(
+                f"relay database schema {version} is newer than this relay ({SCHEMA_VERSION})"
+            )
+        if version == 1:
+            for table in _REBUILT_IN_2:
+                conn.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        if version == 1:
+            for table in _REBUILT_IN_2:
+                conn.execute(f"INSERT INTO {table} SELECT * FROM {table}_v1")  # noqa: S608
+                conn.execute(f"DROP TABLE {table}_v1")
+        conn.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+            (SCHEMA_VERSION.to_bytes(4, "big"),),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return found is not None
 
 
 class _SQLiteTx:
@@ -163,9 +213,8 @@ class _SQLiteTx:
 
     def claim_one_time(self, user: str, device: int, kind: int) -> tuple[int, bytes, bytes] | None:
         row = self._one(
-            "DELETE FROM one_time WHERE user = ?1 AND device = ?2 AND kind = ?3 AND id = "
-            "(SELECT MIN(id) FROM one_time WHERE user = ?1 AND device = ?2 AND kind = ?3) "
-            "RETURNING id, public, signature",
+            "DELETE FROM one_time WHERE rowid = (SELECT rowid FROM one_time WHERE user = ?1 "
+            "AND device = ?2 AND kind = ?3 ORDER BY id LIMIT 1) RETURNING id, public, signature",
             (user, device, kind),
         )
         return None if row is None else (row[0], row[1], row[2])
@@ -261,15 +310,21 @@ class SQLiteStorage:
         self.batch_max = batch_max
         self.commits = 0
         self.jobs = 0
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(SCHEMA)
-        conn.execute(
-            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-            (SCHEMA_VERSION.to_bytes(4, "big"),),
-        )
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            raise RelayUnavailableError("relay database cannot be opened") from None
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            _migrate(conn)
+        except sqlite3.Error:  # not a relay database, damaged, or locked for too long
+            conn.close()
+            raise RelayUnavailableError("relay database cannot be opened") from None
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
         self._tx = _SQLiteTx(conn)
         self._lock = threading.Lock()

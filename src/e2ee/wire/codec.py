@@ -8,9 +8,11 @@ Two decoders share one definition of "acceptable":
 
 * :func:`decode` -- the generic one, for bundles and persisted state: ``cbor2`` with
   indefinite lengths and duplicate keys disabled and a depth limit, then a type walk that only
-  admits unsigned/negative integers, byte strings, arrays, maps with integer keys, booleans and
-  null, then a re-encoding that must equal the input byte for byte (this rejects trailing bytes,
-  non-minimal integers and lengths, and unsorted map keys).
+  admits unsigned/negative integers, byte strings, arrays, maps with integer keys in ascending
+  order, booleans and null, then a re-encoding that must equal the input byte for byte (this
+  rejects trailing bytes and non-minimal integers and lengths). For those types, with the keys
+  already known to be in order, cbor2's plain encoder writes exactly the canonical form, and it
+  is four times faster than its ``canonical=True`` mode, which sorts.
 * :func:`read_flat_array` -- a hand-written reader for the fixed message layouts (a flat array
   of unsigned integers, byte strings, booleans and null) used on the per-message hot path. It
   accepts exactly the canonical encodings and nothing else; tests fuzz it against
@@ -66,7 +68,7 @@ def decode(data: bytes, *, max_size: int) -> CBORValue:
         raise DecodeError("malformed CBOR") from None
     _check_types(value, 0)
     try:
-        canonical = encode(value)
+        canonical = cbor2.dumps(value)  # keys are in order: this is the canonical encoding
     except (cbor2.CBORError, ValueError, TypeError, OverflowError):  # pragma: no cover
         raise DecodeError("value cannot be re-encoded") from None
     if canonical != data:
@@ -74,26 +76,44 @@ def decode(data: bytes, *, max_size: int) -> CBORValue:
     return value
 
 
+_INT_LIMIT = 2**64
+
+
 def _check_types(value: CBORValue, depth: int) -> None:
-    if depth > MAX_CBOR_DEPTH:
+    """Admit only the CBOR types of this format, map keys 0..23 in ascending order, and at
+    most ``MAX_CBOR_DEPTH`` levels below the top. Scalars inside a container are checked in
+    the container's loop (no call per element: this runs on every decoded structure)."""
+    if depth > MAX_CBOR_DEPTH or (depth == MAX_CBOR_DEPTH and value):  # children too deep
         raise DecodeError("CBOR nesting too deep")
-    if value is None or isinstance(value, (bool, bytes)):
-        return
-    if isinstance(value, int):
-        if not -(2**64) <= value < 2**64:
-            raise DecodeError("integer out of range")
-        return
-    if isinstance(value, list):
+    kind = type(value)
+    if kind is list:
         for item in value:
-            _check_types(item, depth + 1)
-        return
-    if isinstance(value, dict):
+            _check_item(item, depth + 1)
+    elif kind is dict:
+        previous = -1
         for key, item in value.items():
             if type(key) is not int or not 0 <= key < 24:
                 raise DecodeError("map keys must be integers from 0 to 23")
-            _check_types(item, depth + 1)
+            if key <= previous:
+                raise DecodeError("not canonical CBOR (map keys out of order)")
+            previous = key
+            _check_item(item, depth + 1)
+    else:
+        _check_item(value, depth)
+
+
+def _check_item(value: CBORValue, depth: int) -> None:
+    kind = type(value)
+    if kind is bytes or kind is bool or value is None:
         return
-    raise DecodeError(f"CBOR type {type(value).__name__} is not allowed here")
+    if kind is int:
+        if not -_INT_LIMIT <= value < _INT_LIMIT:
+            raise DecodeError("integer out of range")
+        return
+    if kind is list or kind is dict:
+        _check_types(value, depth)
+        return
+    raise DecodeError(f"CBOR type {kind.__name__} is not allowed here")
 
 
 # --- fast path for the fixed message layouts ---------------------------------------------

@@ -1,0 +1,156 @@
+"""The SQLite relay storage's own file format: schema versions and the migration between them.
+
+Schema 1 (the first relay) kept one-time keys and idempotent results in WITHOUT ROWID tables;
+schema 2 keeps them in rowid tables behind unique indexes (claims write fewer, smaller pages).
+A relay must open a schema-1 file, keep every row, and go on handing out each key once.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2ee.errors import RelayUnavailableError
+from e2ee.relay.sqlite import SQLiteStorage
+from e2ee.wire import codec
+from tests.relay_support import Clock, User, make_relay, send_body
+from tests.test_relay_rules import register, upload
+
+# The two tables as schema 1 created them (a historical fixture, not the code under test).
+SCHEMA_1_TABLES = {
+    "one_time": (
+        "CREATE TABLE one_time (user TEXT NOT NULL, device INTEGER NOT NULL, "
+        "kind INTEGER NOT NULL, id INTEGER NOT NULL, public BLOB NOT NULL, "
+        "signature BLOB NOT NULL, PRIMARY KEY (user, device, kind, id)) WITHOUT ROWID"
+    ),
+    "results": (
+        "CREATE TABLE results (kind TEXT NOT NULL, key BLOB NOT NULL, user TEXT NOT NULL, "
+        "device INTEGER NOT NULL, body BLOB NOT NULL, expires INTEGER NOT NULL, "
+        "PRIMARY KEY (kind, key)) WITHOUT ROWID"
+    ),
+}
+
+
+def rows(path: Path) -> dict[str, list[Any]]:
+    """Every row of every table, but the schema version itself."""
+    with sqlite3.connect(path) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'sqlite_sequence'"
+            )
+        ]
+        found = {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in tables}
+    found["meta"] = [r for r in found["meta"] if r[0] != "schema_version"]
+    return found
+
+
+def schema_version(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        return int.from_bytes(row[0], "big")
+
+
+def without_rowid(path: Path, table: str) -> bool:
+    with sqlite3.connect(path) as conn:
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+        return "WITHOUT ROWID" in sql[0].upper()
+
+
+def rewrite_as_schema_1(path: Path) -> None:
+    """Turn a closed relay file back into the schema-1 layout, rows unchanged."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    for table, create in SCHEMA_1_TABLES.items():
+        conn.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
+        conn.execute(create)
+        conn.execute(f"INSERT INTO {table} SELECT * FROM old_{table}")
+        conn.execute(f"DROP TABLE old_{table}")
+    conn.execute(
+        "UPDATE meta SET value = ? WHERE name = 'schema_version'", ((1).to_bytes(4, "big"),)
+    )
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def test_a_schema_1_file_is_migrated_with_every_row_and_claims_go_on(tmp_path: Path) -> None:
+    path = tmp_path / "relay.sqlite"
+    clock = Clock()
+    storage = SQLiteStorage(path)
+    relay = make_relay(storage, clock)
+    alice, bob = User.make("alice"), User.make("bob")
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    upload(relay, storage, bob, ec=3, kem=3)
+    claim = codec.encode({0: b"bob", 1: b"c" * 16})
+    first = storage.run(relay.claim(alice.devices[0].token, claim))
+    storage.run(relay.send(alice.devices[0].token, send_body(bob, b"m" * 16, alice.devices[0])))
+    storage.close()
+
+    rewrite_as_schema_1(path)
+    assert schema_version(path) == 1
+    assert without_rowid(path, "one_time")
+    before = rows(path)
+
+    storage = SQLiteStorage(path)
+    try:
+        assert schema_version(path) == 2
+        assert not without_rowid(path, "one_time")
+        assert not without_rowid(path, "results")
+        assert rows(path) == before  # every row of every table kept
+        relay = make_relay(storage, clock)
+        # The stored claim result survived: a retry is answered with the same bundle.
+        assert storage.run(relay.claim(alice.devices[0].token, claim)) == first
+        # The queued message is still there for bob.
+        fetched = codec.decode(
+            storage.run(relay.fetch(bob.devices[0].token, 0, 10)), max_size=1 << 20
+        )
+        assert len(fetched[0]) == 1
+        # The remaining keys go out once each, lowest id first, then none.
+        handed: list[int | None] = []
+        for _ in range(3):
+            body = codec.encode({0: b"bob", 1: os.urandom(16)})
+            bundle = codec.decode(
+                codec.decode(
+                    storage.run(relay.claim(alice.devices[0].token, body)), max_size=1 << 20
+                )[0][0][1],
+                max_size=1 << 16,
+            )
+            handed.append(bundle.get(9))
+        claimed_first = codec.decode(
+            codec.decode(first, max_size=1 << 20)[0][0][1], max_size=1 << 16
+        )[9]
+        assert claimed_first not in handed
+        remaining = [i for i in handed[:2] if i is not None]
+        assert remaining == sorted(remaining)
+        assert len(remaining) == 2
+        assert handed[2] is None
+    finally:
+        storage.close()
+
+
+def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "relay.sqlite"
+    SQLiteStorage(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE name = 'schema_version'", ((3).to_bytes(4, "big"),)
+        )
+    before = rows(path)
+    with pytest.raises(RelayUnavailableError, match="newer"):
+        SQLiteStorage(path)
+    assert rows(path) == before
+    assert schema_version(path) == 3
+
+
+def test_a_file_that_is_not_a_relay_database_is_refused_with_a_typed_error(tmp_path: Path) -> None:
+    path = tmp_path / "relay.sqlite"
+    junk = b"not a database" * 1000
+    path.write_bytes(junk)
+    with pytest.raises(RelayUnavailableError, match="cannot be opened"):
+        SQLiteStorage(path)
+    assert path.read_bytes() == junk
