@@ -111,7 +111,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         )
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # BEGIN itself may be what failed (not a database)
+            conn.execute("ROLLBACK")
         raise
 
 
