@@ -1,20 +1,32 @@
 """SQLite relay storage: WAL, ``synchronous=FULL``, AUTOINCREMENT message ids, single-statement
 claims, and group commit.
 
-Group commit (:meth:`SQLiteStorage.submit`): jobs submitted from the event loop are queued; a
-flush takes every job waiting (up to ``batch_max``), runs each inside its own SAVEPOINT on the
-event-loop thread (a job that raises is rolled back alone: failed operations change nothing;
-the statements take microseconds), then hands only the ``COMMIT`` -- the fsync -- to a worker
-thread. Jobs submitted meanwhile wait for the next flush. A job's future is resolved only after
-its commit, so a request is answered "accepted" only once it is on disk (``synchronous=FULL`` in
-WAL mode syncs the WAL on every commit); one fsync covers the whole batch.
+Group commit (:meth:`SQLiteStorage.submit`): a job submitted from the event loop is queued,
+and the first job of a batch schedules the flush ``gather_turns`` (2) turns of the event loop
+later. Requests that arrive together are read, parsed and submitted over a few turns; waiting
+for them lets them share the batch, and costs an idle relay only a few empty loop turns. The
+flush runs every job waiting (up to ``batch_max``), each inside its own SAVEPOINT (a job that
+raises is rolled back alone: failed operations change nothing), then commits, all on the
+event-loop thread, and resolves each job's future only after the commit. A request is therefore
+answered "accepted" only once it is on disk (``synchronous=FULL`` in WAL mode syncs the WAL on
+every commit); one fsync covers the whole batch.
 
-Two other designs were measured worse on the 2-core development machine (same-run A/B,
-``benchmarks/bench_relay.py`` load, 16 connections): running the batch's jobs *and* the commit
-in a worker thread (every statement re-takes the GIL from a busy event loop: 2,300 against
-3,000 sends/s), and ``synchronous=NORMAL`` with our own fsync of the WAL in a sync thread, so
-that the next batch runs while the previous one syncs (batches shrink to one loop turn and the
-fsyncs per send nearly double: 2,620 against 2,930 sends/s).
+Measured on the 2-core development machine (same-run A/B, ``benchmarks/bench_relay.py`` sends,
+16 connections, medians of 5-6 interleaved rounds; rates move by +-10 % between rounds):
+
+* Committing in a worker thread, so that the loop reads requests during the fsync, cost more
+  than the blocked fsync saves: 345 against 287 us of relay CPU per send (the GIL changes hands
+  around every commit: 7,500 against 1,600 context switches per second).
+* Extra loop turns before a flush, 0 / 1 / 2 / 3: 0.39 / 0.43 / 0.47 / 0.44 of the no-storage
+  ceiling (batches of 5 with none, about 12 with two).
+* Running the jobs as well as the commit in a worker thread: 2,300 against 3,000 sends/s;
+  ``synchronous=NORMAL`` with our own fsync of the WAL in a sync thread: 2,620 against 2,930
+  (batches shrink and the fsyncs per send nearly double).
+
+Checkpoints: SQLite's automatic checkpoint runs inside whichever commit crosses 1,000 WAL pages
+and also syncs the database file, on the event loop. Here :class:`_Checkpointer` copies the bulk
+in its own thread and the writer completes it right after a later commit (a few pages), which
+lets the next commit restart the WAL from its beginning.
 
 Schema 2 (see :func:`_migrate`) keeps one-time keys and idempotent results, whose rows are
 large (an ML-KEM key is 1,568 bytes, a claim result several KiB), in rowid tables behind unique
@@ -29,7 +41,9 @@ connection serialises the jobs of this process anyway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -41,6 +55,7 @@ from e2ee.identity import SignedDeviceList
 from e2ee.relay.storage import StoredList, TokenRow, Tx
 
 T = TypeVar("T")
+log = logging.getLogger("e2ee.relay")
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -303,12 +318,71 @@ def _devices(signed: bytes) -> tuple[tuple[int, bytes], ...]:
     return SignedDeviceList.from_bytes(signed).device_list.devices
 
 
+CHECKPOINT_EVERY = 50
+"""Commits between two WAL checkpoints (a commit of a batch writes some 10 to 40 pages; SQLite's
+own automatic checkpoint would run every 1,000 pages, inside whichever commit crossed it)."""
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database file on its own connection in its own thread, so
+    that no request's commit pays for copying pages.
+
+    A checkpoint is complete only when it has copied every frame; only then can the next commit
+    restart the WAL from its beginning. A checkpoint in another thread never catches up with a
+    writer that does not pause, so the work is split: this thread copies the bulk (``PASSIVE``:
+    it never blocks the writer) and then sets :attr:`caught_up`; the writer, right after its next
+    commit, runs one more ``PASSIVE`` checkpoint itself, which copies only the few frames
+    committed meanwhile (see :meth:`SQLiteStorage._transaction`)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._due = threading.Event()
+        self._stop = False
+        self.caught_up = False
+        self._thread = threading.Thread(
+            target=self._loop, name="e2ee-relay-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._due.set()
+
+    def _loop(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            while True:
+                self._due.wait()
+                self._due.clear()
+                if self._stop:
+                    return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:  # a failing disk: the writer's own pass still runs
+                    log.warning("relay WAL checkpoint failed")
+                self.caught_up = True
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._due.set()
+        self._thread.join()
+
+
 class SQLiteStorage:
     """The default relay storage (one file). Safe to use from any thread and from asyncio."""
 
-    def __init__(self, path: str | Path, *, batch_max: int = 256) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        batch_max: int = 256,
+        gather_turns: int = 2,
+        busy_timeout: float = 5.0,
+    ) -> None:
         self.path = str(path)
         self.batch_max = batch_max
+        self.gather_turns = gather_turns
         self.commits = 0
         self.jobs = 0
         try:
@@ -316,9 +390,11 @@ class SQLiteStorage:
         except sqlite3.Error:
             raise RelayUnavailableError("relay database cannot be opened") from None
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            wal = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            if wal:  # checkpoints run in the checkpointer thread, not in a request's commit
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             _migrate(conn)
         except sqlite3.Error:  # not a relay database, damaged, or locked for too long
             conn.close()
@@ -331,8 +407,8 @@ class SQLiteStorage:
         self._lock = threading.Lock()
         self._pending: list[tuple[Callable[[Tx], Any], asyncio.Future[Any]]] = []
         self._flushing = False
-        self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._checkpointer = _Checkpointer(self.path) if wal else None
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.path!r})"
@@ -341,20 +417,16 @@ class SQLiteStorage:
         """One job in its own transaction, in the calling thread (tests, start-up, tools)."""
         if self._closed:
             raise RelayUnavailableError("storage is closed")
-        with self._lock:
-            outcomes = self._execute([job])
-            if not self._commit():
-                raise RelayUnavailableError("storage commit failed")
-        value, error = outcomes[0]
+        value, error = self._transaction([job])[0]
         if error is not None:
             raise error
         result: T = value
         return result
 
-    async def submit(self, job: Callable[[Tx], T]) -> T:
-        """Group commit: jobs submitted while a commit is in flight run together in the next
-        transaction, which is committed (fsync) in a worker thread while the event loop goes
-        on accepting requests; each job's future is resolved only after its commit."""
+    def submit(self, job: Callable[[Tx], T]) -> asyncio.Future[T]:
+        """Group commit: queue the job; the first job queued schedules a flush for the event
+        loop's next turn, so every request the loop read in this turn shares one transaction
+        and one fsync. The returned future is resolved only after that commit."""
         if self._closed:
             raise RelayUnavailableError("storage is closed")
         loop = asyncio.get_running_loop()
@@ -362,36 +434,66 @@ class SQLiteStorage:
         self._pending.append((job, future))
         if not self._flushing:
             self._flushing = True
-            self._flush_task = loop.create_task(self._flush())
-        return await future
+            loop.call_soon(self._wait_turns, loop, self.gather_turns)
+        return future
 
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch = self._pending[: self.batch_max]
-                del self._pending[: self.batch_max]
-                if not self._lock.acquire(blocking=False):
-                    await asyncio.to_thread(self._lock.acquire)
-                try:
-                    outcomes = self._execute([job for job, _ in batch])
-                    committed = await asyncio.to_thread(self._commit)
-                finally:
-                    self._lock.release()
-                for (_, future), (value, error) in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if not committed:
-                        future.set_exception(RelayUnavailableError("storage commit failed"))
-                    elif error is not None:
-                        future.set_exception(error)
-                    else:
-                        future.set_result(value)
-        finally:
-            self._flushing = False
+    def _wait_turns(self, loop: asyncio.AbstractEventLoop, turns: int) -> None:
+        if turns > 0:
+            loop.call_soon(self._wait_turns, loop, turns - 1)
+        else:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Run the queued jobs and commit them on the event-loop thread (the module docstring
+        says why not in a worker thread), then resolve their futures."""
+        pending, self._pending = self._pending, []
+        self._flushing = False
+        for first in range(0, len(pending), self.batch_max):
+            batch = pending[first : first + self.batch_max]
+            outcomes = self._transaction([job for job, _ in batch])
+            for (_, future), (value, error) in zip(batch, outcomes, strict=True):
+                if future.done():  # the request was cancelled (client gone)
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(value)
+
+    def _transaction(
+        self, jobs: list[Callable[[Tx], Any]]
+    ) -> list[tuple[Any, BaseException | None]]:
+        """Run jobs in one transaction, each in its own SAVEPOINT (a job that raises is rolled
+        back alone: failed operations change nothing), and commit. If the transaction itself
+        fails (cannot begin, cannot commit), it is rolled back and every job fails with
+        :class:`RelayUnavailableError`: nothing is answered "accepted" that is not on disk."""
+        with self._lock:
+            try:
+                outcomes = self._execute(jobs)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                if self._conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                failed = RelayUnavailableError("storage commit failed")
+                return [(None, failed) for _ in jobs]
+            self.commits += 1
+            self._after_commit()
+        return outcomes
+
+    def _after_commit(self) -> None:
+        checkpointer = self._checkpointer
+        if checkpointer is None:
+            return
+        if checkpointer.caught_up:  # copy the rest: the next commit restarts the WAL
+            checkpointer.caught_up = False
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:  # a failing disk: the next round tries again
+                log.warning("relay WAL checkpoint failed")
+        elif self.commits % CHECKPOINT_EVERY == 0:
+            checkpointer.wake()
 
     def _execute(self, jobs: list[Callable[[Tx], Any]]) -> list[tuple[Any, BaseException | None]]:
-        """Run jobs in one open transaction, each in its own SAVEPOINT (a job that raises is
-        rolled back alone: failed operations change nothing). The caller commits."""
         conn = self._conn
         outcomes: list[tuple[Any, BaseException | None]] = []
         conn.execute("BEGIN IMMEDIATE")
@@ -413,18 +515,10 @@ class SQLiteStorage:
         self.jobs += len(jobs)
         return outcomes
 
-    def _commit(self) -> bool:
-        try:
-            self._conn.execute("COMMIT")
-        except sqlite3.Error:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            return False
-        self.commits += 1
-        return True
-
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
             with self._lock:
-                self._conn.close()
+                self._conn.close()  # the last connection to close checkpoints the WAL

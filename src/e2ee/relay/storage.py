@@ -17,7 +17,7 @@ device was accepted, possibly by another relay process (PostgreSQL: LISTEN/NOTIF
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -151,8 +151,9 @@ class Storage(Protocol):
         """Run a job atomically and durably (blocking)."""
         ...
 
-    async def submit(self, job: Callable[[Tx], T]) -> T:
-        """Run a job atomically; returns once it is durable (may share a commit)."""
+    def submit(self, job: Callable[[Tx], T]) -> Awaitable[T]:
+        """Run a job atomically; the awaitable completes once it is durable (may share a
+        commit). Called on the event loop."""
         ...
 
     def close(self) -> None: ...

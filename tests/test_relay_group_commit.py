@@ -1,0 +1,163 @@
+"""SQLite group commit (spec/relay.md, REQ-RL-29): jobs queued together share one transaction
+and one fsync, each job stays atomic on its own, a transaction that fails fails every job in
+it and changes nothing, and the WAL stays bounded while a relay writes without pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2ee.errors import RelayForbiddenError, RelayUnavailableError
+from e2ee.relay.sqlite import CHECKPOINT_EVERY, SQLiteStorage
+from e2ee.relay.storage import Tx
+
+
+def put(key: bytes, value: float = 1.0) -> Callable[[Tx], bytes]:
+    def job(tx: Tx) -> bytes:
+        tx.put_bucket(key, value, 0.0)
+        return key
+
+    return job
+
+
+def put_then_refuse(key: bytes) -> Callable[[Tx], None]:
+    def job(tx: Tx) -> None:
+        tx.put_bucket(key, 1.0, 0.0)
+        raise RelayForbiddenError("refused after a write")
+
+    return job
+
+
+def buckets(storage: SQLiteStorage) -> list[bytes]:
+    """The keys of the buckets stored (the jobs here write buckets 0..39)."""
+
+    def job(tx: Tx) -> list[bytes]:
+        return [bytes([i]) for i in range(40) if tx.bucket(bytes([i])) is not None]
+
+    return storage.run(job)
+
+
+def file_rows(path: Path) -> list[Any]:
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return [(t, sorted(conn.execute(f"SELECT * FROM {t}").fetchall())) for t in tables]
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Any:
+    opened = SQLiteStorage(tmp_path / "relay.sqlite", busy_timeout=0.05)
+    yield opened
+    opened.close()
+
+
+def test_jobs_queued_in_one_turn_share_one_commit(storage: SQLiteStorage) -> None:
+    async def main() -> list[bytes]:
+        return list(await asyncio.gather(*(storage.submit(put(bytes([i]))) for i in range(20))))
+
+    before = storage.commits
+    assert asyncio.run(main()) == [bytes([i]) for i in range(20)]
+    assert storage.commits == before + 1
+    assert buckets(storage) == [bytes([i]) for i in range(20)]
+
+
+@pytest.mark.parametrize(("gather_turns", "commits"), [(2, 1), (0, 2)])
+def test_a_job_queued_a_turn_later_joins_the_batch_while_it_gathers(
+    tmp_path: Path, gather_turns: int, commits: int
+) -> None:
+    storage = SQLiteStorage(tmp_path / "relay.sqlite", gather_turns=gather_turns)
+
+    async def main() -> None:
+        first = storage.submit(put(b"\x01"))
+        await asyncio.sleep(0)  # one turn of the loop: a request read a little later
+        second = storage.submit(put(b"\x02"))
+        assert await first == b"\x01"
+        assert await second == b"\x02"
+
+    before = storage.commits
+    asyncio.run(main())
+    assert storage.commits == before + commits
+    storage.close()
+
+
+def test_a_refused_job_is_rolled_back_alone_and_the_others_commit(storage: SQLiteStorage) -> None:
+    async def main() -> list[Any]:
+        jobs = [put(b"\x01"), put_then_refuse(b"\x02"), put(b"\x03")]
+        return list(
+            await asyncio.gather(*(storage.submit(j) for j in jobs), return_exceptions=True)
+        )
+
+    first, refused, third = asyncio.run(main())
+    assert (first, third) == (b"\x01", b"\x03")
+    assert isinstance(refused, RelayForbiddenError)
+    assert buckets(storage) == [b"\x01", b"\x03"]
+
+
+def test_a_transaction_that_cannot_begin_fails_every_job_and_changes_nothing(
+    storage: SQLiteStorage,
+) -> None:
+    storage.run(put(b"\x09"))
+    before = file_rows(Path(storage.path))
+    other = sqlite3.connect(storage.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the busy timeout
+
+    async def main() -> list[Any]:
+        futures = [storage.submit(put(bytes([i]))) for i in range(3)]
+        return list(await asyncio.gather(*futures, return_exceptions=True))
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, RelayUnavailableError) for o in outcomes), outcomes
+    with pytest.raises(RelayUnavailableError):
+        storage.run(put(b"\x04"))
+    other.execute("ROLLBACK")
+    other.close()
+    assert file_rows(Path(storage.path)) == before
+    # and the storage works again once the lock is free
+    assert storage.run(put(b"\x05")) == b"\x05"
+    assert buckets(storage) == [b"\x05", b"\x09"]
+
+
+def test_a_cancelled_request_does_not_stop_the_batch(storage: SQLiteStorage) -> None:
+    async def main() -> bytes:
+        gone = storage.submit(put(b"\x01"))
+        kept = storage.submit(put(b"\x02"))
+        gone.cancel()  # the client went away; its job still runs (it was accepted to run)
+        return await kept
+
+    assert asyncio.run(main()) == b"\x02"
+    assert buckets(storage) == [b"\x01", b"\x02"]
+
+
+def test_the_wal_stays_bounded_while_a_writer_never_pauses(tmp_path: Path) -> None:
+    """Without the checkpointer's pass under the write lock, a PASSIVE checkpoint never catches
+    up with a writer that never pauses, and the WAL grows with every commit."""
+    storage = SQLiteStorage(tmp_path / "relay.sqlite")
+    wal = Path(storage.path + "-wal")
+    commits = 30 * CHECKPOINT_EVERY
+    blob = b"x" * 3000  # about one page of its own per commit
+
+    def job(i: int) -> Callable[[Tx], None]:
+        return lambda tx: tx.put_result("send", i.to_bytes(8, "big"), ("u", 1), blob, 2**40)
+
+    for i in range(commits):
+        storage.run(job(i))
+    unbounded = commits * 4096  # at least one new page per commit if nothing is checkpointed
+    assert wal.stat().st_size < unbounded / 2
+    storage.close()
+
+
+def test_close_stops_the_checkpointer_thread(tmp_path: Path) -> None:
+    def checkpointers() -> int:
+        return sum(t.name == "e2ee-relay-checkpoint" for t in threading.enumerate())
+
+    before = checkpointers()
+    storage = SQLiteStorage(tmp_path / "relay.sqlite")
+    assert checkpointers() == before + 1
+    storage.close()
+    assert checkpointers() == before
