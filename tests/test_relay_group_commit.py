@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from e2ee.errors import RelayForbiddenError, RelayUnavailableError
-from e2ee.relay.sqlite import CHECKPOINT_EVERY, SQLiteStorage
+from e2ee.relay.sqlite import CHECKPOINT_EVERY, SQLiteStorage, _SQLiteTx
 from e2ee.relay.storage import Tx
 
 
@@ -96,6 +96,41 @@ def test_a_refused_job_is_rolled_back_alone_and_the_others_commit(storage: SQLit
     first, refused, third = asyncio.run(main())
     assert (first, third) == (b"\x01", b"\x03")
     assert isinstance(refused, RelayForbiddenError)
+    assert buckets(storage) == [b"\x01", b"\x03"]
+
+
+def test_a_job_refused_before_writing_leaves_the_batch_alone(storage: SQLiteStorage) -> None:
+    def refuse(tx: Tx) -> None:
+        tx.bucket(b"\x07")  # reads only
+        raise RelayForbiddenError("refused before any write")
+
+    async def main() -> list[Any]:
+        jobs = [put(b"\x01"), refuse, put(b"\x03")]
+        return list(
+            await asyncio.gather(*(storage.submit(j) for j in jobs), return_exceptions=True)
+        )
+
+    first, refused, third = asyncio.run(main())
+    assert (first, third) == (b"\x01", b"\x03")
+    assert isinstance(refused, RelayForbiddenError)
+    assert buckets(storage) == [b"\x01", b"\x03"]
+
+
+def test_a_storage_error_inside_a_job_fails_that_job_alone(storage: SQLiteStorage) -> None:
+    def broken(tx: Tx) -> None:
+        tx.put_bucket(b"\x02", 1.0, 0.0)
+        assert isinstance(tx, _SQLiteTx)
+        tx.c.execute("INSERT INTO no_such_table VALUES (1)")
+
+    async def main() -> list[Any]:
+        jobs = [put(b"\x01"), broken, put(b"\x03")]
+        return list(
+            await asyncio.gather(*(storage.submit(j) for j in jobs), return_exceptions=True)
+        )
+
+    first, failed, third = asyncio.run(main())
+    assert (first, third) == (b"\x01", b"\x03")
+    assert isinstance(failed, RelayUnavailableError)
     assert buckets(storage) == [b"\x01", b"\x03"]
 
 

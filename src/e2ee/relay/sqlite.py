@@ -5,9 +5,10 @@ Group commit (:meth:`SQLiteStorage.submit`): a job submitted from the event loop
 and the first job of a batch schedules the flush ``gather_turns`` (2) turns of the event loop
 later. Requests that arrive together are read, parsed and submitted over a few turns; waiting
 for them lets them share the batch, and costs an idle relay only a few empty loop turns. The
-flush runs every job waiting (up to ``batch_max``), each inside its own SAVEPOINT (a job that
-raises is rolled back alone: failed operations change nothing), then commits, all on the
-event-loop thread, and resolves each job's future only after the commit. A request is therefore
+flush runs every job waiting (up to ``batch_max``), each atomic on its own (a job that raises
+leaves no trace: failed operations change nothing; see :meth:`SQLiteStorage._execute` for how
+this avoids a SAVEPOINT per job), then commits, all on the event-loop thread, and resolves each
+job's future only after the commit. A request is therefore
 answered "accepted" only once it is on disk (``synchronous=FULL`` in WAL mode syncs the WAL on
 every commit); one fsync covers the whole batch.
 
@@ -424,9 +425,9 @@ class SQLiteStorage:
         return result
 
     def submit(self, job: Callable[[Tx], T]) -> asyncio.Future[T]:
-        """Group commit: queue the job; the first job queued schedules a flush for the event
-        loop's next turn, so every request the loop read in this turn shares one transaction
-        and one fsync. The returned future is resolved only after that commit."""
+        """Group commit: queue the job; the first job of a batch schedules its flush
+        ``gather_turns`` turns of the event loop later, so the requests read meanwhile share its
+        transaction and its fsync. The returned future is resolved only after that commit."""
         if self._closed:
             raise RelayUnavailableError("storage is closed")
         loop = asyncio.get_running_loop()
@@ -462,7 +463,7 @@ class SQLiteStorage:
     def _transaction(
         self, jobs: list[Callable[[Tx], Any]]
     ) -> list[tuple[Any, BaseException | None]]:
-        """Run jobs in one transaction, each in its own SAVEPOINT (a job that raises is rolled
+        """Run jobs in one transaction, each atomic on its own (a job that raises is rolled
         back alone: failed operations change nothing), and commit. If the transaction itself
         fails (cannot begin, cannot commit), it is rolled back and every job fails with
         :class:`RelayUnavailableError`: nothing is answered "accepted" that is not on disk."""
@@ -470,10 +471,12 @@ class SQLiteStorage:
             try:
                 outcomes = self._execute(jobs)
                 self._conn.execute("COMMIT")
-            except sqlite3.Error:
+            except BaseException as error:
                 if self._conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         self._conn.execute("ROLLBACK")
+                if not isinstance(error, sqlite3.Error):
+                    raise  # (KeyboardInterrupt and the like) after leaving no transaction open
                 failed = RelayUnavailableError("storage commit failed")
                 return [(None, failed) for _ in jobs]
             self.commits += 1
@@ -494,9 +497,47 @@ class SQLiteStorage:
             checkpointer.wake()
 
     def _execute(self, jobs: list[Callable[[Tx], Any]]) -> list[tuple[Any, BaseException | None]]:
+        """Run the jobs in one open transaction (the caller commits), each atomic on its own:
+        a job that raises leaves no trace. Jobs normally either succeed or refuse before they
+        write, and then need no SAVEPOINT; the rare job that raises after writing makes the
+        whole batch start over with a SAVEPOINT around each job (jobs are functions of the
+        transaction alone, so running them again from the same state is the same run)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        outcomes = self._run_plain(jobs)
+        if outcomes is None:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = self._run_in_savepoints(jobs)
+        self.jobs += len(jobs)
+        return outcomes
+
+    def _run_plain(
+        self, jobs: list[Callable[[Tx], Any]]
+    ) -> list[tuple[Any, BaseException | None]] | None:
+        """None when a job raised after it had changed a row (or raised a storage error)."""
         conn = self._conn
         outcomes: list[tuple[Any, BaseException | None]] = []
-        conn.execute("BEGIN IMMEDIATE")
+        for job in jobs:
+            changes = conn.total_changes
+            try:
+                value = job(self._tx)
+            except sqlite3.Error:
+                return None
+            except Exception as exc:  # the job's own (typed) refusal
+                if conn.total_changes != changes:
+                    return None
+                outcomes.append((None, exc))
+            else:
+                outcomes.append((value, None))
+        return outcomes
+
+    def _run_in_savepoints(
+        self, jobs: list[Callable[[Tx], Any]]
+    ) -> list[tuple[Any, BaseException | None]]:
+        conn = self._conn
+        outcomes: list[tuple[Any, BaseException | None]] = []
         for job in jobs:
             conn.execute("SAVEPOINT job")
             try:
@@ -512,7 +553,6 @@ class SQLiteStorage:
             else:
                 conn.execute("RELEASE job")
                 outcomes.append((value, None))
-        self.jobs += len(jobs)
         return outcomes
 
     def close(self) -> None:
