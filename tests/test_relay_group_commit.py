@@ -187,6 +187,18 @@ def test_the_wal_stays_bounded_while_a_writer_never_pauses(tmp_path: Path) -> No
     storage.close()
 
 
+def test_without_its_checkpointer_thread_the_writer_checkpoints_by_itself(tmp_path: Path) -> None:
+    storage = SQLiteStorage(tmp_path / "relay.sqlite")
+    assert storage._checkpointer is not None
+    storage._checkpointer.stop()  # as if the thread could not open the file
+    wal = Path(storage.path + "-wal")
+    commits = 30 * CHECKPOINT_EVERY
+    for i in range(commits):
+        storage.run(put(i.to_bytes(2, "big")))
+    assert wal.stat().st_size < commits * 4096 / 2
+    storage.close()
+
+
 def test_close_stops_the_checkpointer_thread(tmp_path: Path) -> None:
     def checkpointers() -> int:
         return sum(t.name == "e2ee-relay-checkpoint" for t in threading.enumerate())

@@ -347,11 +347,19 @@ class _Checkpointer:
         )
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def wake(self) -> None:
         self._due.set()
 
     def _loop(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:  # the writer then checkpoints by itself (see ``alive``)
+            log.warning("relay WAL checkpointer cannot open the database")
+            return
         try:
             while True:
                 self._due.wait()
@@ -496,7 +504,10 @@ class SQLiteStorage:
             except sqlite3.Error:  # a failing disk: the next round tries again
                 log.warning("relay WAL checkpoint failed")
         elif self.commits % CHECKPOINT_EVERY == 0:
-            checkpointer.wake()
+            if checkpointer.alive:
+                checkpointer.wake()
+            else:  # its thread is gone (it could not open the file): checkpoint here instead
+                checkpointer.caught_up = True
 
     def _execute(self, jobs: list[Callable[[Tx], Any]]) -> list[tuple[Any, BaseException | None]]:
         """Run the jobs in one open transaction (the caller commits), each atomic on its own:
