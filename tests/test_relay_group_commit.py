@@ -35,6 +35,16 @@ def put_then_refuse(key: bytes) -> Callable[[Tx], None]:
     return job
 
 
+def one_batch(storage: SQLiteStorage, jobs: list[Callable[[Tx], Any]]) -> list[Any]:
+    """Submit the jobs in one turn of a fresh event loop; each one's value or exception."""
+
+    async def main() -> list[Any]:
+        futures = [storage.submit(job) for job in jobs]
+        return list(await asyncio.gather(*futures, return_exceptions=True))
+
+    return asyncio.run(main())
+
+
 def buckets(storage: SQLiteStorage) -> list[bytes]:
     """The keys of the buckets stored (the jobs here write buckets 0..39)."""
 
@@ -58,11 +68,10 @@ def storage(tmp_path: Path) -> Any:
 
 
 def test_jobs_queued_in_one_turn_share_one_commit(storage: SQLiteStorage) -> None:
-    async def main() -> list[bytes]:
-        return list(await asyncio.gather(*(storage.submit(put(bytes([i]))) for i in range(20))))
-
     before = storage.commits
-    assert asyncio.run(main()) == [bytes([i]) for i in range(20)]
+    assert one_batch(storage, [put(bytes([i])) for i in range(20)]) == [
+        bytes([i]) for i in range(20)
+    ]
     assert storage.commits == before + 1
     assert buckets(storage) == [bytes([i]) for i in range(20)]
 
@@ -87,13 +96,9 @@ def test_a_job_queued_a_turn_later_joins_the_batch_while_it_gathers(
 
 
 def test_a_refused_job_is_rolled_back_alone_and_the_others_commit(storage: SQLiteStorage) -> None:
-    async def main() -> list[Any]:
-        jobs = [put(b"\x01"), put_then_refuse(b"\x02"), put(b"\x03")]
-        return list(
-            await asyncio.gather(*(storage.submit(j) for j in jobs), return_exceptions=True)
-        )
-
-    first, refused, third = asyncio.run(main())
+    first, refused, third = one_batch(
+        storage, [put(b"\x01"), put_then_refuse(b"\x02"), put(b"\x03")]
+    )
     assert (first, third) == (b"\x01", b"\x03")
     assert isinstance(refused, RelayForbiddenError)
     assert buckets(storage) == [b"\x01", b"\x03"]
@@ -104,13 +109,7 @@ def test_a_job_refused_before_writing_leaves_the_batch_alone(storage: SQLiteStor
         tx.bucket(b"\x07")  # reads only
         raise RelayForbiddenError("refused before any write")
 
-    async def main() -> list[Any]:
-        jobs = [put(b"\x01"), refuse, put(b"\x03")]
-        return list(
-            await asyncio.gather(*(storage.submit(j) for j in jobs), return_exceptions=True)
-        )
-
-    first, refused, third = asyncio.run(main())
+    first, refused, third = one_batch(storage, [put(b"\x01"), refuse, put(b"\x03")])
     assert (first, third) == (b"\x01", b"\x03")
     assert isinstance(refused, RelayForbiddenError)
     assert buckets(storage) == [b"\x01", b"\x03"]
@@ -122,13 +121,7 @@ def test_a_storage_error_inside_a_job_fails_that_job_alone(storage: SQLiteStorag
         assert isinstance(tx, _SQLiteTx)
         tx.c.execute("INSERT INTO no_such_table VALUES (1)")
 
-    async def main() -> list[Any]:
-        jobs = [put(b"\x01"), broken, put(b"\x03")]
-        return list(
-            await asyncio.gather(*(storage.submit(j) for j in jobs), return_exceptions=True)
-        )
-
-    first, failed, third = asyncio.run(main())
+    first, failed, third = one_batch(storage, [put(b"\x01"), broken, put(b"\x03")])
     assert (first, third) == (b"\x01", b"\x03")
     assert isinstance(failed, RelayUnavailableError)
     assert buckets(storage) == [b"\x01", b"\x03"]
@@ -142,11 +135,7 @@ def test_a_transaction_that_cannot_begin_fails_every_job_and_changes_nothing(
     other = sqlite3.connect(storage.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the busy timeout
 
-    async def main() -> list[Any]:
-        futures = [storage.submit(put(bytes([i]))) for i in range(3)]
-        return list(await asyncio.gather(*futures, return_exceptions=True))
-
-    outcomes = asyncio.run(main())
+    outcomes = one_batch(storage, [put(bytes([i])) for i in range(3)])
     assert all(isinstance(o, RelayUnavailableError) for o in outcomes), outcomes
     with pytest.raises(RelayUnavailableError):
         storage.run(put(b"\x04"))
