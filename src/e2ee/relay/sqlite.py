@@ -141,63 +141,102 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return found is not None
 
 
+CACHE_ENTRIES = 4096
+"""Most token rows and device lists :class:`_SQLiteTx` keeps in memory (each cache is emptied
+when full)."""
+
+
 class _SQLiteTx:
-    __slots__ = ("c",)
+    """The :class:`Tx` of one connection. Statements run on one reused cursor, and the two rows
+    every authenticated request reads, its token and the recipient's (or claim target's) device
+    list, are kept in read-through caches. A cached row is exactly the stored one as long as
+    nothing else changed it, so the caches are emptied whenever that may have happened: by a
+    write of this connection to those tables (:meth:`put_device_list`, :meth:`purge_device`,
+    :meth:`sweep`), by a rollback (a cached row may have been read from a write that is
+    undone), and when another connection committed (``PRAGMA data_version``, checked at the
+    start of every transaction); see :meth:`SQLiteStorage._execute`."""
+
+    __slots__ = ("c", "cur", "lists", "tokens")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
+        self.cur = conn.cursor()
+        self.tokens: dict[bytes, TokenRow] = {}
+        self.lists: dict[str, StoredList] = {}
+
+    def forget(self) -> None:
+        self.tokens.clear()
+        self.lists.clear()
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
-        return self.c.execute(sql, args).fetchone()
+        return self.cur.execute(sql, args).fetchone()
 
     def secret(self, name: str, fresh: bytes) -> bytes:
-        self.c.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (name, fresh))
+        self.cur.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (name, fresh))
         value: bytes = self._one("SELECT value FROM meta WHERE name = ?", (name,))[0]
         return value
 
     def device_list(self, user: str) -> StoredList | None:
+        cached = self.lists.get(user)
+        if cached is not None:
+            return cached
         row = self._one("SELECT user_key, counter, signed FROM users WHERE user = ?", (user,))
         if row is None:
             return None
-        return StoredList(user, row[0], row[1], row[2], dict(_devices(row[2])))
+        entry = StoredList(user, row[0], row[1], row[2], dict(_devices(row[2])))
+        if len(self.lists) >= CACHE_ENTRIES:
+            self.lists.clear()
+        self.lists[user] = entry
+        return entry
 
     def put_device_list(self, entry: StoredList) -> None:
-        self.c.execute(
+        self.lists.pop(entry.user, None)
+        self.cur.execute(
             "INSERT OR REPLACE INTO users VALUES (?, ?, ?, ?)",
             (entry.user, entry.user_key, entry.counter, entry.signed),
         )
-        self.c.executemany(
+        self.cur.executemany(
             "INSERT OR IGNORE INTO devices (user, device) VALUES (?, ?)",
             [(entry.user, d) for d in entry.devices],
         )
 
     def purge_device(self, user: str, device: int) -> None:
+        self.tokens.clear()  # the device's tokens (by hash) are among them
         args = (user, device)
         for table in ("messages", "one_time", "tokens", "results", "devices"):
-            self.c.execute(f"DELETE FROM {table} WHERE user = ? AND device = ?", args)  # noqa: S608
+            self.cur.execute(f"DELETE FROM {table} WHERE user = ? AND device = ?", args)  # noqa: S608
 
     def use_challenge(self, nonce: bytes, expires: int) -> bool:
-        cur = self.c.execute("INSERT OR IGNORE INTO challenges VALUES (?, ?)", (nonce, expires))
+        cur = self.cur.execute("INSERT OR IGNORE INTO challenges VALUES (?, ?)", (nonce, expires))
         return cur.rowcount == 1
 
     def put_token(self, token_hash: bytes, row: TokenRow) -> None:
-        self.c.execute(
+        self.cur.execute(
             "INSERT INTO tokens VALUES (?, ?, ?, ?, ?)",
             (token_hash, row.user, row.device, row.device_key, row.expires),
         )
 
     def token(self, token_hash: bytes) -> TokenRow | None:
+        cached = self.tokens.get(token_hash)
+        if cached is not None:
+            return cached
         row = self._one(
             "SELECT user, device, device_key, expires FROM tokens WHERE hash = ?", (token_hash,)
         )
-        return None if row is None else TokenRow(row[0], row[1], row[2], row[3])
+        if row is None:
+            return None
+        found = TokenRow(row[0], row[1], row[2], row[3])
+        if len(self.tokens) >= CACHE_ENTRIES:
+            self.tokens.clear()
+        self.tokens[token_hash] = found
+        return found
 
     def signed_bundle(self, user: str, device: int) -> bytes | None:
         row = self._one("SELECT bundle FROM devices WHERE user = ? AND device = ?", (user, device))
         return None if row is None else row[0]
 
     def put_signed_bundle(self, user: str, device: int, bundle: bytes) -> None:
-        self.c.execute(
+        self.cur.execute(
             "UPDATE devices SET bundle = ? WHERE user = ? AND device = ?", (bundle, user, device)
         )
 
@@ -220,11 +259,11 @@ class _SQLiteTx:
     ) -> None:
         if not keys:
             return
-        self.c.executemany(
+        self.cur.executemany(
             "INSERT INTO one_time VALUES (?, ?, ?, ?, ?, ?)",
             [(user, device, kind, i, p, s) for i, p, s in keys],
         )
-        self.c.execute(
+        self.cur.execute(
             f"UPDATE devices SET hw{int(kind)} = MAX(hw{int(kind)}, ?) "  # noqa: S608
             "WHERE user = ? AND device = ?",
             (max(k[0] for k in keys), user, device),
@@ -245,7 +284,7 @@ class _SQLiteTx:
     def put_result(
         self, kind: str, key: bytes, owner: tuple[str, int], body: bytes, expires: int
     ) -> None:
-        self.c.execute(
+        self.cur.execute(
             "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?)",
             (kind, key, owner[0], owner[1], body, expires),
         )
@@ -255,10 +294,10 @@ class _SQLiteTx:
         return None if row is None else (row[0], row[1])
 
     def put_bucket(self, key: bytes, tokens: float, updated: float) -> None:
-        self.c.execute("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)", (key, tokens, updated))
+        self.cur.execute("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)", (key, tokens, updated))
 
     def drop_buckets(self, updated_before: float) -> int:
-        cur = self.c.execute("DELETE FROM buckets WHERE updated < ?", (updated_before,))
+        cur = self.cur.execute("DELETE FROM buckets WHERE updated < ?", (updated_before,))
         return cur.rowcount
 
     def queue_length(self, user: str, device: int) -> int:
@@ -266,11 +305,11 @@ class _SQLiteTx:
         return 0 if row is None else int(row[0])
 
     def enqueue(self, user: str, device: int, envelope: bytes, expires: int) -> int:
-        cur = self.c.execute(
+        cur = self.cur.execute(
             "INSERT INTO messages (user, device, expires, envelope) VALUES (?, ?, ?, ?)",
             (user, device, expires, envelope),
         )
-        self.c.execute(
+        self.cur.execute(
             "UPDATE devices SET queued = queued + 1 WHERE user = ? AND device = ?", (user, device)
         )
         assert cur.lastrowid is not None
@@ -279,7 +318,7 @@ class _SQLiteTx:
     def fetch(
         self, user: str, device: int, after: int, limit: int, now: int
     ) -> list[tuple[int, bytes]]:
-        rows = self.c.execute(
+        rows = self.cur.execute(
             "SELECT id, envelope FROM messages WHERE user = ? AND device = ? AND id > ? "
             "AND expires > ? ORDER BY id LIMIT ?",
             (user, device, after, now, limit),
@@ -289,29 +328,30 @@ class _SQLiteTx:
     def ack(self, user: str, device: int, ids: Sequence[int]) -> int:
         removed = 0
         for mid in set(ids):
-            cur = self.c.execute(
+            cur = self.cur.execute(
                 "DELETE FROM messages WHERE id = ? AND user = ? AND device = ?", (mid, user, device)
             )
             removed += cur.rowcount
         if removed:
-            self.c.execute(
+            self.cur.execute(
                 "UPDATE devices SET queued = queued - ? WHERE user = ? AND device = ?",
                 (removed, user, device),
             )
         return removed
 
     def sweep(self, now: int) -> int:
-        expired = self.c.execute(
+        self.tokens.clear()  # expired tokens are deleted
+        expired = self.cur.execute(
             "SELECT user, device, COUNT(*) FROM messages WHERE expires <= ? GROUP BY user, device",
             (now,),
         ).fetchall()
-        self.c.execute("DELETE FROM messages WHERE expires <= ?", (now,))
-        self.c.executemany(
+        self.cur.execute("DELETE FROM messages WHERE expires <= ?", (now,))
+        self.cur.executemany(
             "UPDATE devices SET queued = queued - ? WHERE user = ? AND device = ?",
             [(n, u, d) for u, d, n in expired],
         )
         for table in ("challenges", "tokens", "results"):
-            self.c.execute(f"DELETE FROM {table} WHERE expires <= ?", (now,))  # noqa: S608
+            self.cur.execute(f"DELETE FROM {table} WHERE expires <= ?", (now,))  # noqa: S608
         return sum(n for _, _, n in expired)
 
 
@@ -415,6 +455,7 @@ class SQLiteStorage:
             raise
         self._conn = conn
         self._tx = _SQLiteTx(conn)
+        self._data_version = -1
         self._lock = threading.Lock()
         self._pending: list[tuple[Callable[[Tx], Any], asyncio.Future[Any]]] = []
         self._flushing = False
@@ -485,6 +526,7 @@ class SQLiteStorage:
                 if self._conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         self._conn.execute("ROLLBACK")
+                self._tx.forget()
                 if not isinstance(error, sqlite3.Error):
                     raise  # (KeyboardInterrupt and the like) after leaving no transaction open
                 failed = RelayUnavailableError("storage commit failed")
@@ -517,10 +559,15 @@ class SQLiteStorage:
         transaction alone, so running them again from the same state is the same run)."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
+        version = self._tx.cur.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:  # another connection committed: caches may be stale
+            self._data_version = version
+            self._tx.forget()
         outcomes = self._run_plain(jobs)
         if outcomes is None:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self._tx.forget()
             conn.execute("BEGIN IMMEDIATE")
             outcomes = self._run_in_savepoints(jobs)
         self.jobs += len(jobs)
@@ -558,10 +605,12 @@ class SQLiteStorage:
             except sqlite3.Error:
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
+                self._tx.forget()
                 outcomes.append((None, RelayUnavailableError("storage failed")))
             except Exception as exc:  # the job's own (typed) refusal
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
+                self._tx.forget()
                 outcomes.append((None, exc))
             else:
                 conn.execute("RELEASE job")
