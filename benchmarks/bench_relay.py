@@ -396,6 +396,10 @@ def measure(duration: float, conns: int, rounds: int) -> dict[str, Any]:
         }
     ceiling_rate = summary["ceiling"]["per_s"]
     summary["sends_vs_ceiling"] = summary["sends"]["per_s"] / ceiling_rate if ceiling_rate else 0.0
+    summary["sends_vs_ceiling_per_round"] = [  # each round's pair ran back to back: same drift
+        s.rate / c.rate if c.rate else 0.0
+        for c, s in zip(results["ceiling"], results["sends"], strict=True)
+    ]
     summary["config"] = {"duration_s": duration, "connections": conns, "rounds": rounds}
     return summary
 
@@ -416,7 +420,8 @@ def render(summary: dict[str, Any]) -> str:
             f"{label:<28}{s['per_s']:>10,.0f}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}"
             f"{s['errors']:>8}{s['duplicates']:>6}"
         )
-    lines.append(f"sends / ceiling: {summary['sends_vs_ceiling']:.2f}")
+    per_round = " ".join(f"{r:.2f}" for r in summary.get("sends_vs_ceiling_per_round", []))
+    lines.append(f"sends / ceiling: {summary['sends_vs_ceiling']:.2f} (per round: {per_round})")
     return "\n".join(lines)
 
 

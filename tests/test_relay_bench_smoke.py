@@ -53,6 +53,7 @@ def test_ceiling_answers_like_the_relay_without_storage() -> None:
 def test_render_reports_the_ratio() -> None:
     row = {"per_s": 1000.0, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0, "duplicates": 0}
     summary = {"ceiling": row, "sends": row, "cycles": row, "claims": row, "sends_vs_ceiling": 0.5}
+    summary["sends_vs_ceiling_per_round"] = [0.4, 0.61]
     text = bench_relay.render(summary)
-    assert "sends / ceiling: 0.50" in text
+    assert "sends / ceiling: 0.50 (per round: 0.40 0.61)" in text
     assert "claims" in text
