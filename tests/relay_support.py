@@ -3,6 +3,7 @@ relay in a subprocess, and worker entry points run as ``python -m tests.relay_su
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from e2ee.relay import api
 from e2ee.relay.memory import MemoryStorage
 from e2ee.relay.rules import Relay, RelayConfig
 from e2ee.relay.sqlite import SQLiteStorage
-from e2ee.relay.storage import Storage
+from e2ee.relay.storage import Storage, Tx
 from e2ee.wire import codec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -232,6 +233,16 @@ def send_body(
             if d is not sender
         ),
     ).to_bytes()
+
+
+def one_batch(storage: SQLiteStorage, jobs: list[Callable[[Tx], Any]]) -> list[Any]:
+    """Submit the jobs in one turn of a fresh event loop; each one's value or exception."""
+
+    async def main() -> list[Any]:
+        futures = [storage.submit(job) for job in jobs]
+        return list(await asyncio.gather(*futures, return_exceptions=True))
+
+    return asyncio.run(main())
 
 
 # --- a real relay process ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 from e2ee.errors import RelayForbiddenError, RelayUnavailableError
 from e2ee.relay.sqlite import CHECKPOINT_EVERY, SQLiteStorage, _SQLiteTx
 from e2ee.relay.storage import Tx
+from tests.relay_support import one_batch
 
 
 def put(key: bytes, value: float = 1.0) -> Callable[[Tx], bytes]:
@@ -33,16 +34,6 @@ def put_then_refuse(key: bytes) -> Callable[[Tx], None]:
         raise RelayForbiddenError("refused after a write")
 
     return job
-
-
-def one_batch(storage: SQLiteStorage, jobs: list[Callable[[Tx], Any]]) -> list[Any]:
-    """Submit the jobs in one turn of a fresh event loop; each one's value or exception."""
-
-    async def main() -> list[Any]:
-        futures = [storage.submit(job) for job in jobs]
-        return list(await asyncio.gather(*futures, return_exceptions=True))
-
-    return asyncio.run(main())
 
 
 def buckets(storage: SQLiteStorage) -> list[bytes]:

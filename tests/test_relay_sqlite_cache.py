@@ -5,7 +5,6 @@ connection's own writes to those tables each empty the caches, which stay bounde
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from e2ee.account import Account
 from e2ee.relay import sqlite as relay_sqlite
 from e2ee.relay.sqlite import SQLiteStorage
 from e2ee.relay.storage import TokenRow, Tx
-from tests.relay_support import Device, User, make_relay
+from tests.relay_support import Device, User, make_relay, one_batch
 
 ROW = TokenRow("alice", 1, b"k" * 32, 2**40)
 
@@ -78,15 +77,13 @@ def test_a_row_read_from_a_write_that_was_rolled_back_is_not_kept(storage: SQLit
         assert tx.token(b"n" * 32) == ROW
         raise RuntimeError("refused after writing")
 
-    async def batch() -> list[object]:
-        jobs = [write_read_refuse, lambda tx: (tx.token(b"h" * 32), tx.token(b"n" * 32))]
-        futures = [storage.submit(job) for job in jobs]
-        return list(await asyncio.gather(*futures, return_exceptions=True))
+    def read_both(tx: Tx) -> tuple[TokenRow | None, TokenRow | None]:
+        return tx.token(b"h" * 32), tx.token(b"n" * 32)
 
-    refused, after = asyncio.run(batch())
+    refused, after = one_batch(storage, [write_read_refuse, read_both])
     assert isinstance(refused, RuntimeError)
     assert after == (ROW, None)  # the batch's next job sees the stored rows only
-    assert storage.run(lambda tx: (tx.token(b"h" * 32), tx.token(b"n" * 32))) == (ROW, None)
+    assert storage.run(read_both) == (ROW, None)
 
 
 def test_the_caches_stay_bounded(storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -156,17 +156,26 @@ class _SQLiteTx:
     undone), and when another connection committed (``PRAGMA data_version``, checked at the
     start of every transaction); see :meth:`SQLiteStorage._execute`."""
 
-    __slots__ = ("c", "cur", "lists", "tokens")
+    __slots__ = ("c", "cur", "data_version", "lists", "tokens")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
         self.cur = conn.cursor()
         self.tokens: dict[bytes, TokenRow] = {}
         self.lists: dict[str, StoredList] = {}
+        self.data_version = -1
 
     def forget(self) -> None:
         self.tokens.clear()
         self.lists.clear()
+
+    def revalidate(self) -> None:
+        """Forget the cached rows if another connection committed since the last call. Called
+        right after ``BEGIN IMMEDIATE``, while no other writer can commit, so it is exact."""
+        version = self.cur.execute("PRAGMA data_version").fetchone()[0]
+        if version != self.data_version:
+            self.data_version = version
+            self.forget()
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
         return self.cur.execute(sql, args).fetchone()
@@ -455,7 +464,6 @@ class SQLiteStorage:
             raise
         self._conn = conn
         self._tx = _SQLiteTx(conn)
-        self._data_version = -1
         self._lock = threading.Lock()
         self._pending: list[tuple[Callable[[Tx], Any], asyncio.Future[Any]]] = []
         self._flushing = False
@@ -559,10 +567,7 @@ class SQLiteStorage:
         transaction alone, so running them again from the same state is the same run)."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
-        version = self._tx.cur.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._data_version:  # another connection committed: caches may be stale
-            self._data_version = version
-            self._tx.forget()
+        self._tx.revalidate()
         outcomes = self._run_plain(jobs)
         if outcomes is None:
             if conn.in_transaction:
