@@ -96,3 +96,17 @@ def test_the_caches_stay_bounded(storage: SQLiteStorage, monkeypatch: pytest.Mon
         found = [storage.run(read_token(token_hash)) for token_hash in hashes]
         assert found == rows
         assert 0 < len(storage._tx.tokens) <= 4
+
+
+def test_a_cached_device_list_cannot_be_changed_by_a_reader(storage: SQLiteStorage) -> None:
+    relay = make_relay(storage)
+    storage.run(relay.publish_device_list(User.make("alice", 1).list_body()))
+
+    def change_list(tx: Tx) -> None:
+        listed = tx.device_list("alice")
+        assert listed is not None
+        listed.devices[2] = b"k" * 32  # type: ignore[index]
+
+    with pytest.raises(TypeError):
+        storage.run(change_list)
+    assert storage.run(read_list("alice")) == (1, [1])  # every later reader sees the stored list

@@ -17,7 +17,7 @@ import functools
 import hmac
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
@@ -543,7 +543,7 @@ class Relay:
         return job
 
 
-def _refuse_mismatch(expected: dict[int, bytes], given: dict[int, bytes]) -> NoReturn:
+def _refuse_mismatch(expected: Mapping[int, bytes], given: Mapping[int, bytes]) -> NoReturn:
     missing = tuple(sorted(set(expected) - set(given)))
     extra = tuple(sorted(set(given) - set(expected)))
     stale = tuple(sorted(d for d in set(given) & set(expected) if given[d] != expected[d]))

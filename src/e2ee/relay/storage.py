@@ -17,8 +17,9 @@ device was accepted, possibly by another relay process (PostgreSQL: LISTEN/NOTIF
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
@@ -29,11 +30,18 @@ KIND_KEM = 1
 
 @dataclass(frozen=True, slots=True)
 class StoredList:
+    """A user's stored device list. ``devices`` is a read-only copy: a storage may hand the same
+    entry to every request that reads the list (:class:`e2ee.relay.sqlite.SQLiteStorage` caches
+    it), so no reader can change what the others see."""
+
     user: str
     user_key: bytes
     counter: int
     signed: bytes
-    devices: dict[int, bytes]
+    devices: Mapping[int, bytes]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "devices", MappingProxyType(dict(self.devices)))
 
     def __repr__(self) -> str:
         return f"StoredList({self.user!r}, counter={self.counter}, devices={sorted(self.devices)})"
