@@ -25,6 +25,16 @@ Measured on the 2-core development machine (same-run A/B, ``benchmarks/bench_rel
   waits for an fsync: 0.48 against 0.47 of the ceiling on top of this design (within the
   noise; with the earlier worker-thread commit it was 2,620 against 2,930 sends/s), not worth
   a second thread and a durability path of our own.
+* The storage in a second process (a prototype: the HTTP process forwards each call over a
+  socket pair, the storage process batches whatever arrived during its last commit): 0.56
+  against 0.50 of the ceiling in one A/B and 0.47 in the next, for 322 against 283 us of CPU
+  per send; the relay's two processes and the load generator then preempt each other on the
+  two cores at every socket wake-up.
+* Page sizes 1,024 / 2,048 / 4,096: 310-340 / 310-380 / 300 us of CPU per commit of 13 sends,
+  most of it writing the ~40 WAL frames (the fdatasync is 55-85 us), three-quarters of which
+  are leaves of the idempotency index (random keys) and of the recipients' queue indexes.
+* A larger gen-0 GC threshold (10,000) with ``gc.freeze()`` in both the relay and the ceiling:
+  the ceiling gained 12 %, the relay nothing measurable, so the ratio fell.
 
 Checkpoints: SQLite's automatic checkpoint runs inside whichever commit crosses 1,000 WAL pages
 and also syncs the database file, on the event loop. Here :class:`_Checkpointer` copies the bulk
