@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -14,6 +15,9 @@ from e2ee.relay.memory import MemoryStorage
 from e2ee.relay.rules import Relay, RelayConfig
 from e2ee.relay.sqlite import SQLiteStorage
 from e2ee.relay.storage import Notifier, Storage
+
+SOCKET_READ_SIZE = 64 * 1024
+"""The largest read from a client socket (see :func:`limit_socket_reads`)."""
 
 
 def is_postgres(db: str) -> bool:
@@ -48,6 +52,26 @@ def build(db: str, config: RelayConfig) -> tuple[Starlette, Storage]:
     return create_app(relay, storage, notifier), storage
 
 
+def limit_socket_reads() -> None:
+    """Make asyncio's socket transports read at most :data:`SOCKET_READ_SIZE` bytes per
+    ``recv`` (the default is 256 KiB). Every read allocates a bytes object of the full size and
+    then shrinks it to what arrived. 256 KiB is above glibc's mmap threshold, so whenever the
+    heap has no free block that large (it depends on the process's allocation history), each
+    read of a few hundred bytes becomes mmap + recvfrom + mremap + munmap, with a TLB
+    shoot-down to the other core. CPython issue 85451 describes this regime. We measured it in
+    a relay process started from a script (same app, same uvicorn settings): 0.8 mmaps per
+    request, about 5 % of its CPU. The benchmark's ``e2ee relay serve`` processes happened not
+    to enter it. 64 KiB is below the threshold. The setting is process-wide, which is why only
+    the ``e2ee relay serve`` entry point calls it; an application that runs the relay app
+    under its own server may call it too."""
+    from asyncio import selector_events
+
+    transport: Any = getattr(selector_events, "_SelectorSocketTransport", None)
+    size = getattr(transport, "max_size", None)
+    if isinstance(size, int):  # (a Python whose transports differ is left as it is)
+        transport.max_size = min(size, SOCKET_READ_SIZE)
+
+
 def serve(
     host: str,
     port: int,
@@ -65,6 +89,7 @@ def serve(
     config = dataclasses.replace(base, origin=origin or f"http://{host}:{port}")
     app, storage = build(db, config)
     logging.basicConfig(level=logging.WARNING)
+    limit_socket_reads()
     try:
         uvicorn.run(
             app,

@@ -1,0 +1,86 @@
+"""``e2ee relay serve``'s process set-up: asyncio socket reads are limited to 64 KiB, below
+glibc's mmap threshold (see :func:`e2ee.relay.serve.limit_socket_reads`)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from asyncio import selector_events
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2ee.relay import serve as relay_serve
+
+TRANSPORT: Any = getattr(selector_events, "_SelectorSocketTransport")
+ASYNCIO_DEFAULT = 256 * 1024
+
+
+def _chunk_sizes(total: int) -> list[int]:
+    """The sizes of the reads an asyncio transport makes of ``total`` bytes that are all
+    waiting in the socket before it reads at all."""
+    sizes: list[int] = []
+
+    class Recorder(asyncio.Protocol):
+        def __init__(self, done: asyncio.Future[None]) -> None:
+            self.done = done
+
+        def data_received(self, data: bytes) -> None:
+            sizes.append(len(data))
+            if sum(sizes) >= total and not self.done.done():
+                self.done.set_result(None)
+
+    async def main() -> None:
+        reader, writer = socket.socketpair()
+        with reader, writer:
+            writer.setblocking(False)  # all of it fits in the socket buffers, or this fails
+            assert writer.send(b"x" * total) == total  # and nothing is read yet
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[None] = loop.create_future()
+            transport, _ = await loop.connect_accepted_socket(lambda: Recorder(done), reader)
+            try:
+                await asyncio.wait_for(done, 10)
+            finally:
+                transport.close()
+
+    asyncio.run(main())
+    return sizes
+
+
+def test_socket_reads_are_limited_to_64_kib(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TRANSPORT, "max_size", ASYNCIO_DEFAULT)  # restored afterwards
+    total = 100 * 1024
+    assert max(_chunk_sizes(total)) > relay_serve.SOCKET_READ_SIZE  # one read took it all
+    relay_serve.limit_socket_reads()
+    assert TRANSPORT.max_size == relay_serve.SOCKET_READ_SIZE == 64 * 1024
+    sizes = _chunk_sizes(total)
+    assert sum(sizes) == total
+    assert max(sizes) <= relay_serve.SOCKET_READ_SIZE
+
+
+def test_a_smaller_read_size_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TRANSPORT, "max_size", 4096)
+    relay_serve.limit_socket_reads()
+    assert TRANSPORT.max_size == 4096
+
+
+def test_a_python_whose_transports_differ_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(selector_events, "_SelectorSocketTransport")
+    relay_serve.limit_socket_reads()  # nothing to change, and no error
+    monkeypatch.undo()
+    monkeypatch.setattr(TRANSPORT, "max_size", "256 KiB")  # not an int: not ours to judge
+    relay_serve.limit_socket_reads()
+    assert TRANSPORT.max_size == "256 KiB"
+
+
+def test_serve_limits_socket_reads_before_uvicorn_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(TRANSPORT, "max_size", ASYNCIO_DEFAULT)
+    seen: list[int] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.append(TRANSPORT.max_size))
+    assert relay_serve.serve("127.0.0.1", 1, str(tmp_path / "relay.sqlite")) == 0
+    assert seen == [relay_serve.SOCKET_READ_SIZE]
