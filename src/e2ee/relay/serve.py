@@ -55,15 +55,15 @@ def build(db: str, config: RelayConfig) -> tuple[Starlette, Storage]:
 def limit_socket_reads() -> None:
     """Make asyncio's socket transports read at most :data:`SOCKET_READ_SIZE` bytes per
     ``recv`` (the default is 256 KiB). Every read allocates a bytes object of the full size and
-    then shrinks it to what arrived. 256 KiB is above glibc's mmap threshold, so whenever the
-    heap has no free block that large (it depends on the process's allocation history), each
-    read of a few hundred bytes becomes mmap + recvfrom + mremap + munmap, with a TLB
-    shoot-down to the other core. CPython issue 85451 describes this regime. We measured it in
-    a relay process started from a script (same app, same uvicorn settings): 0.8 mmaps per
-    request, about 5 % of its CPU. The benchmark's ``e2ee relay serve`` processes happened not
-    to enter it. 64 KiB is below the threshold. The setting is process-wide, which is why only
-    the ``e2ee relay serve`` entry point calls it; an application that runs the relay app
-    under its own server may call it too."""
+    then shrinks it to what arrived. 256 KiB is above glibc's default mmap threshold (128 KiB),
+    so whenever the heap has no free block that large (it depends on the process's allocation
+    history), each read of a few hundred bytes becomes mmap + recvfrom + mremap + munmap, and
+    the unmapping flushes TLBs across cores. CPython issue 85451 describes this regime. We
+    measured it in a relay process started from a script (same app, same uvicorn settings):
+    0.8 mmaps per request, about 5 % of its CPU. The benchmark's ``e2ee relay serve``
+    processes happened not to enter it. 64 KiB is below the threshold. The setting is
+    process-wide, which is why only the ``e2ee relay serve`` entry point calls it; an
+    application that runs the relay app under its own server may call it too."""
     from asyncio import selector_events
 
     transport: Any = getattr(selector_events, "_SelectorSocketTransport", None)
