@@ -77,8 +77,11 @@ def test_a_python_whose_transports_differ_is_left_alone(monkeypatch: pytest.Monk
 def test_serve_limits_socket_reads_before_uvicorn_starts(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    import logging
+
     import uvicorn
 
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: None)  # the test's own logging
     monkeypatch.setattr(TRANSPORT, "max_size", ASYNCIO_DEFAULT)
     seen: list[int] = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.append(TRANSPORT.max_size))
