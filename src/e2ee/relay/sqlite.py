@@ -8,9 +8,9 @@ for them lets them share the batch, and costs an idle relay only a few empty loo
 flush runs every job waiting (up to ``batch_max``), each atomic on its own (a job that raises
 leaves no trace: failed operations change nothing; see :meth:`SQLiteStorage._execute` for how
 this avoids a SAVEPOINT per job), then commits, all on the event-loop thread, and resolves each
-job's future only after the commit. A request is therefore
-answered "accepted" only once it is on disk (``synchronous=FULL`` in WAL mode syncs the WAL on
-every commit); one fsync covers the whole batch.
+job's future only after the commit. A request is therefore answered "accepted" only once it
+is on disk (``synchronous=FULL`` in WAL mode syncs the WAL on every commit); one fsync covers
+the whole batch.
 
 Measured on the 2-core development machine (same-run A/B, ``benchmarks/bench_relay.py`` sends,
 16 connections, medians of 5-6 interleaved rounds; rates move by +-10 % between rounds):
@@ -398,7 +398,7 @@ class _Checkpointer:
     writer that does not pause, so the work is split: this thread copies the bulk (``PASSIVE``:
     it never blocks the writer) and then sets :attr:`caught_up`; the writer, right after its next
     commit, runs one more ``PASSIVE`` checkpoint itself, which copies only the few frames
-    committed meanwhile (see :meth:`SQLiteStorage._transaction`)."""
+    committed meanwhile (see :meth:`SQLiteStorage._after_commit`)."""
 
     def __init__(self, path: str) -> None:
         self._path = path
