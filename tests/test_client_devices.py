@@ -113,3 +113,7 @@ def test_corrupt_event_record_is_a_state_error() -> None:
         Event.from_bytes(b"\x83\x01\x02\x03")
     event = Event("session_new", "bob", 1)
     assert Event.from_bytes(event.to_bytes()) == event
+    for device in (True, b"1", [1]):  # the device id is an integer or null, nothing else
+        with pytest.raises(StateError):
+            Event.from_bytes(codec.encode([b"session_new", b"bob", device, b""]))
+    assert Event.from_bytes(codec.encode([b"session_new", b"bob", None, b""])).device_id is None

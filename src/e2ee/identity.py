@@ -108,8 +108,8 @@ class SignedDeviceList:
             if (
                 not isinstance(outer, dict)
                 or set(outer) != {0, 1, 2, 3}
-                or outer[0] != DEVICE_LIST_VERSION
-                or outer[1] != TYPE_SIGNED_DEVICE_LIST
+                or not codec.is_int(outer[0], DEVICE_LIST_VERSION)
+                or not codec.is_int(outer[1], TYPE_SIGNED_DEVICE_LIST)
                 or type(outer[2]) is not bytes
                 or type(outer[3]) is not bytes
                 or len(outer[3]) != ED25519_SIGNATURE_SIZE
@@ -130,8 +130,8 @@ def _parse_list(data: bytes) -> DeviceList:
     if (
         not isinstance(value, dict)
         or set(value) != {0, 1, 2, 3, 4, 5}
-        or value[0] != DEVICE_LIST_VERSION
-        or value[1] != TYPE_DEVICE_LIST
+        or not codec.is_int(value[0], DEVICE_LIST_VERSION)
+        or not codec.is_int(value[1], TYPE_DEVICE_LIST)
         or type(value[2]) is not bytes
         or not 0 < len(value[2]) <= MAX_USER_ID_SIZE
         or type(value[3]) is not bytes

@@ -80,7 +80,7 @@ class SafetyNumber:
         if (
             not isinstance(value, dict)
             or set(value) != {0, 1, 2}
-            or value[0] != SAFETY_NUMBER_VERSION
+            or not codec.is_int(value[0], SAFETY_NUMBER_VERSION)
             or not all(
                 isinstance(value[i], bytes) and len(value[i]) == SCAN_FINGERPRINT_SIZE
                 for i in (1, 2)

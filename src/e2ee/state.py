@@ -74,14 +74,14 @@ def load(data: bytes, kind: int, key: bytes | None) -> tuple[StateMap, bytes | N
     if not isinstance(value, dict) or type(value.get(0)) is not int:
         raise StateError("state is not a versioned map")
     envelope_id: bytes | None = None
-    if value.get(1) == TYPE_SEALED_STATE:
+    if codec.is_int(value.get(1), TYPE_SEALED_STATE):
         if key is None:
             raise StateError("state is encrypted; a key is required")
         envelope_id = value.get(4)
         value = _open(value, kind, key)
     elif key is not None:
         raise StateError("state is not encrypted but a key was given")
-    if value.get(1) != kind:
+    if not codec.is_int(value.get(1), kind):
         raise StateError("state is of another type")
     version = value[0]
     if not 1 <= version <= STATE_VERSION:
@@ -95,10 +95,12 @@ def load(data: bytes, kind: int, key: bytes | None) -> tuple[StateMap, bytes | N
 
 def _open(envelope: StateMap, kind: int, key: bytes) -> StateMap:
     _check_key(key)
-    if set(envelope) != {0, 1, 2, 3, 4, 5, 6} or envelope[0] != SEALED_STATE_VERSION:
+    if set(envelope) != {0, 1, 2, 3, 4, 5, 6} or not codec.is_int(
+        envelope[0], SEALED_STATE_VERSION
+    ):
         raise StateError("unsupported sealed-state envelope")
     inner_kind, version, object_id, nonce, sealed = (envelope[i] for i in range(2, 7))
-    if inner_kind != kind:
+    if not codec.is_int(inner_kind, kind):
         raise StateError("state is of another type")
     if (
         type(version) is not int
@@ -116,7 +118,7 @@ def _open(envelope: StateMap, kind: int, key: bytes) -> StateMap:
         value = codec.decode(body, max_size=MAX_STATE_SIZE)
     except DecodeError as exc:
         raise StateError(f"state does not decode: {exc}") from None
-    if not isinstance(value, dict) or value.get(0) != version:
+    if not isinstance(value, dict) or not codec.is_int(value.get(0), version):
         raise StateError("sealed state does not match its envelope")
     result: StateMap = value
     return result

@@ -172,7 +172,8 @@ class LinkRequest:
         if (
             not isinstance(v, dict)
             or set(v) != set(range(6))
-            or (v[0], v[1]) != (LINK_VERSION, TYPE_LINK_REQUEST)
+            or not codec.is_int(v[0], LINK_VERSION)
+            or not codec.is_int(v[1], TYPE_LINK_REQUEST)
         ):
             raise LinkError("not a link request of this version")
         if not all(type(v[i]) is bytes for i in (2, 3, 4, 5)) or len(v[3]) != ED25519_KEY_SIZE:
@@ -230,7 +231,8 @@ class LinkApproval:
         if (
             not isinstance(v, dict)
             or set(v) != set(range(5))
-            or (v[0], v[1]) != (LINK_VERSION, TYPE_LINK_APPROVAL)
+            or not codec.is_int(v[0], LINK_VERSION)
+            or not codec.is_int(v[1], TYPE_LINK_APPROVAL)
             or type(v[2]) is not int
             or type(v[3]) is not bytes
             or type(v[4]) is not bytes

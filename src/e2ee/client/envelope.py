@@ -70,8 +70,8 @@ class Envelope:
         if (
             not isinstance(value, dict)
             or set(value) != set(range(9))
-            or value[0] != ENVELOPE_VERSION
-            or value[1] != TYPE_ENVELOPE
+            or not codec.is_int(value[0], ENVELOPE_VERSION)
+            or not codec.is_int(value[1], TYPE_ENVELOPE)
             or type(value[6]) is not bytes
             or len(value[6]) != MESSAGE_ID_SIZE
             or type(value[7]) is not bytes
@@ -115,8 +115,8 @@ class Content:
         if (
             not isinstance(value, dict)
             or set(value) != set(range(5))
-            or value[0] != ENVELOPE_VERSION
-            or value[1] != TYPE_CONTENT
+            or not codec.is_int(value[0], ENVELOPE_VERSION)
+            or not codec.is_int(value[1], TYPE_CONTENT)
             or type(value[2]) is not bytes
             or len(value[2]) != MESSAGE_ID_SIZE
             or type(value[4]) is not bytes

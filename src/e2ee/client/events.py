@@ -60,6 +60,8 @@ class Event:
         """Raises :class:`e2ee.errors.StateError` on a corrupt event record."""
         try:
             kind, user, device, detail = codec.decode(data, max_size=4096)
+            if device is not None and type(device) is not int:
+                raise TypeError("device id")
             return cls(kind.decode(), user.decode(), device, detail.decode())
         except (DecodeError, ValueError, TypeError, AttributeError):
             raise StateError("corrupt event record") from None

@@ -76,6 +76,13 @@ def decode(data: bytes, *, max_size: int) -> CBORValue:
     return value
 
 
+def is_int(value: CBORValue, expected: int) -> bool:
+    """True when a decoded ``value`` is the integer ``expected``. Compare version and type
+    fields with this, never with ``==`` alone: Python's ``True == 1`` and ``False == 0``, so
+    ``==`` would also admit the CBOR ``true`` (``false``), a second encoding of the field."""
+    return type(value) is int and value == expected
+
+
 _INT_LIMIT = 2**64
 
 
