@@ -57,3 +57,11 @@ def test_render_reports_the_ratio() -> None:
     text = bench_relay.render(summary)
     assert "sends / ceiling: 0.50 (per round: 0.40 0.61)" in text
     assert "claims" in text
+    assert "in-memory" not in text  # a summary from before the reference line still renders
+
+    summary["sends_in_memory"] = dict(row, per_s=1234.0)
+    summary["in_memory_vs_ceiling"] = 0.66
+    text = bench_relay.render(summary)
+    rows = {line[:28].strip(): line[28:].split() for line in text.splitlines()}
+    assert rows["sends, in-memory relay"][0] == "1,234"
+    assert "in-memory relay / ceiling: 0.66" in text
