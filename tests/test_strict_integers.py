@@ -89,7 +89,9 @@ def scanned_payload() -> bytes:
 
 
 # name -> (valid bytes, bytes with the boolean, loader, expected error)
-CASES: dict[str, tuple[Callable[[], bytes], Callable[[], bytes], Callable[[bytes], Any], type]] = {
+Case = tuple[Callable[[], bytes], Callable[[], bytes], Callable[[bytes], Any], type[Exception]]
+
+CASES: dict[str, Case] = {
     "envelope": (
         lambda: Envelope("alice", 1, "bob", 2, b"m" * 16, b"payload").to_bytes(),
         lambda: version_true(Envelope("alice", 1, "bob", 2, b"m" * 16, b"payload").to_bytes()),
