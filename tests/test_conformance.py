@@ -307,3 +307,14 @@ def test_serve_reports_unused_random_values() -> None:
     assert response["id"] == 7
     assert response["error"]["category"] == "replay_mismatch"
     assert "value 2" in response["error"]["message"]
+
+
+def test_a_hello_must_name_the_version_as_a_json_integer() -> None:
+    from e2ee.conformance.adapter import _check_hello
+
+    hello = {"protocol": PROTOCOL_NAME, "version": PROTOCOL_VERSION, "capabilities": []}
+    assert _check_hello(hello) is None
+    for version in (True, float(PROTOCOL_VERSION), str(PROTOCOL_VERSION), PROTOCOL_VERSION + 1):
+        problem = _check_hello(dict(hello, version=version))
+        assert problem is not None
+        assert problem.startswith(f"version {version!r}")

@@ -327,8 +327,9 @@ def _parse_response(line: bytes, request_id: int) -> JSON:
 def _check_hello(result: JSON) -> str | None:
     if result.get("protocol") != PROTOCOL_NAME:
         return f"protocol {result.get('protocol')!r}, expected {PROTOCOL_NAME!r}"
-    if result.get("version") != PROTOCOL_VERSION:
-        return f"version {result.get('version')!r}, this runner speaks {PROTOCOL_VERSION}"
+    version = result.get("version")
+    if type(version) is not int or version != PROTOCOL_VERSION:  # (JSON true == 1 in Python)
+        return f"version {version!r}, this runner speaks {PROTOCOL_VERSION}"
     capabilities = result.get("capabilities")
     if not isinstance(capabilities, list) or not all(isinstance(c, str) for c in capabilities):
         return "'capabilities' must be a list of strings"
