@@ -177,7 +177,7 @@ def check_version_and_type(version: object, kind: object, expected: int) -> None
         raise DecodeError("missing version")
     if version != PROTOCOL_VERSION:
         raise UnsupportedVersionError(f"unsupported protocol version {version}", version=version)
-    if kind != expected or type(kind) is not int:
+    if not codec.is_int(kind, expected):
         raise DecodeError("unexpected structure type")
 
 
