@@ -11,6 +11,18 @@ from e2ee.client.memory import InMemoryDirectory, InMemoryTransport
 SMALL_PREKEYS = PrekeyPolicy(one_time_target=4, refill_below=2)
 
 
+def snapshot(client: Client) -> dict[str, list[str]]:
+    """Every row of every table of the client's store (order-independent)."""
+    conn = client.store.conn
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    return {t: sorted(map(repr, conn.execute(f"SELECT * FROM {t}").fetchall())) for t in tables}
+
+
 @dataclass
 class World:
     root: Path

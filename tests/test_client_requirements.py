@@ -33,7 +33,7 @@ from e2ee.identity import UserIdentity
 from e2ee.limits import HEADER_NONCE_SIZE, TYPE_SEALED_STATE
 from e2ee.session import Session
 from e2ee.wire import codec
-from tests.client_support import World
+from tests.client_support import World, snapshot
 
 STORE_KEY = bytes(range(32))
 
@@ -41,18 +41,6 @@ STORE_KEY = bytes(range(32))
 @pytest.fixture
 def world(tmp_path: Path) -> World:
     return World(tmp_path)
-
-
-def snapshot(client: Client) -> dict[str, list[str]]:
-    """Every row of every table of the client's store (order-independent)."""
-    conn = client.store.conn
-    tables = [
-        row[0]
-        for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        )
-    ]
-    return {t: sorted(map(repr, conn.execute(f"SELECT * FROM {t}").fetchall())) for t in tables}
 
 
 def user_identity_of(client: Client) -> UserIdentity:

@@ -39,6 +39,10 @@ from e2ee.session import Session
 from e2ee.wire.messages import PreKeyBundle
 
 FIRST_DEVICE_ID = 1
+PROCESSED_RETENTION = 31 * 24 * 3600
+"""How long (seconds) a receive remembers an envelope's id to report a redelivery as a
+duplicate: the relay's message TTL (30 days by default) plus a day for the difference between
+the relay's clock and this device's (spec/client.md, section 3)."""
 
 
 class Directory(Protocol):
@@ -60,9 +64,13 @@ class Client:
         policy: trust.TrustPolicy = "warn",
         prekey_policy: PrekeyPolicy | None = None,
         config: SessionConfig | None = None,
+        processed_retention: int = PROCESSED_RETENTION,
     ) -> None:
         if policy not in ("block", "warn"):
             raise ValueError("policy must be 'block' or 'warn'")
+        if type(processed_retention) is not int or processed_retention <= 0:
+            raise ValueError("processed_retention must be a positive number of seconds")
+        self.processed_retention = processed_retention
         self._store = store
         self.policy: trust.TrustPolicy = policy
         self.prekey_policy = prekey_policy or PrekeyPolicy()
@@ -144,9 +152,12 @@ class Client:
         *,
         key: bytes | None = None,
         provider: Provider | None = None,
+        now: int | None = None,
         **options: object,
     ) -> Client:
-        return cls(Store(path, key=key, provider=provider), **options)  # type: ignore[arg-type]
+        """Open an existing device's store (``now``: see :class:`Store`, for a migration)."""
+        store = Store(path, key=key, provider=provider, now=now)
+        return cls(store, **options)  # type: ignore[arg-type]
 
     @staticmethod
     def _init_store(conn: sqlite3.Connection, store: Store, user_id: str, account: Account) -> None:
@@ -532,8 +543,9 @@ class Client:
     def receive(self, data: bytes, *, now: int | None = None) -> ReceiveResult:
         """Decrypt one envelope in one transaction: decrypt, save the session (and the account
         if a one-time prekey was used), record the message id, append the message to the inbox
-        and the events to the event log, commit. An envelope already processed is reported as
-        a duplicate without decrypting. On any error nothing changed (retry or drop it)."""
+        and the events to the event log, forget ids older than ``processed_retention``, commit.
+        An envelope already processed is reported as a duplicate without decrypting. On any
+        error nothing changed (retry or drop it)."""
         envelope = Envelope.from_bytes(data)
         info = peek(envelope.payload)
         store = self._store
@@ -627,7 +639,12 @@ class Client:
         sessions.save(conn, store, user, device, session, make_active=True)
         if account is not None:
             self._save_account(conn, account)
-        conn.execute("INSERT INTO processed VALUES (?, ?, ?)", (user, device, envelope.message_id))
+        received = int(time.time()) if now is None else now
+        row = (user, device, envelope.message_id, received)
+        conn.execute("INSERT INTO processed VALUES (?, ?, ?, ?)", row)
+        conn.execute(
+            "DELETE FROM processed WHERE received < ?", (received - self.processed_retention,)
+        )
         ad = _inbox_ad(message)
         conn.execute(
             "INSERT INTO inbox (sender_user, sender_device, conversation, message_id, outgoing,"

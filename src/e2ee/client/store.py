@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,9 +27,21 @@ from e2ee.crypto.provider import Provider, default_provider
 from e2ee.errors import AuthenticationError, StateError, StoreError
 from e2ee.limits import HEADER_NONCE_SIZE, HKDF_ZERO_SALT
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Schema 2 dates each ``processed`` row (``received``) so that old rows can be pruned."""
 BUSY_TIMEOUT_MS = 60_000
 _INBOX_LABEL = b"e2ee/v1/client-store/inbox"
+
+PROCESSED = """
+CREATE TABLE IF NOT EXISTS processed (
+    sender_user TEXT NOT NULL,
+    sender_device INTEGER NOT NULL,
+    message_id BLOB NOT NULL,
+    received INTEGER NOT NULL,
+    PRIMARY KEY (sender_user, sender_device, message_id)
+) WITHOUT ROWID
+"""
+PROCESSED_INDEX = "CREATE INDEX IF NOT EXISTS processed_by_age ON processed (received)"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -63,12 +76,6 @@ CREATE TABLE IF NOT EXISTS device_lists (
     counter INTEGER NOT NULL,
     signed BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS processed (
-    sender_user TEXT NOT NULL,
-    sender_device INTEGER NOT NULL,
-    message_id BLOB NOT NULL,
-    PRIMARY KEY (sender_user, sender_device, message_id)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     sender_user TEXT NOT NULL,
@@ -85,6 +92,25 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+def _migrate_1_to_2(conn: sqlite3.Connection, now: int) -> None:
+    """Schema 1 kept ``processed`` rows without a date. They are stamped with ``now``, the time
+    of the migration: the latest they can have been received, so each is kept for at least the
+    full retention from then on and none is pruned early."""
+    conn.execute("ALTER TABLE processed RENAME TO processed_1")
+    conn.execute(PROCESSED)
+    conn.execute(
+        "INSERT INTO processed SELECT sender_user, sender_device, message_id, ? FROM processed_1",
+        (now,),
+    )
+    conn.execute("DROP TABLE processed_1")
+    conn.execute("UPDATE meta SET value = 2 WHERE name = 'schema'")
+
+
+def _name(error: sqlite3.Error) -> str:
+    """SQLite's name for the error (``SQLITE_NOTADB``, ...): it never carries row values."""
+    return str(getattr(error, "sqlite_errorname", type(error).__name__))
+
+
 class Store:
     """A connection to one device's SQLite store, shareable between threads."""
 
@@ -94,7 +120,11 @@ class Store:
         *,
         key: bytes | None = None,
         provider: Provider | None = None,
+        now: int | None = None,
     ) -> None:
+        """Open (or create) the store at ``path``. An older schema is migrated in one
+        transaction; ``now`` is the time a migration stamps on the ``processed`` rows it cannot
+        date (see :func:`_migrate_1_to_2`; the wall clock if None)."""
         if key is not None and (not isinstance(key, bytes) or len(key) != 32):
             raise TypeError("the store key must be 32 bytes")
         self.key = key
@@ -104,27 +134,45 @@ class Store:
         self._inbox_key = (
             primitives.hkdf_sha256(HKDF_ZERO_SALT, key, _INBOX_LABEL, 32) if key else None
         )
-        self.conn = sqlite3.connect(
-            str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-            check_same_thread=False,
-        )  # fmt: skip
-        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        try:
+            self.conn = sqlite3.connect(
+                str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                check_same_thread=False,
+            )  # fmt: skip
+        except sqlite3.Error as error:
+            raise StoreError(f"the client store cannot be opened ({_name(error)})") from None
+        try:
+            self._open(now)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _open(self, now: int | None) -> None:
+        try:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            self.conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as error:  # not a database at all, say
+            raise StoreError(f"the client store cannot be opened ({_name(error)})") from None
         if mode is None or str(mode[0]).lower() != "wal":
             # Durability and multi-process safety are argued for WAL (spec/client.md): refuse
             # to run in whatever journal mode SQLite fell back to (a database in memory, say).
-            self.conn.close()
             raise StoreError("the client store needs SQLite's WAL journal mode")
-        self.conn.execute("PRAGMA synchronous = FULL")
         with self.transaction() as conn:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             row = conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
             if row is None:
+                conn.execute(PROCESSED)
                 conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
-                raise StateError(f"unsupported client store schema {row[0]}")
+            elif type(row[0]) is not int or not 1 <= row[0] <= SCHEMA_VERSION:
+                raise StateError("unsupported client store schema")
+            elif row[0] == 1:
+                _migrate_1_to_2(conn, int(time.time()) if now is None else now)
+            else:
+                conn.execute(PROCESSED)
+            conn.execute(PROCESSED_INDEX)
 
     def close(self) -> None:
         with self.lock:
@@ -135,15 +183,21 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the thread lock; rolled back on any error."""
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the thread lock; rolled back on any error.
+        An error of SQLite itself (a damaged file, a full disk, a lock held for longer than the
+        busy timeout) is raised as :class:`StoreError` after the rollback."""
         with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as error:
+                raise StoreError(f"the client store failed ({_name(error)})") from None
 
     def checkpoint(self, point: str) -> None:
         if self.checkpoint_hook is not None:
