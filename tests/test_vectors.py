@@ -164,6 +164,44 @@ def test_a_flipped_expected_byte_fails_verification(
 
 
 @pytest.mark.parametrize(
+    ("field", "spelling"),
+    [
+        ("schemaVersion", True),
+        ("schemaVersion", 1.0),
+        ("specVersion", True),
+        ("specVersion", 1.0),
+        ("numberOfTests", "float"),
+    ],
+)
+def test_a_count_or_version_that_is_not_a_json_integer_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, spelling: object
+) -> None:
+    """`true` and `1.0` equal 1 in Python but are not the JSON integer the schema requires."""
+    directory = _copy(tmp_path)
+    data = json.loads((directory / "x25519.json").read_text())
+    assert type(data[field]) is int
+    data[field] = float(data[field]) if spelling == "float" else spelling
+    assert data[field] == json.loads((directory / "x25519.json").read_text())[field]
+    _rewrite(directory, "x25519.json", data, fix_manifest=True)
+    status, lines = _run_verify(directory, capsys)
+    assert status != 0
+    assert any(field in line for line in lines), lines
+
+
+def test_a_manifest_whose_spec_version_is_true_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = _copy(tmp_path)
+    manifest = json.loads((directory / "MANIFEST.json").read_text())
+    assert manifest["specVersion"] == 1
+    manifest["specVersion"] = True
+    (directory / "MANIFEST.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    status, lines = _run_verify(directory, capsys)
+    assert status != 0
+    assert any("manifest specVersion" in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
     ("name", "path"),
     [
         ("conversation_basic.json", ("steps", 0, "expect", "message")),

@@ -19,6 +19,7 @@ from typing import Any
 
 from e2ee.vectors.checks import CHECKS
 from e2ee.vectors.common import MANIFEST_NAME, SCHEMA_VERSION, SPEC_VERSION, default_dir
+from e2ee.wire.codec import is_int
 
 MAX_REPORTED = 10
 """Failures listed per file (all are counted)."""
@@ -61,7 +62,7 @@ def _load_manifest(directory: Path, result: FileResult) -> dict[str, str]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         files = manifest["files"]
-        if manifest.get("specVersion") != SPEC_VERSION:
+        if not is_int(manifest.get("specVersion"), SPEC_VERSION):
             result.fail(f"manifest specVersion {manifest.get('specVersion')} != {SPEC_VERSION}")
         return {str(name): str(entry["sha256"]) for name, entry in files.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -74,12 +75,14 @@ def _check_envelope(data: Any, result: FileResult) -> bool:
         if data["schema"] not in CHECKS:
             result.fail(f"unknown schema {data['schema']!r}")
             return False
-        if data["schemaVersion"] != SCHEMA_VERSION:
+        # JSON integers only: json.loads gives True for `true` and 1.0 for `1.0`, and both are
+        # == 1 in Python, though the file's JSON schema does not admit them.
+        if not is_int(data["schemaVersion"], SCHEMA_VERSION):
             result.fail(f"schemaVersion {data['schemaVersion']} is not {SCHEMA_VERSION}")
-        if data["specVersion"] != SPEC_VERSION:
+        if not is_int(data["specVersion"], SPEC_VERSION):
             result.fail(f"specVersion {data['specVersion']} is not {SPEC_VERSION}")
         tests = [t for g in data["testGroups"] for t in g["tests"]]
-        if data["numberOfTests"] != len(tests):
+        if not is_int(data["numberOfTests"], len(tests)):
             result.fail(f"numberOfTests {data['numberOfTests']} but {len(tests)} tests")
         ids = [t["tcId"] for t in tests]
         if ids != list(range(1, len(ids) + 1)):
