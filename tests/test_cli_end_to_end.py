@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from e2ee.cli.client_commands import (
+    EXIT_ERROR,
+    EXIT_IDENTITY_CHANGED,
     EXIT_MISMATCH,
     EXIT_NOT_INITIALISED,
     EXIT_NOTHING_TO_RECEIVE,
@@ -20,6 +22,8 @@ from e2ee.cli.client_commands import (
     EXIT_UNKNOWN_USER,
     EXIT_USAGE,
 )
+from e2ee.client import Client
+from e2ee.relay.client import RelayClient
 from tests.relay_support import PROJECT_ROOT, RelayProcess, free_port, relay_process
 
 
@@ -130,6 +134,57 @@ def test_relay_down_after_init_is_reported(tmp_path: Path) -> None:
     assert down.returncode == EXIT_RELAY_UNREACHABLE
     assert down.stderr.strip() == f"e2ee: relay unreachable at {server.url}"
     assert e2ee(tmp_path / "a", "send", "bob", "x").returncode == EXIT_RELAY_UNREACHABLE
+
+
+def test_a_relay_that_serves_another_key_for_a_contact_stops_the_send(
+    server: RelayProcess, tmp_path: Path
+) -> None:
+    """Exit status 5: Alice talked to Bob through one relay; another relay (a compromised or
+    impostor one, here simply a second relay process where someone else registered "bob")
+    serves a different identity key for "bob". Under the CLI's "block" policy the send stops
+    before anything is encrypted for the new key, with the one-line advice to compare safety
+    numbers, and the impostor receives nothing."""
+    alice, bob, impostor = tmp_path / "alice", tmp_path / "bob", tmp_path / "impostor"
+    ok(e2ee(alice, "init", "--relay", server.url, "--name", "alice"))
+    ok(e2ee(bob, "init", "--relay", server.url, "--name", "bob"))
+    ok(e2ee(alice, "send", "bob", "hello bob"))
+    assert ok(e2ee(bob, "receive")).splitlines() == ["alice/1: hello bob"]
+
+    with relay_process(tmp_path / "other.sqlite") as other:
+        ok(e2ee(impostor, "init", "--relay", other.url, "--name", "bob"))
+        client = Client.open(alice / "device.sqlite")
+        try:
+            with RelayClient(other.url, client) as relay:  # Alice's device, known there too
+                relay.publish_device_list()
+                relay.publish_prekeys()
+        finally:
+            client.close()
+        config = alice / "config.json"
+        config.write_text(config.read_text().replace(server.url, other.url))
+
+        changed = e2ee(alice, "send", "bob", "for bob only")
+        assert changed.returncode == EXIT_IDENTITY_CHANGED
+        assert changed.stdout == ""
+        assert changed.stderr.strip() == (
+            "e2ee: the identity key of bob changed; compare `e2ee fingerprint bob` with them "
+            "and run `e2ee verify bob NUMBER` to accept it"
+        )
+        assert e2ee(impostor, "receive").returncode == EXIT_NOTHING_TO_RECEIVE
+
+
+def test_a_damaged_device_store_is_one_line_and_exit_status_1(tmp_path: Path) -> None:
+    """The store file is input from disk: a damaged one is reported as the client layer's
+    StoreError (SQLite's error code, no traceback, nothing from the file)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.json").write_text('{"relay": "http://127.0.0.1:9", "name": "alice"}\n')
+    (home / "device.sqlite").write_bytes(b"not a database " * 500)
+    damaged = e2ee(home, "receive")
+    assert damaged.returncode == EXIT_ERROR
+    assert damaged.stdout == ""
+    assert damaged.stderr.strip() == (
+        "e2ee: store_unavailable: the client store cannot be opened (SQLITE_NOTADB)"
+    )
 
 
 def test_version_and_help_with_examples() -> None:
