@@ -53,9 +53,7 @@ import httpx
 
 from e2ee.account import Account
 from e2ee.client.envelope import Envelope
-from e2ee.crypto import primitives
 from e2ee.identity import UserIdentity
-from e2ee.limits import SIG_LABEL_RELAY_LOGIN
 from e2ee.relay import api
 from e2ee.wire import codec
 
@@ -168,7 +166,7 @@ def _register(http: httpx.Client, url: str, name: str) -> Dev:
     r = http.post(api.CHALLENGE, content=codec.encode({0: name.encode(), 1: 1}))
     challenge = codec.decode(r.content, max_size=1024)[0]
     payload = api.login_payload(url, challenge, name, 1)
-    signature = primitives.ed25519_sign(account._identity_seed, SIG_LABEL_RELAY_LOGIN + payload)
+    signature = account.sign_relay_login(payload)
     body = codec.encode({0: name.encode(), 1: 1, 2: challenge, 3: signature})
     r = http.post(api.LOGIN, content=body)
     r.raise_for_status()

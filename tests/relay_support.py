@@ -22,9 +22,7 @@ import pytest
 
 from e2ee.account import Account
 from e2ee.client.envelope import Envelope
-from e2ee.crypto import primitives
 from e2ee.identity import UserIdentity
-from e2ee.limits import SIG_LABEL_RELAY_LOGIN
 from e2ee.relay import api
 from e2ee.relay.memory import MemoryStorage
 from e2ee.relay.rules import Relay, RelayConfig
@@ -165,7 +163,7 @@ class Device:
         return self.account.identity_key
 
     def sign_login(self, payload: bytes) -> bytes:
-        return primitives.ed25519_sign(self.account._identity_seed, SIG_LABEL_RELAY_LOGIN + payload)
+        return self.account.sign_relay_login(payload)
 
     def upload_body(self, one_time: int = 0, kem: int = 0) -> bytes:
         if one_time or kem:

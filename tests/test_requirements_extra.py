@@ -23,6 +23,7 @@ from e2ee.errors import (
     HandshakeError,
     LocalError,
     RemoteError,
+    SignatureError,
 )
 from e2ee.limits import (
     MAX_COUNTER,
@@ -438,6 +439,21 @@ def test_every_signature_the_protocol_makes_starts_with_a_purpose_label(
     assert len(signed) >= 2 + 3 * 2 + 1 + 2 * 2
     for message in signed:
         assert message.startswith(SIGNATURE_LABELS), message[:40]
+
+
+def test_the_relay_login_signature_covers_its_label_and_the_challenge() -> None:
+    """[REQ-SEC-02] The one signature an application can ask of the identity key: the label
+    bytes are spelled out here, not taken from the code under test."""
+    account = make_pair().alice_account
+    challenge = b"https://relay.example\x00" + bytes(range(32))
+    signature = account.sign_relay_login(challenge)
+    label = b"e2ee/v1/sig/relay-login\x00"
+    primitives.ed25519_verify(account.identity_key, label + challenge, signature)
+    for other in (challenge, label[:-1] + challenge, label + challenge[:-1]):
+        with pytest.raises(SignatureError):
+            primitives.ed25519_verify(account.identity_key, other, signature)
+    with pytest.raises(TypeError):
+        account.sign_relay_login(bytearray(challenge))  # type: ignore[arg-type]
 
 
 def _is_labelled(node: ast.expr) -> bool:

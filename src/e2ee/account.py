@@ -321,6 +321,14 @@ class Account:
         ][-MAX_OLD_SIGNED_PREKEYS:]
         self._signed_prekeys = [*keep, self._signed_prekeys[-1]]
 
+    def sign_relay_login(self, challenge: bytes) -> bytes:
+        """Sign a relay's login challenge with the identity key, under the relay-login label
+        (:func:`e2ee.handshake.signing.relay_login_payload`): the one thing this key signs for
+        a caller, and never a payload of any other purpose."""
+        if not isinstance(challenge, bytes):
+            raise TypeError("challenge must be bytes")
+        return signing.sign(self._identity_seed, signing.relay_login_payload(challenge))
+
     # --- sessions ------------------------------------------------------------------------
 
     def start_session(

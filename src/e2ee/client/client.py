@@ -20,7 +20,6 @@ from e2ee.client.events import Event, Message, ReceiveResult
 from e2ee.client.prekeys import PrekeyPolicy, PrekeyUpload, maintain, pending_upload
 from e2ee.client.store import Store
 from e2ee.config import SessionConfig
-from e2ee.crypto import primitives
 from e2ee.crypto.provider import Provider
 from e2ee.errors import (
     AuthenticationError,
@@ -32,7 +31,6 @@ from e2ee.errors import (
     UntrustedIdentityError,
 )
 from e2ee.identity import DeviceList, SignedDeviceList, UserIdentity
-from e2ee.limits import SIG_LABEL_RELAY_LOGIN
 from e2ee.peek import peek
 from e2ee.safety import SafetyNumber, safety_number
 from e2ee.session import Session
@@ -335,8 +333,8 @@ class Client:
         if not isinstance(payload, bytes):
             raise TypeError("payload must be bytes")
         with self._store.transaction() as conn:
-            seed = self._account(conn)._identity_seed
-        return primitives.ed25519_sign(seed, SIG_LABEL_RELAY_LOGIN + payload)
+            account = self._account(conn)
+        return account.sign_relay_login(payload)
 
     def mark_uploaded(self, upload: PrekeyUpload) -> None:
         with self._store.transaction() as conn:

@@ -14,6 +14,7 @@ from e2ee.limits import (
     KEY_TYPE_X25519,
     SIG_LABEL_ONE_TIME_KEM_PREKEY,
     SIG_LABEL_ONE_TIME_PREKEY,
+    SIG_LABEL_RELAY_LOGIN,
     SIG_LABEL_SIGNED_PREKEY,
 )
 
@@ -47,6 +48,12 @@ def one_time_prekey_payload(prekey_id: int, public_key: bytes) -> bytes:
 
 def one_time_kem_prekey_payload(prekey_id: int, public_key: bytes) -> bytes:
     return SIG_LABEL_ONE_TIME_KEM_PREKEY + _U32.pack(prekey_id) + KEY_TYPE_MLKEM1024 + public_key
+
+
+def relay_login_payload(challenge: bytes) -> bytes:
+    """A relay's login challenge (spec/relay.md, "Authentication"): whatever bytes the relay
+    chose, the label keeps the signature from being valid for any other purpose."""
+    return SIG_LABEL_RELAY_LOGIN + challenge
 
 
 def sign(identity_seed: bytes, payload: bytes) -> bytes:

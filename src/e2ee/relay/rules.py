@@ -44,7 +44,6 @@ from e2ee.limits import (
     MAX_BUNDLE_SIZE,
     MAX_ONE_TIME_PREKEYS,
     MLKEM1024_PUBLIC_KEY_SIZE,
-    SIG_LABEL_RELAY_LOGIN,
 )
 from e2ee.relay import api
 from e2ee.relay.storage import KIND_EC, KIND_KEM, StoredList, TokenRow, Tx
@@ -185,7 +184,7 @@ class Relay:
             if device_key is None:
                 raise RelayAuthError("device is not on its user's newest device list")
             try:
-                primitives.ed25519_verify(device_key, SIG_LABEL_RELAY_LOGIN + payload, signature)
+                signing.verify(device_key, signing.relay_login_payload(payload), signature)
             except HandshakeError:
                 raise RelayAuthError("challenge signature does not verify") from None
             if not tx.use_challenge(nonce, expires):
