@@ -139,35 +139,35 @@ def test_relay_down_after_init_is_reported(tmp_path: Path) -> None:
 def test_a_relay_that_serves_another_key_for_a_contact_stops_the_send(
     server: RelayProcess, tmp_path: Path
 ) -> None:
-    """Exit status 5: Alice talked to Bob through one relay; another relay (a compromised or
-    impostor one, here simply a second relay process where someone else registered "bob")
-    serves a different identity key for "bob". Under the CLI's "block" policy the send stops
-    before anything is encrypted for the new key, with the one-line advice to compare safety
-    numbers, and the impostor receives nothing."""
-    alice, bob, impostor = tmp_path / "alice", tmp_path / "bob", tmp_path / "impostor"
-    ok(e2ee(alice, "init", "--relay", server.url, "--name", "alice"))
-    ok(e2ee(bob, "init", "--relay", server.url, "--name", "bob"))
-    ok(e2ee(alice, "send", "bob", "hello bob"))
-    assert ok(e2ee(bob, "receive")).splitlines() == ["alice/1: hello bob"]
+    """Exit status 5: Ada talked to Bo through one relay; another relay (a compromised or
+    impostor one, here simply a second relay process where someone else registered "bo") serves
+    a different identity key for "bo". Under the CLI's "block" policy the send stops before
+    anything is encrypted for the new key, with the one-line advice to compare safety numbers,
+    and the impostor receives nothing. (Names of their own: the relay is shared by the module.)"""
+    ada, bo, impostor = tmp_path / "ada", tmp_path / "bo", tmp_path / "impostor"
+    ok(e2ee(ada, "init", "--relay", server.url, "--name", "ada"))
+    ok(e2ee(bo, "init", "--relay", server.url, "--name", "bo"))
+    ok(e2ee(ada, "send", "bo", "hello bo"))
+    assert ok(e2ee(bo, "receive")).splitlines() == ["ada/1: hello bo"]
 
     with relay_process(tmp_path / "other.sqlite") as other:
-        ok(e2ee(impostor, "init", "--relay", other.url, "--name", "bob"))
-        client = Client.open(alice / "device.sqlite")
+        ok(e2ee(impostor, "init", "--relay", other.url, "--name", "bo"))
+        client = Client.open(ada / "device.sqlite")
         try:
-            with RelayClient(other.url, client) as relay:  # Alice's device, known there too
+            with RelayClient(other.url, client) as relay:  # Ada's device, known there too
                 relay.publish_device_list()
                 relay.publish_prekeys()
         finally:
             client.close()
-        config = alice / "config.json"
+        config = ada / "config.json"
         config.write_text(config.read_text().replace(server.url, other.url))
 
-        changed = e2ee(alice, "send", "bob", "for bob only")
+        changed = e2ee(ada, "send", "bo", "for bo only")
         assert changed.returncode == EXIT_IDENTITY_CHANGED
         assert changed.stdout == ""
         assert changed.stderr.strip() == (
-            "e2ee: the identity key of bob changed; compare `e2ee fingerprint bob` with them "
-            "and run `e2ee verify bob NUMBER` to accept it"
+            "e2ee: the identity key of bo changed; compare `e2ee fingerprint bo` with them "
+            "and run `e2ee verify bo NUMBER` to accept it"
         )
         assert e2ee(impostor, "receive").returncode == EXIT_NOTHING_TO_RECEIVE
 
