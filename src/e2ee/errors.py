@@ -158,8 +158,9 @@ class NoSessionError(RemoteError):
 
 
 class StoreError(LocalError):
-    """The client store cannot give the guarantees it is built on (SQLite did not enter WAL
-    journal mode, e.g. for a database in memory); nothing was written."""
+    """The client store cannot be used: SQLite did not enter WAL journal mode (a database in
+    memory, say), the file is not a database or is damaged, the disk is full, or the lock was
+    held longer than the busy timeout. The transaction was rolled back: nothing was written."""
 
     category = "store_unavailable"
 
