@@ -164,14 +164,12 @@ class Store:
                     conn.execute(statement)
             row = conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
             if row is None:
-                conn.execute(PROCESSED)
                 conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             elif type(row[0]) is not int or not 1 <= row[0] <= SCHEMA_VERSION:
                 raise StateError("unsupported client store schema")
             elif row[0] == 1:
                 _migrate_1_to_2(conn, int(time.time()) if now is None else now)
-            else:
-                conn.execute(PROCESSED)
+            conn.execute(PROCESSED)  # a new store's (the migration made its own already)
             conn.execute(PROCESSED_INDEX)
 
     def close(self) -> None:
