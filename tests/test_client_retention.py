@@ -225,7 +225,7 @@ def test_a_schema_1_store_is_migrated_keeping_every_processed_id(world: World) -
     migrated_at = START + 5 * RETENTION
     bob = Client.open(path, now=migrated_at, processed_retention=RETENTION)
     conn = bob.store.conn
-    assert conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()[0] == 2
+    assert conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()[0] == 3
     assert conn.execute("SELECT message_id, received FROM processed").fetchall() == [
         (envelope.message_id, migrated_at)
     ]
@@ -240,7 +240,7 @@ def file_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
-@pytest.mark.parametrize("value", [3, 0, -1, "2", b"\x02", 2.0, None])
+@pytest.mark.parametrize("value", [4, 0, -1, "2", b"\x02", 2.0, None])
 def test_a_schema_this_code_does_not_know_is_refused_and_the_file_is_unchanged(
     world: World, value: object
 ) -> None:

@@ -27,6 +27,7 @@ from e2ee.errors import (
     LinkError,
     LocalError,
     NoSessionError,
+    StateError,
     UnknownDeviceError,
     UntrustedIdentityError,
 )
@@ -139,7 +140,7 @@ class Client:
             if store.get_meta(conn, "user_id") is not None:
                 raise LocalError("this store already holds a client")
             cls._init_store(conn, store, user_id, account)
-            store.set_meta(conn, "link_code", code)
+            store.set_meta(conn, "link_code", store.seal_link_code(code))
             store.set_meta(conn, "link_request", request.to_bytes())
         return cls(store, **options)  # type: ignore[arg-type]
 
@@ -224,16 +225,24 @@ class Client:
     def link_code(self) -> str:
         """The short code a new device shows until it is linked."""
         with self._store.transaction() as conn:
-            code = self._store.get_meta(conn, "link_code")
-        if not isinstance(code, str):
-            raise LocalError("this device is not waiting to be linked")
-        return code
+            return self._pending_link_code(conn)
 
     def link_request(self) -> bytes:
         with self._store.transaction() as conn:
-            request = self._store.get_meta(conn, "link_request")
-        if not isinstance(request, bytes):
+            return self._pending_link_request(conn)
+
+    def _pending_link_code(self, conn: sqlite3.Connection) -> str:
+        stored = self._store.get_meta(conn, "link_code")
+        if stored is None:
             raise LocalError("this device is not waiting to be linked")
+        return self._store.open_link_code(stored)
+
+    def _pending_link_request(self, conn: sqlite3.Connection) -> bytes:
+        request = self._store.get_meta(conn, "link_request")
+        if request is None:
+            raise LocalError("this device is not waiting to be linked")
+        if type(request) is not bytes:
+            raise StateError("malformed pending link request")
         return request
 
     def approve_link(self, request: bytes, code: str) -> bytes:
@@ -263,11 +272,8 @@ class Client:
         """On the new device: check the approval and adopt the user key and device list."""
         parsed = devices.LinkApproval.from_bytes(approval)
         with self._store.transaction() as conn:
-            code = self._store.get_meta(conn, "link_code")
-            request_bytes = self._store.get_meta(conn, "link_request")
-            if not isinstance(code, str) or not isinstance(request_bytes, bytes):
-                raise LocalError("this device is not waiting to be linked")
-            request = devices.LinkRequest.from_bytes(request_bytes)
+            code = self._pending_link_code(conn)
+            request = devices.LinkRequest.from_bytes(self._pending_link_request(conn))
             parsed.check(request, code)
             device_list = SignedDeviceList.from_bytes(parsed.signed_device_list).device_list
             if (

@@ -6,9 +6,9 @@
   across threads (the lock) and processes (the write lock): a session is read, used and written
   back inside one transaction, never cached across transactions.
 * With a 32-byte ``key`` the account, session and user-identity blobs are sealed with the
-  core's ``to_bytes(key=...)``; delivered message bodies in ``inbox`` are sealed with
-  XChaCha20-Poly1305 under a subkey. Routing metadata (user and device ids, message ids,
-  public keys) stays in clear.
+  core's ``to_bytes(key=...)``; delivered message bodies in ``inbox`` and a pending link code
+  are sealed with XChaCha20-Poly1305, each under its own subkey. Routing metadata (user and
+  device ids, message ids, public keys) stays in clear.
 * :meth:`Store.checkpoint` calls an optional hook with a named point; the crash test uses it to
   kill the process between the steps of a receive. It does nothing in normal use.
 """
@@ -27,10 +27,14 @@ from e2ee.crypto.provider import Provider, default_provider
 from e2ee.errors import AuthenticationError, StateError, StoreError
 from e2ee.limits import HEADER_NONCE_SIZE, HKDF_ZERO_SALT
 
-SCHEMA_VERSION = 2
-"""Schema 2 dates each ``processed`` row (``received``) so that old rows can be pruned."""
+SCHEMA_VERSION = 3
+"""Schema 2 dates each ``processed`` row (``received``) so that old rows can be pruned; schema 3
+keeps a pending link code sealed (a BLOB) instead of as clear TEXT."""
 BUSY_TIMEOUT_MS = 60_000
 _INBOX_LABEL = b"e2ee/v1/client-store/inbox"
+_LINK_CODE_LABEL = b"e2ee/v1/client-store/link-code"
+LINK_CODE_AD = b"link_code"
+"""The associated data of the sealed link code: its ``meta`` name."""
 
 PROCESSED = """
 CREATE TABLE IF NOT EXISTS processed (
@@ -106,6 +110,21 @@ def _migrate_1_to_2(conn: sqlite3.Connection, now: int) -> None:
     conn.execute("UPDATE meta SET value = 2 WHERE name = 'schema'")
 
 
+def _migrate_2_to_3(conn: sqlite3.Connection, store: Store) -> None:
+    """Schema 2 kept a pending link code as clear TEXT, also in an encrypted store: it is
+    sealed now, in the same transaction, so no later commit leaves it in clear."""
+    row = conn.execute("SELECT value FROM meta WHERE name = 'link_code'").fetchone()
+    if row is not None:
+        if type(row[0]) is not str:
+            raise StateError("malformed pending link code")
+        store.set_meta(conn, "link_code", store.seal_link_code(row[0]))
+    conn.execute("UPDATE meta SET value = 3 WHERE name = 'schema'")
+
+
+def _subkey(key: bytes | None, label: bytes) -> bytes | None:
+    return primitives.hkdf_sha256(HKDF_ZERO_SALT, key, label, 32) if key else None
+
+
 def _name(error: sqlite3.Error) -> str:
     """SQLite's name for the error (``SQLITE_NOTADB``, ...): it never carries row values."""
     return str(getattr(error, "sqlite_errorname", type(error).__name__))
@@ -131,9 +150,8 @@ class Store:
         self.provider = provider or default_provider()
         self.lock = threading.RLock()
         self.checkpoint_hook: Callable[[str], None] | None = None
-        self._inbox_key = (
-            primitives.hkdf_sha256(HKDF_ZERO_SALT, key, _INBOX_LABEL, 32) if key else None
-        )
+        self._inbox_key = _subkey(key, _INBOX_LABEL)
+        self._link_code_key = _subkey(key, _LINK_CODE_LABEL)
         try:
             self.conn = sqlite3.connect(
                 str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
@@ -167,8 +185,11 @@ class Store:
                 conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             elif type(row[0]) is not int or not 1 <= row[0] <= SCHEMA_VERSION:
                 raise StateError("unsupported client store schema")
-            elif row[0] == 1:
-                _migrate_1_to_2(conn, int(time.time()) if now is None else now)
+            else:
+                if row[0] == 1:
+                    _migrate_1_to_2(conn, int(time.time()) if now is None else now)
+                if row[0] <= 2:
+                    _migrate_2_to_3(conn, self)
             conn.execute(PROCESSED)  # a new store's (the migration made its own already)
             conn.execute(PROCESSED_INDEX)
 
@@ -210,20 +231,42 @@ class Store:
     def set_meta(self, conn: sqlite3.Connection, name: str, value: object) -> None:
         conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
-    # --- sealing of inbox bodies -------------------------------------------------------------
+    # --- sealing of inbox bodies and of the link code ------------------------------------------
 
     def seal(self, body: bytes, ad: bytes) -> bytes:
-        if self._inbox_key is None:
-            return body
-        nonce = self.provider.random_bytes(HEADER_NONCE_SIZE)
-        return nonce + primitives.xchacha20poly1305_encrypt(self._inbox_key, nonce, body, ad)
+        """An inbox body as stored: sealed under the inbox subkey, or as it is without a key."""
+        return self._seal_under(self._inbox_key, body, ad)
 
     def open(self, sealed: bytes, ad: bytes) -> bytes:
-        if self._inbox_key is None:
+        return self._open_under(self._inbox_key, sealed, ad, "inbox entry")
+
+    def seal_link_code(self, code: str) -> bytes:
+        """A pending link code as stored: its UTF-8 bytes, sealed under their own subkey with
+        the store key."""
+        return self._seal_under(self._link_code_key, code.encode(), LINK_CODE_AD)
+
+    def open_link_code(self, stored: object) -> str:
+        """The pending link code from its stored form; anything else is a ``StateError``."""
+        if type(stored) is not bytes:
+            raise StateError("malformed pending link code")
+        try:
+            return self._open_under(self._link_code_key, stored, LINK_CODE_AD, "link code").decode()
+        except UnicodeDecodeError:
+            raise StateError("malformed pending link code") from None
+
+    def _seal_under(self, key: bytes | None, body: bytes, ad: bytes) -> bytes:
+        if key is None:
+            return body
+        nonce = self.provider.random_bytes(HEADER_NONCE_SIZE)
+        return nonce + primitives.xchacha20poly1305_encrypt(key, nonce, body, ad)
+
+    @staticmethod
+    def _open_under(key: bytes | None, sealed: bytes, ad: bytes, what: str) -> bytes:
+        if key is None:
             return sealed
         try:
             return primitives.xchacha20poly1305_decrypt(
-                self._inbox_key, sealed[:HEADER_NONCE_SIZE], sealed[HEADER_NONCE_SIZE:], ad
+                key, sealed[:HEADER_NONCE_SIZE], sealed[HEADER_NONCE_SIZE:], ad
             )
         except AuthenticationError:
-            raise StateError("inbox entry does not decrypt under this key") from None
+            raise StateError(f"{what} does not decrypt under this key") from None
