@@ -221,8 +221,7 @@ def test_a_schema_2_store_is_migrated_sealing_the_pending_code(world: World) -> 
     assert isinstance(stored, bytes)
     assert open_as_spec_says(stored, STORE_KEY) == code.encode()
     assert new.link_code == code
-    conn.execute("VACUUM")  # the old page's free space would still hold the old text
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # secure_delete zeroed the old text
     assert all(spelling not in file_bytes(path) for spelling in spellings(code))
 
     new.complete_link(primary.approve_link(request, code))

@@ -82,6 +82,37 @@ def test_store_runs_in_wal_mode_with_full_synchronous(tmp_path: Path) -> None:
     assert path.with_name(path.name + "-wal").exists()
 
 
+def test_the_store_zeroes_deleted_content_even_if_sqlite_would_not(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REQ-CL-43: a SQLite build whose default is secure_delete off (SQLite's own default) is
+    simulated by turning it off on every new connection. What a plain store deleted (a taken
+    inbox body, the link code once linked) must still be gone from the database file."""
+    connect = sqlite3.connect
+
+    def connect_without_secure_delete(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = connect(*args, **kwargs)
+        conn.execute("PRAGMA secure_delete = OFF")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect_without_secure_delete)
+    [alice] = world.user("alice")
+    [bob] = world.user("bob")
+    new = Client.create_linked(world.path("bob"), "bob")
+    code = new.link_code.encode()
+    new.complete_link(bob.approve_link(new.link_request(), new.link_code))
+    world.send(alice, "bob", b"a body that is deleted once taken")
+    assert [m.body for m in world.deliver(bob)] == [b"a body that is deleted once taken"]
+    assert len(bob.inbox(take=True)) == 1
+
+    for client, deleted in [(bob, b"a body that is deleted once taken"), (new, code)]:
+        conn = client.store.conn
+        assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        path = Path(conn.execute("PRAGMA database_list").fetchone()[2])
+        assert deleted not in path.read_bytes()
+
+
 def test_a_store_that_cannot_use_wal_is_refused() -> None:
     """REQ-CL-01: SQLite keeps an in-memory database in journal mode "memory"; the store must
     refuse it rather than run without the durability it promises."""

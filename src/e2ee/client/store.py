@@ -1,6 +1,7 @@
 """The durable client store: one SQLite file per device (schema in spec/client.md).
 
 * WAL journal, ``synchronous=FULL``: a committed transaction survives power loss.
+  ``secure_delete`` zeroes what a change deletes or overwrites.
 * Every change is one ``BEGIN IMMEDIATE`` transaction, which takes SQLite's write lock at the
   start. Together with the store's re-entrant thread lock this serialises all work on the store
   across threads (the lock) and processes (the write lock): a session is read, used and written
@@ -170,6 +171,10 @@ class Store:
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()
             self.conn.execute("PRAGMA synchronous = FULL")
+            # Deleted and overwritten content (earlier session states with their chain keys, a
+            # used link code, deleted inbox rows) is zeroed in the file, whatever the SQLite
+            # build's default: forward secrecy must not depend on free pages being reused.
+            self.conn.execute("PRAGMA secure_delete = ON")
         except sqlite3.Error as error:  # not a database at all, say
             raise StoreError(f"the client store cannot be opened ({_name(error)})") from None
         if mode is None or str(mode[0]).lower() != "wal":
