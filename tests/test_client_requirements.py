@@ -408,6 +408,20 @@ def test_device_ids_are_never_reused(world: World) -> None:
     assert again.device_id == 4
 
 
+def test_a_change_to_the_own_list_is_one_event_naming_the_device(world: World) -> None:
+    """REQ-CL-44"""
+    [primary] = world.user("bob")
+    primary.take_events()
+    world.link(primary, "bob")
+    assert [(e.kind, e.user_id, e.device_id, e.detail) for e in primary.take_events()] == [
+        ("device_list_changed", "bob", 2, "linked")
+    ]
+    primary.remove_device(2)
+    assert [(e.kind, e.user_id, e.device_id, e.detail) for e in primary.take_events()] == [
+        ("device_list_changed", "bob", 2, "removed")
+    ]
+
+
 # --- linking -------------------------------------------------------------------------------------
 
 

@@ -302,9 +302,8 @@ class Client:
                 raise ValueError("not another device of this user")
             del entries[device_id]
             signed = identity.sign_device_list(self._user_id, current.counter + 1, entries)
-            _, events = devices.accept(conn, signed.to_bytes(), self._user_id, self.policy)
-            events.append(Event("device_list_changed", self._user_id, device_id, "removed"))
-            self._emit(conn, events)
+            devices.accept(conn, signed.to_bytes(), self._user_id, self.policy)
+            self._emit(conn, [Event("device_list_changed", self._user_id, device_id, "removed")])
         return signed.to_bytes()
 
     def _user_identity(self, conn: sqlite3.Connection) -> UserIdentity:
