@@ -45,8 +45,9 @@ the relay's clock and this device's (spec/client.md, section 3)."""
 
 
 class Directory(Protocol):
-    """Where the client fetches other users' device lists and prekey bundles (step 5: the relay;
-    tests: :class:`e2ee.client.memory.InMemoryDirectory`)."""
+    """Where the client fetches other users' device lists and prekey bundles (the relay:
+    :class:`e2ee.relay.client.RelayClient`; tests:
+    :class:`e2ee.client.memory.InMemoryDirectory`)."""
 
     def device_list(self, user_id: str) -> bytes | None: ...
 

@@ -3,7 +3,7 @@
 The directory keeps each user's newest signed device list and, per device, the uploaded signed
 bundle and one-time prekeys; :meth:`InMemoryDirectory.bundle` hands each one-time prekey out
 exactly once and falls back to the signed last-resort keys. The transport is a mailbox per
-(user, device). Neither checks anything a real relay would (that is step 5).
+(user, device). Neither checks anything a real relay would (spec/relay.md, :mod:`e2ee.relay`).
 """
 
 from __future__ import annotations
