@@ -8,6 +8,7 @@ device lists, prekeys, exactly-once delivery) happens here, each step in one SQL
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from e2ee.client import devices, sessions, trust
 from e2ee.client.envelope import MAX_BODY_SIZE, MESSAGE_ID_SIZE, Content, Envelope
 from e2ee.client.events import Event, Message, ReceiveResult
 from e2ee.client.prekeys import PrekeyPolicy, PrekeyUpload, maintain, pending_upload
-from e2ee.client.store import Store
+from e2ee.client.store import Store, column
 from e2ee.config import SessionConfig
 from e2ee.crypto.provider import Provider
 from e2ee.errors import (
@@ -78,10 +79,14 @@ class Client:
         with store.transaction() as conn:
             user_id = store.get_meta(conn, "user_id")
             device_key = store.get_meta(conn, "device_key")
-        if not isinstance(user_id, str) or not isinstance(device_key, bytes):
-            raise LocalError("this store holds no client; use Client.create or create_linked")
-        self._user_id = user_id
-        self._device_key = device_key
+            if not isinstance(user_id, str) or not isinstance(device_key, bytes):
+                raise LocalError("this store holds no client; use Client.create or create_linked")
+            self._user_id = user_id
+            self._device_key = device_key
+            # Loading the account now checks the store key (a wrong key, or none for an
+            # encrypted store, is a StateError here, before any call can act on the store).
+            if self._account(conn).identity_key != device_key:
+                raise StateError("the account does not match this store's device key")
 
     # --- creation --------------------------------------------------------------------------
 
@@ -155,8 +160,10 @@ class Client:
         now: int | None = None,
         **options: object,
     ) -> Client:
-        """Open an existing device's store (``now``: see :class:`Store`, for a migration)."""
-        store = Store(path, key=key, provider=provider, now=now)
+        """Open an existing device's store (``now``: see :class:`Store`, for a migration). A
+        missing file is a :class:`StoreError` and a file holding no client a
+        :class:`LocalError`; neither is written to."""
+        store = Store(path, key=key, provider=provider, now=now, create=False)
         return cls(store, **options)  # type: ignore[arg-type]
 
     @staticmethod
@@ -311,7 +318,8 @@ class Client:
         row = conn.execute("SELECT state FROM user_identity WHERE id = 1").fetchone()
         if row is None:
             raise LocalError("this device does not hold the user identity key")
-        return UserIdentity.from_bytes(row[0], key=self._store.key)
+        state = column(row[0], bytes, "user identity state")
+        return UserIdentity.from_bytes(state, key=self._store.key)
 
     def _own_list(self, conn: sqlite3.Connection) -> DeviceList:
         current = devices.stored_list(conn, self._user_id)
@@ -358,8 +366,10 @@ class Client:
         )
 
     def _account(self, conn: sqlite3.Connection) -> Account:
-        (state,) = conn.execute("SELECT state FROM account WHERE id = 1").fetchone()
-        return Account.from_bytes(state, key=self._store.key)
+        row = conn.execute("SELECT state FROM account WHERE id = 1").fetchone()
+        if row is None:
+            raise StateError("no account in the client store")
+        return Account.from_bytes(column(row[0], bytes, "account state"), key=self._store.key)
 
     def _save_account(self, conn: sqlite3.Connection, account: Account) -> None:
         conn.execute(
@@ -673,9 +683,10 @@ class Client:
     def take_events(self) -> list[Event]:
         """Every event not taken yet, oldest first (and removes them)."""
         with self._store.transaction() as conn:
-            rows = conn.execute("SELECT seq, event FROM events ORDER BY seq").fetchall()
-            conn.execute("DELETE FROM events")
-        return [Event.from_bytes(row[1]) for row in rows]
+            rows = conn.execute("SELECT event FROM events ORDER BY seq").fetchall()
+            events = [Event.from_bytes(column(row[0], bytes, "event")) for row in rows]
+            conn.execute("DELETE FROM events")  # only once every event was read
+        return events
 
     def inbox(self, *, take: bool = False) -> list[Message]:
         """Delivered messages, oldest first; with ``take`` they are removed."""
@@ -684,22 +695,30 @@ class Client:
                 "SELECT sender_user, sender_device, conversation, message_id, outgoing, body "
                 "FROM inbox ORDER BY seq"
             ).fetchall()
+            messages = [self._inbox_message(*row) for row in rows]
             if take:
-                conn.execute("DELETE FROM inbox")
-        messages = []
-        for user, device, conversation, message_id, outgoing, body in rows:
-            message = Message(user, device, conversation, message_id, b"", bool(outgoing))
-            messages.append(
-                Message(
-                    user,
-                    device,
-                    conversation,
-                    message_id,
-                    self._store.open(body, _inbox_ad(message)),
-                    bool(outgoing),
-                )
-            )
+                conn.execute("DELETE FROM inbox")  # only once every message was read
         return messages
+
+    def _inbox_message(
+        self,
+        user: object,
+        device: object,
+        conversation: object,
+        message_id: object,
+        outgoing: object,
+        body: object,
+    ) -> Message:
+        header = Message(
+            column(user, str, "inbox sender"),
+            column(device, int, "inbox sender device"),
+            column(conversation, str, "inbox conversation"),
+            column(message_id, bytes, "inbox message id"),
+            b"",
+            bool(column(outgoing, int, "inbox direction")),
+        )
+        opened = self._store.open(column(body, bytes, "inbox body"), _inbox_ad(header))
+        return dataclasses.replace(header, body=opened)
 
     def sessions_with(self, user_id: str, device_id: int) -> list[Session]:
         """The sessions held with one peer device, active first (for inspection and tests)."""
@@ -709,7 +728,10 @@ class Client:
                 "ORDER BY last_used DESC",
                 (user_id, device_id),
             ).fetchall()
-        return [Session.from_bytes(row[0], key=self._store.key) for row in rows]
+        return [
+            Session.from_bytes(column(row[0], bytes, "session state"), key=self._store.key)
+            for row in rows
+        ]
 
 
 def _content(plaintext: bytes) -> Content:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from e2ee.client import trust
 from e2ee.client.events import Event
+from e2ee.client.store import column
 from e2ee.crypto import primitives
 from e2ee.errors import DecodeError, DeviceListError, LinkError
 from e2ee.identity import DeviceList, SignedDeviceList
@@ -43,7 +44,7 @@ _MAX_LINK_SIZE = 16 * 1024
 
 def stored_list(conn: sqlite3.Connection, user_id: str) -> DeviceList | None:
     row = conn.execute("SELECT signed FROM device_lists WHERE user_id = ?", (user_id,)).fetchone()
-    return None if row is None else _parsed(row[0])
+    return None if row is None else _parsed(column(row[0], bytes, "device list"))
 
 
 @functools.lru_cache(maxsize=256)
@@ -75,15 +76,17 @@ def accept(
     ).fetchone()
     old: DeviceList | None = None
     if row is not None:
-        if new.counter < row[0]:
+        counter = column(row[0], int, "device list counter")
+        stored = column(row[1], bytes, "device list")
+        if new.counter < counter:
             if ignore_older:
-                return SignedDeviceList.from_bytes(row[1]).device_list, events
+                return _parsed(stored), events
             raise DeviceListError("device list is older than the one already accepted")
-        if new.counter == row[0]:
-            if row[1] != data:
+        if new.counter == counter:
+            if stored != data:
                 raise DeviceListError("two different device lists with the same counter")
             return new, events
-        old = SignedDeviceList.from_bytes(row[1]).device_list
+        old = _parsed(stored)
     conn.execute(
         "INSERT OR REPLACE INTO device_lists (user_id, counter, signed) VALUES (?, ?, ?)",
         (new.user_id, new.counter, data),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from e2ee.client.store import Store
+from e2ee.client.store import Store, column
 from e2ee.session import Session
 
 MAX_PREVIOUS_SESSIONS = 4
@@ -29,7 +29,7 @@ def by_id(
         "SELECT state FROM sessions WHERE peer_user = ? AND peer_device = ? AND session_id = ?",
         (user, device, session_id),
     ).fetchone()
-    return None if row is None else Session.from_bytes(row[0], key=store.key)
+    return None if row is None else _load(row[0], store)
 
 
 def active(conn: sqlite3.Connection, store: Store, user: str, device: int) -> Session | None:
@@ -38,7 +38,11 @@ def active(conn: sqlite3.Connection, store: Store, user: str, device: int) -> Se
         "ORDER BY last_used DESC LIMIT 1",
         (user, device),
     ).fetchone()
-    return None if row is None else Session.from_bytes(row[0], key=store.key)
+    return None if row is None else _load(row[0], store)
+
+
+def _load(state: object, store: Store) -> Session:
+    return Session.from_bytes(column(state, bytes, "session state"), key=store.key)
 
 
 def count(conn: sqlite3.Connection, user: str, device: int) -> int:

@@ -22,10 +22,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from e2ee.crypto import primitives
 from e2ee.crypto.provider import Provider, default_provider
-from e2ee.errors import AuthenticationError, StateError, StoreError
+from e2ee.errors import AuthenticationError, LocalError, StateError, StoreError
 from e2ee.limits import HEADER_NONCE_SIZE, HKDF_ZERO_SALT
 
 SCHEMA_VERSION = 3
@@ -122,6 +123,17 @@ def _migrate_2_to_3(conn: sqlite3.Connection, store: Store) -> None:
     conn.execute("UPDATE meta SET value = 3 WHERE name = 'schema'")
 
 
+T = TypeVar("T", bytes, int, str)
+
+
+def column(value: object, kind: type[T], what: str) -> T:
+    """A value read from the store, which is input from disk (SQLite lets any column hold any
+    type): ``value`` if it is of ``kind``, else :class:`StateError` naming ``what`` only."""
+    if not isinstance(value, kind):
+        raise StateError(f"malformed {what} in the client store")
+    return value
+
+
 def _subkey(key: bytes | None, label: bytes) -> bytes | None:
     return primitives.hkdf_sha256(HKDF_ZERO_SALT, key, label, 32) if key else None
 
@@ -141,10 +153,13 @@ class Store:
         key: bytes | None = None,
         provider: Provider | None = None,
         now: int | None = None,
+        create: bool = True,
     ) -> None:
-        """Open (or create) the store at ``path``. An older schema is migrated in one
-        transaction; ``now`` is the time a migration stamps on the ``processed`` rows it cannot
-        date (see :func:`_migrate_1_to_2`; the wall clock if None)."""
+        """Open (or, with ``create``, create) the store at ``path``. Without ``create`` the file
+        must exist and already hold a client, else :class:`StoreError` or :class:`LocalError`
+        before anything is written to it. An older schema is migrated in one transaction;
+        ``now`` is the time a migration stamps on the ``processed`` rows it cannot date (see
+        :func:`_migrate_1_to_2`; the wall clock if None)."""
         if key is not None and (not isinstance(key, bytes) or len(key) != 32):
             raise TypeError("the store key must be 32 bytes")
         self.key = key
@@ -153,18 +168,36 @@ class Store:
         self.checkpoint_hook: Callable[[str], None] | None = None
         self._inbox_key = _subkey(key, _INBOX_LABEL)
         self._link_code_key = _subkey(key, _LINK_CODE_LABEL)
+        # Without ``create``, SQLite's read-write mode refuses a missing file (no typo leaves
+        # an empty store behind).
+        target = str(path) if create else Path(path).resolve().as_uri() + "?mode=rw"
         try:
             self.conn = sqlite3.connect(
-                str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                check_same_thread=False,
+                target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                check_same_thread=False, uri=not create,
             )  # fmt: skip
         except sqlite3.Error as error:
             raise StoreError(f"the client store cannot be opened ({_name(error)})") from None
         try:
+            if not create:
+                self._require_client()
             self._open(now)
         except BaseException:
             self.conn.close()
             raise
+
+    def _require_client(self) -> None:
+        """Read only: a file that is not a client store (another application's database, an
+        empty file) is refused before the schema, or WAL mode, is written into it."""
+        try:
+            tables = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            held = ("meta",) in tables.fetchall() and self.conn.execute(
+                "SELECT 1 FROM meta WHERE name = 'user_id'"
+            ).fetchone() is not None
+        except sqlite3.Error as error:
+            raise StoreError(f"the client store cannot be opened ({_name(error)})") from None
+        if not held:
+            raise LocalError("this store holds no client; use Client.create or create_linked")
 
     def _open(self, now: int | None) -> None:
         try:

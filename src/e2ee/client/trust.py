@@ -20,7 +20,9 @@ import sqlite3
 from typing import Literal
 
 from e2ee.client.events import Event
-from e2ee.errors import UntrustedIdentityError
+from e2ee.client.store import column
+from e2ee.errors import StateError, UntrustedIdentityError
+from e2ee.limits import ED25519_KEY_SIZE
 
 TrustPolicy = Literal["block", "warn"]
 
@@ -29,7 +31,17 @@ def identity(conn: sqlite3.Connection, user_id: str) -> tuple[bytes, bool, bytes
     row = conn.execute(
         "SELECT identity_key, verified, pending_key FROM identities WHERE user_id = ?", (user_id,)
     ).fetchone()
-    return None if row is None else (row[0], bool(row[1]), row[2])
+    if row is None:
+        return None
+    pending = None if row[2] is None else _key(row[2], "pending identity key")
+    return _key(row[0], "identity key"), bool(column(row[1], int, "verified flag")), pending
+
+
+def _key(value: object, what: str) -> bytes:
+    key = column(value, bytes, what)
+    if len(key) != ED25519_KEY_SIZE:
+        raise StateError(f"malformed {what} in the client store")
+    return key
 
 
 def check(conn: sqlite3.Connection, user_id: str, key: bytes, policy: TrustPolicy) -> list[Event]:
