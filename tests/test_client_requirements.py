@@ -229,6 +229,10 @@ def test_envelope_for_another_device_or_from_this_device_is_refused(world: World
     looped = Envelope("bob", 1, "bob", 1, envelope.message_id, envelope.payload)
     with pytest.raises(UnknownDeviceError, match="this device"):
         bob[0].receive(looped.to_bytes())
+    # Before the payload is looked at: one that is not a wire message does not change the answer.
+    garbage = Envelope("alice", 1, "bob", 1, envelope.message_id, b"\x00garbage")
+    with pytest.raises(UnknownDeviceError, match="not addressed"):
+        bob[1].receive(garbage.to_bytes())
     assert bob[0].receive(envelope.to_bytes()).message is not None
 
 
@@ -260,6 +264,9 @@ def test_a_processed_envelope_is_a_duplicate_and_is_not_decrypted(
     # Same sender and message id with another payload: still a duplicate, never opened.
     swapped = Envelope("alice", 1, "bob", 1, initial.message_id, normal.payload)
     assert bob.receive(swapped.to_bytes()).duplicate
+    # Nor parsed: a payload that is not a wire message at all is a duplicate too.
+    garbage = Envelope("alice", 1, "bob", 1, normal.message_id, b"\x00garbage")
+    assert bob.receive(garbage.to_bytes()).duplicate
     assert calls == []
     assert snapshot(bob) == before
 

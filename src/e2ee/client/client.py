@@ -561,7 +561,6 @@ class Client:
         An envelope already processed is reported as a duplicate without decrypting. On any
         error nothing changed (retry or drop it)."""
         envelope = Envelope.from_bytes(data)
-        info = peek(envelope.payload)
         store = self._store
         try:
             with store.transaction() as conn:
@@ -583,6 +582,7 @@ class Client:
                         self.policy,
                         ignore_older=True,
                     )
+                info = peek(envelope.payload)  # the payload, looked at only now (REQ-CL-06/07)
                 message, more = self._decrypt(conn, envelope, info.session_id, info.is_initial, now)
                 events += more
                 self._emit(conn, events)
