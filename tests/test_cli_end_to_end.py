@@ -24,6 +24,7 @@ from e2ee.cli.client_commands import (
 )
 from e2ee.client import Client
 from e2ee.relay.client import RelayClient
+from tests.client_support import SMALL_PREKEYS
 from tests.relay_support import PROJECT_ROOT, RelayProcess, free_port, relay_process
 
 
@@ -220,3 +221,112 @@ def test_version_and_help_with_examples() -> None:
             actions = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
             sub = actions[0].choices[word]
         assert "example" in (sub.epilog or ""), command
+
+
+# A user id is any UTF-8 the relay accepts, and a conversation name is a user id. Hostile ones
+# try to forge a line from "alice" (newline, carriage return, U+2028), a column of `contacts`
+# (tab), to hide the rest of the line (ESC [8m, the C1 CSI 0x9b) or to reorder it (U+202E).
+FORGED = "alice/1: please send me your store passphrase"
+HOSTILE_SENDER = f"mal\tverified\n{FORGED}\x1b[8m\u202e"
+HOSTILE_CONVERSATION = f"eve\r{FORGED}\x9b8m\u2028"
+# The same names as the terminal must show them, written out by hand.
+SHOWN_SENDER = r"mal\tverified\nalice/1: please send me your store passphrase\x1b[8m\u202e"
+SHOWN_CONVERSATION = r"eve\ralice/1: please send me your store passphrase\x9b8m\u2028"
+
+
+def terminal_lines(output: str) -> list[str]:
+    """The lines of ``output``: each ends in the newline print wrote and holds nothing but
+    printable characters and tabs (the CLI's own column separators, which the callers pin by
+    comparing whole lines); none is a forged line."""
+    assert output.endswith("\n"), repr(output)
+    lines = output[:-1].split("\n")
+    for line in lines:
+        assert all(cell.isprintable() for cell in line.split("\t")), repr(line)
+        assert not line.startswith(FORGED), repr(line)
+    return lines
+
+
+def register(server: RelayProcess, path: Path, name: str) -> Client:
+    """A device of a new user ``name`` on the relay (device list and prekeys published)."""
+    client = Client.create(path, name, prekey_policy=SMALL_PREKEYS)
+    with RelayClient(server.url, client) as relay:
+        relay.publish_device_list()
+        relay.publish_prekeys()
+    return client
+
+
+def test_a_hostile_sender_name_is_printed_escaped_on_one_line(
+    server: RelayProcess, tmp_path: Path
+) -> None:
+    """receive, contacts, devices and fingerprint print a sender's user id with its control
+    characters escaped; so do the stderr notes of events about that user."""
+    cy = tmp_path / "cy"
+    ok(e2ee(cy, "init", "--relay", server.url, "--name", "cy"))
+    mallory = register(server, tmp_path / "mallory.sqlite", HOSTILE_SENDER)
+    try:
+        with RelayClient(server.url, mallory) as relay:
+            relay.send("cy", b"hi cy")
+
+        received = e2ee(cy, "receive")
+        assert terminal_lines(ok(received)) == [SHOWN_SENDER + "/1: hi cy"]
+        assert received.stderr == ""
+
+        contacts = ok(e2ee(cy, "contacts"))
+        assert terminal_lines(contacts) == [SHOWN_SENDER + "\tnot verified"]
+
+        devices = terminal_lines(ok(e2ee(cy, "devices", HOSTILE_SENDER)))
+        assert devices[0] == SHOWN_SENDER + ": device list #1"
+        assert len(devices) == 2
+        assert devices[1].startswith("  1\tkey ")
+
+        fingerprint = e2ee(cy, "fingerprint", HOSTILE_SENDER)
+        assert fingerprint.returncode == 0, fingerprint.stderr
+        assert terminal_lines(fingerprint.stderr) == [
+            f"e2ee: {SHOWN_SENDER} is not verified; both of you should see this number"
+        ]
+
+        # mallory links a second device: cy's next receive reports the changed device list
+        second = Client.create_linked(
+            tmp_path / "mallory2.sqlite", HOSTILE_SENDER, prekey_policy=SMALL_PREKEYS
+        )
+        try:
+            second.complete_link(mallory.approve_link(second.link_request(), second.link_code))
+            with RelayClient(server.url, mallory) as relay:
+                relay.publish_device_list()
+            with RelayClient(server.url, second) as relay:
+                relay.publish_prekeys()
+                relay.send("cy", b"from my laptop")
+        finally:
+            second.close()
+        changed = e2ee(cy, "receive")
+        assert terminal_lines(ok(changed)) == [SHOWN_SENDER + "/2: from my laptop"]
+        assert terminal_lines(changed.stderr) == [
+            f"e2ee: {SHOWN_SENDER}'s devices changed: counter 2; added [2]; removed []"
+        ]
+    finally:
+        mallory.close()
+
+
+def test_a_hostile_conversation_name_is_printed_escaped_on_one_line(
+    server: RelayProcess, tmp_path: Path
+) -> None:
+    """The copy of a message one of our own other devices sent shows the conversation (the
+    recipient's user id) with its control characters escaped."""
+    dee = tmp_path / "dee"
+    ok(e2ee(dee, "init", "--relay", server.url, "--name", "dee"))
+    holder = Client.open(dee / "device.sqlite")
+    laptop = Client.create_linked(tmp_path / "dee2.sqlite", "dee", prekey_policy=SMALL_PREKEYS)
+    try:
+        laptop.complete_link(holder.approve_link(laptop.link_request(), laptop.link_code))
+        with RelayClient(server.url, holder) as relay:
+            relay.publish_device_list()
+        register(server, tmp_path / "eve.sqlite", HOSTILE_CONVERSATION).close()
+        with RelayClient(server.url, laptop) as relay:
+            relay.publish_prekeys()
+            relay.send(HOSTILE_CONVERSATION, b"see you")
+    finally:
+        holder.close()
+        laptop.close()
+
+    received = e2ee(dee, "receive")
+    assert terminal_lines(ok(received)) == [f"dee/2 -> {SHOWN_CONVERSATION}: see you"]

@@ -9,6 +9,10 @@ the new safety number is compared and accepted with ``verify``.
 
 Errors are one line on stderr and a distinct exit status (:data:`EXIT_CODES`). Nothing printed
 is secret: user names, device ids, message texts, safety numbers and public-key fingerprints.
+Every text from the network, the store or the command line is printed through
+:func:`e2ee.cli.terminal.clean`, which escapes control characters: a user id, conversation name,
+message text or event detail can neither add a line to the output nor send the terminal an
+escape sequence.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from e2ee.cli.terminal import clean
 from e2ee.client import Client, Message, ReceiveResult
 from e2ee.client import trust as _trust
 from e2ee.errors import (
@@ -219,13 +224,9 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _clean(text: str) -> str:
-    """Text from the network, safe for a terminal (no control sequences)."""
-    return "".join(c if c.isprintable() or c == "\t" else "?" for c in text)
-
-
 def _note(text: str) -> None:
-    print(f"e2ee: {text}", file=sys.stderr)
+    """One line on stderr; ``text`` may hold user ids and error messages from the network."""
+    print(f"e2ee: {clean(text)}", file=sys.stderr)
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -263,7 +264,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             for file in path.iterdir():
                 if file.name.startswith(STORE):
                     file.unlink()
-    print(f"{name}: device 1 registered at {args.relay.rstrip('/')} (home {path})")
+    print(clean(f"{name}: device 1 registered at {args.relay.rstrip('/')} (home {path})"))
     return EXIT_OK
 
 
@@ -281,15 +282,16 @@ def cmd_send(args: argparse.Namespace) -> int:
         except MismatchedDevicesError:  # the device list moved on between fetch and send
             home.relay.send(args.name, text.encode())
         _report_events(home.client)
-    print(f"sent to {args.name}")
+    print(clean(f"sent to {args.name}"))
     return EXIT_OK
 
 
 def _format(message: Message, own: str) -> str:
-    text = _clean(message.body.decode("utf-8", errors="replace"))
+    """One line: sender user, conversation and text all come from the network."""
+    text = message.body.decode("utf-8", errors="replace")
     if message.outgoing:
-        return f"{own}/{message.sender_device} -> {message.conversation}: {text}"
-    return f"{message.sender_user}/{message.sender_device}: {text}"
+        return clean(f"{own}/{message.sender_device} -> {message.conversation}: {text}")
+    return clean(f"{message.sender_user}/{message.sender_device}: {text}")
 
 
 def _print_results(results: list[ReceiveResult], own: str) -> int:
@@ -374,7 +376,7 @@ def cmd_contacts(args: argparse.Namespace) -> int:
             state = "verified" if verified else "not verified"
             if pending:
                 state = "IDENTITY CHANGED (compare `e2ee fingerprint` and `verify`)"
-            print(f"{_clean(user)}\t{state}")
+            print(f"{clean(user)}\t{state}")
     return EXIT_OK
 
 
@@ -401,7 +403,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
         if listed is None:
             raise CommandError(EXIT_UNKNOWN_USER, f"no device list known for {name!r}")
         own = home.client.device_id
-        print(f"{name}: device list #{listed.counter}")
+        print(clean(f"{name}: device list #{listed.counter}"))
         for device, key in listed.devices:
             marker = "  (this device)" if name == home.name and device == own else ""
             print(f"  {device}\tkey {hashlib.sha256(key).hexdigest()[:16]}{marker}")
@@ -465,7 +467,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise CommandError(EXIT_MISMATCH, f"safety number does not match {args.name}'s")
         if not home.client.mark_verified(args.name):
             raise CommandError(EXIT_MISMATCH, f"{args.name}'s identity key changed meanwhile")
-    print(f"{args.name} verified" + (" (new identity key accepted)" if pending else ""))
+    print(clean(f"{args.name} verified" + (" (new identity key accepted)" if pending else "")))
     return EXIT_OK
 
 

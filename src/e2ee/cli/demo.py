@@ -6,7 +6,9 @@ SQLite store) over HTTP: device lists and prekeys are published, PQXDH sessions 
 claimed bundles, messages go both ways (with delivery out of order and a duplicate), one device
 is wiped and linked again, and at the end the relay's database files are searched for every
 plaintext. Everything reported is public: texts of the demo itself, sizes, counts, device ids,
-event kinds and safety numbers. No key material or token is ever shown.
+event kinds and safety numbers. No key material or token is ever shown. Text that came from
+the relay or a store (user ids, conversations, message texts, error messages) is shown through
+:func:`e2ee.cli.terminal.clean` and, in the rich tables, with its markup escaped.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import httpx
 
 import e2ee
+from e2ee.cli.terminal import clean
 from e2ee.client import Client, PrekeyPolicy
 from e2ee.client.envelope import Envelope
 from e2ee.config import SessionConfig
@@ -445,13 +448,14 @@ def root_files(path: Path) -> list[Path]:
 # --- output ----------------------------------------------------------------------------------
 
 
-def _clean(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
 def render(report: dict[str, Any], console: Any) -> None:
     """The report as rich tables on ``console``."""
+    from rich.markup import escape
     from rich.table import Table
+
+    def text(value: object) -> str:
+        """Text from the relay or a store: control characters and rich markup escaped."""
+        return escape(clean(str(value)))
 
     he = "on" if report["header_encryption"] else "off"
     console.print(
@@ -464,24 +468,24 @@ def render(report: dict[str, Any], console: Any) -> None:
         read.add_column(column)
     for device, rows in report["read"].items():
         for row in rows:
-            text = _clean(row["text"]) + (
-                "  [dim](copy of own)[/dim]" if row["copy_of_own"] else ""
-            )
-            read.add_row(device, row["from"], row["conversation"], text)
+            shown = text(row["text"]) + ("  [dim](copy of own)[/dim]" if row["copy_of_own"] else "")
+            read.add_row(text(device), text(row["from"]), text(row["conversation"]), shown)
     console.print(read)
 
     ooo = report["out_of_order"]
     console.print(
-        f"{ooo['device']} processed five queued messages in the order {ooo['delivery_order']}: "
-        f"read {', '.join(repr(t) for t in ooo['read'])}; a redelivered copy was "
+        f"{text(ooo['device'])} processed five queued messages in the order "
+        f"{ooo['delivery_order']}: read {', '.join(text(repr(t)) for t in ooo['read'])}; "
+        "a redelivered copy was "
         f"{'detected as a duplicate' if ooo['duplicate_detected'] else 'NOT detected'}."
     )
     kinds = ", ".join(
-        f"{e['kind']} ({e['user']}/{e['device']})" for e in report["reinstall"]["alice_events"]
+        text(f"{e['kind']} ({e['user']}/{e['device']})")
+        for e in report["reinstall"]["alice_events"]
     )
     console.print(
-        f"{report['reinstall']['wiped']} was wiped and linked again as "
-        f"{report['reinstall']['new']}; alice/1 was told: {kinds or 'nothing'}."
+        f"{text(report['reinstall']['wiped'])} was wiped and linked again as "
+        f"{text(report['reinstall']['new'])}; alice/1 was told: {kinds or 'nothing'}."
     )
 
     storage = report["relay_storage"]
@@ -493,9 +497,9 @@ def render(report: dict[str, Any], console: Any) -> None:
     for row in storage["envelopes"]:
         stored.add_row(
             str(row["id"]),
-            row["from"],
-            row["to"],
-            row["kind"],
+            text(row["from"]),
+            text(row["to"]),
+            text(row["kind"]),
             str(row["bytes"]),
             "yes" if row["header_encrypted"] else "no",
         )
@@ -505,16 +509,17 @@ def render(report: dict[str, Any], console: Any) -> None:
     tables.add_column("rows", justify="right")
     tables.add_column("bytes", justify="right")
     for name, info in storage["tables_mid_conversation"].items():
-        tables.add_row(name, str(info["rows"]), str(info["bytes"]))
+        tables.add_row(text(name), str(info["rows"]), str(info["bytes"]))
     console.print(tables)
     verdict = (
         "[green]none found[/green]"
         if not storage["plaintexts_found"]
-        else f"[red]FOUND: {storage['plaintexts_found']}[/red]"
+        else f"[red]FOUND: {text(storage['plaintexts_found'])}[/red]"
     )
     console.print(
         f"Searched {storage['bytes_searched']:,} bytes of relay files "
-        f"({', '.join(storage['files'])}, relay.log) for all {storage['plaintexts_searched']} "
+        f"({text(', '.join(storage['files']))}, relay.log) for all "
+        f"{storage['plaintexts_searched']} "
         f"plaintexts: {verdict}."
     )
 
@@ -522,7 +527,7 @@ def render(report: dict[str, Any], console: Any) -> None:
     safety.add_column("device")
     safety.add_column("safety number")
     for device, number in report["safety_numbers"]["by_device"].items():
-        safety.add_row(device, number)
+        safety.add_row(text(device), text(number))
     console.print(safety)
 
     timing = Table(title="Timing", title_justify="left")
@@ -556,7 +561,7 @@ def main(*, json_output: bool, header_encryption: bool) -> int:
 
                 report = run_demo(header_encryption=header_encryption, step=step)
     except (DemoError, E2EEError, OSError, sqlite3.Error, httpx.HTTPError) as exc:
-        print(f"e2ee demo: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(clean(f"e2ee demo: failed: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return 1
     if json_output:
         print(json.dumps(report, indent=2))
