@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from e2ee.client import Client, PrekeyPolicy
-from e2ee.client.devices import LinkRequest, new_code, normalize_code
+from e2ee.client.devices import LinkApproval, LinkRequest, new_code, normalize_code
 from e2ee.errors import DeviceListError, LinkError, StateError
 from e2ee.identity import SignedDeviceList, UserIdentity
 from e2ee.testing import DeterministicProvider
@@ -81,6 +81,87 @@ def test_link_code_format_and_tamper() -> None:
     tampered = LinkRequest("alice", K2, request.nonce, request.tag)
     with pytest.raises(LinkError):
         tampered.check(code)
+
+
+def _request_fields(nonce: bytes = bytes(16), tag: bytes = bytes(32)) -> dict[int, object]:
+    return {0: 1, 1: 36, 2: b"alice", 3: K1, 4: nonce, 5: tag}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {4: b""},  # nonce: spec/client.md section 5 fixes 16 bytes
+        {4: bytes(3)},
+        {4: bytes(15)},
+        {4: bytes(17)},
+        {4: bytes(5000)},
+        {5: b""},  # tag: HMAC-SHA-256, 32 bytes
+        {5: bytes(16)},
+        {5: bytes(31)},
+        {5: bytes(33)},
+        {2: b""},  # user id: 1..256 bytes
+        {2: b"a" * 257},
+        {3: bytes(31)},  # device identity key: 32 bytes
+    ],
+)
+def test_link_request_with_a_field_of_another_length_is_malformed(
+    fields: dict[int, object],
+) -> None:
+    LinkRequest.from_bytes(codec.encode(_request_fields()))  # the same layout, lengths right
+    with pytest.raises(LinkError, match="malformed"):
+        LinkRequest.from_bytes(codec.encode(_request_fields() | fields))
+
+
+@pytest.mark.parametrize("nonce_size", [0, 3, 15, 17, 5000])
+def test_approve_link_refuses_a_request_with_a_nonce_of_another_length(
+    tmp_path: Path, nonce_size: int
+) -> None:
+    """REQ-CL-21: the tag matches the code (it is made with it), but the nonce is not the 16
+    bytes of spec/client.md section 5, so the request is malformed: refused, nothing stored."""
+    alice = Client.create(tmp_path / "alice.sqlite", "alice")
+    new = Client.create_linked(tmp_path / "new.sqlite", "alice")
+    try:
+        before = alice.device_list()
+        alice.take_events()
+        request = LinkRequest.make("alice", new.device_key, bytes(nonce_size), new.link_code)
+        with pytest.raises(LinkError, match="malformed"):
+            alice.approve_link(request.to_bytes(), new.link_code)
+        assert alice.device_list() == before
+        assert alice.take_events() == []
+        # the same request with a 16-byte nonce is approved
+        good = LinkRequest.make("alice", new.device_key, bytes(16), new.link_code)
+        assert alice.approve_link(good.to_bytes(), new.link_code)
+        assert alice.device_list() != before
+    finally:
+        alice.close()
+        new.close()
+
+
+def _approval_fields() -> dict[int, object]:
+    signed = USER.sign_device_list("alice", 2, {1: K1, 2: K2}).to_bytes()
+    return {0: 1, 1: 37, 2: 2, 3: signed, 4: bytes(32)}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {4: b""},  # tag': HMAC-SHA-256, 32 bytes
+        {4: bytes(16)},
+        {4: bytes(31)},
+        {4: bytes(33)},
+        {2: -1},  # device id: 0..2^31-1, as in a device list
+        {2: 2**31},
+        {2: 2**64 - 1},
+        {3: b""},  # signed device list: 1..8192 bytes
+        {3: bytes(8193)},
+    ],
+)
+def test_link_approval_with_a_field_of_another_length_or_range_is_malformed(
+    fields: dict[int, object],
+) -> None:
+    LinkApproval.from_bytes(codec.encode(_approval_fields()))  # the same layout, in range
+    with pytest.raises(LinkError, match="malformed"):
+        LinkApproval.from_bytes(codec.encode(_approval_fields() | fields))
 
 
 def test_prekey_lifecycle(tmp_path: Path) -> None:

@@ -140,7 +140,10 @@ class Client:
         account = Account.generate(provider=store.provider, now=now)
         code = devices.new_code(store.provider.random_bytes(7))
         request = devices.LinkRequest.make(
-            user_id, account.identity_key, store.provider.random_bytes(16), code
+            user_id,
+            account.identity_key,
+            store.provider.random_bytes(devices.LINK_NONCE_SIZE),
+            code,
         )
         with store.transaction() as conn:
             if store.get_meta(conn, "user_id") is not None:

@@ -13,11 +13,11 @@ Accepting a signed device list (from a directory or attached to an initial messa
 Only devices of the newest accepted list are ever encrypted to or accepted from.
 
 Linking (spec/client.md, "Linking"): the new device draws a 50-bit secret and shows it as a
-10-character code; it sends a *link request* (its device identity key, a nonce, and a MAC under a
-key derived from the code). The user types the code on a device holding the user key, which
-checks the MAC (so a request swapped in transit is refused), adds the device to a new signed
-list and returns a *link approval* MACed under the same key (so the new device knows the list
-came from a device that saw its code, and trusts the user key in it).
+10-character code; it sends a *link request* (its device identity key, a 16-byte nonce, and a
+32-byte MAC under a key derived from the code). The user types the code on a device holding
+the user key, which checks the MAC (so a request swapped in transit is refused), adds the
+device to a new signed list and returns a *link approval* MACed under the same key (so the new
+device knows the list came from a device that saw its code, and trusts the user key in it).
 """
 
 from __future__ import annotations
@@ -31,13 +31,21 @@ from e2ee.client.events import Event
 from e2ee.client.store import column
 from e2ee.crypto import primitives
 from e2ee.errors import DecodeError, DeviceListError, LinkError
-from e2ee.identity import DeviceList, SignedDeviceList
+from e2ee.identity import (
+    MAX_DEVICE_ID,
+    MAX_SIGNED_DEVICE_LIST_SIZE,
+    MAX_USER_ID_SIZE,
+    DeviceList,
+    SignedDeviceList,
+)
 from e2ee.limits import ED25519_KEY_SIZE, TYPE_LINK_APPROVAL, TYPE_LINK_REQUEST
 from e2ee.wire import codec
 
 LINK_VERSION = 1
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 CODE_LENGTH = 10
+LINK_NONCE_SIZE = 16
+LINK_TAG_SIZE = 32  # HMAC-SHA-256
 _LINK_LABEL = b"e2ee/v1/link"
 _MAX_LINK_SIZE = 16 * 1024
 
@@ -179,7 +187,13 @@ class LinkRequest:
             or not codec.is_int(v[1], TYPE_LINK_REQUEST)
         ):
             raise LinkError("not a link request of this version")
-        if not all(type(v[i]) is bytes for i in (2, 3, 4, 5)) or len(v[3]) != ED25519_KEY_SIZE:
+        if (
+            not all(type(v[i]) is bytes for i in (2, 3, 4, 5))
+            or not 0 < len(v[2]) <= MAX_USER_ID_SIZE
+            or len(v[3]) != ED25519_KEY_SIZE
+            or len(v[4]) != LINK_NONCE_SIZE
+            or len(v[5]) != LINK_TAG_SIZE
+        ):
             raise LinkError("malformed link request")
         try:
             user_id = v[2].decode()
@@ -241,6 +255,12 @@ class LinkApproval:
             or type(v[4]) is not bytes
         ):
             raise LinkError("not a link approval of this version")
+        if (
+            not 0 <= v[2] <= MAX_DEVICE_ID
+            or not 0 < len(v[3]) <= MAX_SIGNED_DEVICE_LIST_SIZE
+            or len(v[4]) != LINK_TAG_SIZE
+        ):
+            raise LinkError("malformed link approval")
         return cls(v[2], v[3], v[4])
 
     def check(self, request: LinkRequest, code: str) -> None:
