@@ -9,6 +9,12 @@ between redelivers the envelope, which the client reports as a duplicate (and it
 
 Retries reuse the request's idempotency key (client message id, claim id), so a send or claim
 retried after a lost answer is stored or handed out once.
+
+Every answer of the relay is untrusted (spec/threat-model.md, A1). Answers are streamed and read
+up to a limit ([REQ-RL-31]): a ``Content-Length`` above it is refused before the body is read, a
+body without one is read until it passes the limit and no further, error bodies are read up to
+a small limit (above it the error is reported from the status alone), and compressed answers
+are neither asked for (``Accept-Encoding: identity``) nor accepted, so no body is ever inflated.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from e2ee.wire import codec
 
 log = logging.getLogger("e2ee.relay.client")
 _MAX_RESPONSE = 16 * 1024 * 1024
+_MAX_ERROR_BODY = api.MAX_SMALL_BODY  # an error body is a small map (spec/relay.md section 2)
 
 
 def origin_of(base_url: str) -> str:
@@ -110,34 +117,62 @@ class RelayClient:
         auth: bool = True,
     ) -> tuple[int, bytes]:
         """One request, retried on transport errors (the API is idempotent) and once after a
-        401 with a fresh login."""
+        401 with a fresh login. Any other failure to read the answer is a typed RelayError."""
         relogged = False
         attempt = 0
         while True:
-            headers = {"content-type": api.CONTENT_TYPE}
+            headers = {"content-type": api.CONTENT_TYPE, "accept-encoding": "identity"}
             if auth:
                 if self._token is None:
                     self.login()
                 assert self._token is not None
                 headers["authorization"] = "Bearer " + api.encode_token(self._token)
             try:
-                response = self._http.request(
-                    method, path, content=body, params=params, headers=headers
-                )
+                status, data = self._exchange(method, path, body, params, headers)
             except httpx.TransportError:
                 attempt += 1
                 if attempt > self.retries:
                     raise RelayUnavailableError("relay unreachable") from None
                 continue
-            if response.status_code == 401 and auth and not relogged:
+            except httpx.HTTPError as exc:  # DecodingError, TooManyRedirects, ...
+                raise RelayBadRequestError(
+                    f"relay answer unreadable: {type(exc).__name__}"
+                ) from None
+            if status == 401 and auth and not relogged:
                 relogged = True
                 self._token = None
                 continue
-            if response.status_code >= 400:
-                raise api.error_from_response(response.status_code, response.content)
-            if len(response.content) > _MAX_RESPONSE:
+            if status >= 400:
+                raise api.error_from_response(status, data)
+            return status, data
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        params: dict[str, str] | None,
+        headers: dict[str, str],
+    ) -> tuple[int, bytes]:
+        """Send one request; the answer's status and body, read within its limit. An error
+        answer whose body is over its limit or compressed comes back with an empty body (its
+        status says enough); such a success answer is refused."""
+        with self._http.stream(
+            method, path, content=body, params=params, headers=headers
+        ) as response:
+            status = response.status_code
+            error = status >= 400
+            encoding = response.headers.get("content-encoding", "identity")
+            if encoding.strip().lower() != "identity":
+                if error:
+                    return status, b""
+                raise RelayBadRequestError("relay answered with a compressed body")
+            data = _read_body(response, _MAX_ERROR_BODY if error else _MAX_RESPONSE)
+            if data is None:
+                if error:
+                    return status, b""
                 raise RelayBadRequestError("relay answer too large")
-            return response.status_code, response.content
+            return status, data
 
     @staticmethod
     def _map(data: bytes) -> dict[int, object]:
@@ -404,6 +439,28 @@ class RelayClient:
                 if self._process(message_id, envelope, report):
                     socket.send(codec.encode({0: [message_id]}))
                 yield message_id, (report.results[0] if report.results else None)
+
+
+def _read_body(response: httpx.Response, limit: int) -> bytes | None:
+    """The body of an identity-encoded answer, or None as soon as it is known to exceed
+    ``limit`` bytes: from ``Content-Length`` before anything is read, else once the bytes read
+    pass it (at most ``limit`` plus one chunk is held). ``iter_bytes`` decodes nothing here
+    (the encoding was checked) and also serves a body the transport already read."""
+    length = response.headers.get("content-length")
+    if length is not None:
+        if not (length.isascii() and length.isdigit()):
+            raise RelayBadRequestError("relay answered with a malformed Content-Length")
+        digits = length.lstrip("0")  # int() of a very long string raises ValueError
+        if len(digits) > len(str(limit)) or int(digits or "0") > limit:
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def to_user_of(envelopes: list[Envelope]) -> str | None:

@@ -1,0 +1,157 @@
+"""The relay client against a hostile relay (spec/threat-model.md A1): fake relays built on
+``httpx.MockTransport`` (and a bare WebSocket server) answer what no honest relay would, and
+the client must stay bounded and raise only typed ``e2ee.errors`` exceptions."""
+
+from __future__ import annotations
+
+import gzip
+import tracemalloc
+from collections.abc import Callable, Iterator
+from typing import cast
+
+import httpx
+import pytest
+
+from e2ee.client import Client
+from e2ee.errors import RelayBadRequestError, RelayUnavailableError
+from e2ee.relay import api
+from e2ee.relay.client import RelayClient
+from e2ee.wire import codec
+
+URL = "http://relay.example:80"
+MiB = 1 << 20
+LIMIT = 16 * MiB  # the client's answer limit (spec/relay.md section 7)
+
+
+class Counted(httpx.SyncByteStream):
+    """A body of ``chunks`` chunks of ``size`` bytes that counts how much of it was pulled."""
+
+    def __init__(self, chunks: int, size: int = MiB, data: bytes | None = None) -> None:
+        self.chunks, self.size, self.data = chunks, size, data
+        self.served = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for _ in range(self.chunks):
+            chunk = self.data if self.data is not None else b"\0" * self.size
+            self.served += len(chunk)
+            yield chunk
+
+
+def relay_client(
+    handler: Callable[[httpx.Request], httpx.Response], client: object = None
+) -> RelayClient:
+    """A RelayClient on a fake relay, already holding a token (no login needed)."""
+    http = httpx.Client(base_url=URL, transport=httpx.MockTransport(handler))
+    relay = RelayClient(URL, cast(Client, client), http=http)
+    relay._token = bytes(api.TOKEN_SIZE)
+    return relay
+
+
+@pytest.mark.parametrize("status", [200, 503])
+def test_a_declared_oversized_answer_is_refused_before_its_body_is_read(status: int) -> None:
+    """[REQ-RL-31] A Content-Length above the limit is refused without pulling any of the
+    body; an error answer over the error limit is reported from its status alone."""
+    body = Counted(64)
+    declared = {"content-length": str(LIMIT + 1 if status == 200 else api.MAX_SMALL_BODY + 1)}
+    expected = RelayBadRequestError if status == 200 else RelayUnavailableError
+    relay = relay_client(lambda _: httpx.Response(status, headers=declared, stream=body))
+    with relay, pytest.raises(expected):
+        relay.key_counts()
+    assert body.served == 0
+
+
+@pytest.mark.parametrize("status", [200, 503])
+def test_an_endless_answer_is_cut_off_after_the_limit(status: int) -> None:
+    """[REQ-RL-31] A body without a length (48 MiB of 1 MiB chunks here) is read only until it
+    passes the limit: at most the limit plus one chunk."""
+    body = Counted(48)
+    expected = RelayBadRequestError if status == 200 else RelayUnavailableError
+    relay = relay_client(lambda _: httpx.Response(status, stream=body))
+    with relay, pytest.raises(expected):
+        relay.key_counts()
+    limit = LIMIT if status == 200 else api.MAX_SMALL_BODY
+    assert 0 < body.served <= limit + MiB
+
+
+def test_a_compressed_answer_is_never_inflated() -> None:
+    """[REQ-RL-31] The client asks for identity encoding and refuses a gzip answer unread: a
+    64 KiB gzip bomb (64 MiB inflated) costs no more than a few MiB of memory."""
+    bomb = gzip.compress(b"\0" * 64 * MiB)
+    asked: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("accept-encoding"))
+        return httpx.Response(
+            200, headers={"content-encoding": "gzip"}, stream=Counted(1, data=bomb)
+        )
+
+    with relay_client(handler) as relay:
+        tracemalloc.start()
+        try:
+            with pytest.raises(RelayBadRequestError):
+                relay.key_counts()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert asked == ["identity"]
+    assert peak < 4 * MiB
+
+
+def test_an_answer_the_transport_already_read_is_used() -> None:
+    """[REQ-RL-31] A transport may hand over a body it read itself (httpx.MockTransport
+    does); it is used, within the same limit."""
+    answers = [codec.encode({0: 3, 1: 4}), b"\0" * (LIMIT + 1)]
+    with relay_client(lambda _: httpx.Response(200, content=answers.pop(0))) as relay:
+        assert relay.key_counts() == (3, 4)
+        with pytest.raises(RelayBadRequestError):
+            relay.key_counts()
+
+
+def test_every_httpx_failure_is_a_typed_relay_error() -> None:
+    """[REQ-RL-31] A transport failure (also one while the body is read) is retried and then
+    RelayUnavailableError; any other httpx failure is RelayBadRequestError at once."""
+    calls = [0]
+
+    def broken(error: Exception) -> Callable[[httpx.Request], httpx.Response]:
+        def handler(request: httpx.Request) -> httpx.Response:
+            calls[0] += 1
+            raise error
+
+        return handler
+
+    for error, expected, tries in [
+        (httpx.DecodingError("bad gzip"), RelayBadRequestError, 1),
+        (httpx.TooManyRedirects("loop"), RelayBadRequestError, 1),
+        (httpx.ConnectError("refused"), RelayUnavailableError, 4),
+    ]:
+        calls[0] = 0
+        with relay_client(broken(error)) as relay, pytest.raises(expected):
+            relay.key_counts()
+        assert calls[0] == tries
+
+    class Dropped(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"\xa0"
+            raise httpx.ReadError("connection reset")
+
+    def dropping(request: httpx.Request) -> httpx.Response:
+        calls[0] += 1
+        return httpx.Response(200, stream=Dropped())
+
+    calls[0] = 0
+    with relay_client(dropping) as relay, pytest.raises(RelayUnavailableError):
+        relay.key_counts()
+    assert calls[0] == 4
+
+
+@pytest.mark.parametrize("length", ["+9", " 9", "9_0", "1e3", "\xb2", "0x9", "9, 9"])
+def test_a_malformed_content_length_is_refused(length: str) -> None:
+    """[REQ-RL-31] Only ASCII digits are a length (int() would take several of these)."""
+    counts = codec.encode({0: 1, 1: 1})
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = [(b"content-length", length.encode("latin-1"))]
+        return httpx.Response(200, headers=headers, stream=Counted(1, data=counts))
+
+    with relay_client(handler) as relay, pytest.raises(RelayBadRequestError):
+        relay.key_counts()
