@@ -5,15 +5,17 @@ the client must stay bounded and raise only typed ``e2ee.errors`` exceptions."""
 from __future__ import annotations
 
 import gzip
+import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import cast
 
 import httpx
 import pytest
+from websockets.sync.server import ServerConnection, serve
 
 from e2ee.client import Client
-from e2ee.errors import RelayBadRequestError, RelayUnavailableError
+from e2ee.errors import DecodeError, RelayBadRequestError, RelayUnavailableError
 from e2ee.relay import api
 from e2ee.relay.client import RelayClient
 from e2ee.wire import codec
@@ -155,3 +157,29 @@ def test_a_malformed_content_length_is_refused(length: str) -> None:
 
     with relay_client(handler) as relay, pytest.raises(RelayBadRequestError):
         relay.key_counts()
+
+
+def test_a_stream_the_relay_closes_during_processing_just_ends() -> None:
+    """[REQ-RL-32] The relay pushes an envelope and closes the stream (as when the token
+    expires) while the client processes it: the envelope is still yielded and the stream
+    ends, instead of websockets' ConnectionClosed escaping from the acknowledgement."""
+    closed = threading.Event()
+
+    def handler(ws: ServerConnection) -> None:
+        ws.send(codec.encode({0: 7, 1: b"envelope"}))
+        ws.close(4401)  # returns once the client answered the close
+        closed.set()
+
+    class Refusing:  # stands for Client: refuses the envelope for good once the stream closed
+        def receive(self, envelope: bytes) -> None:
+            assert closed.wait(10)
+            raise DecodeError("not an envelope")
+
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        relay = RelayClient(f"http://127.0.0.1:{port}", cast(Client, Refusing()))
+        relay._token = bytes(api.TOKEN_SIZE)
+        with relay:
+            assert list(relay.stream(idle_timeout=10)) == [(7, None)]
+        server.shutdown()

@@ -410,7 +410,10 @@ class RelayClient:
     def stream(self, *, idle_timeout: float = 30.0) -> Iterator[tuple[int, ReceiveResult | None]]:
         """Pushed envelopes over the WebSocket, processed and acknowledged one by one; yields
         (relay message id, result or None when refused or kept). Ends after ``idle_timeout``
-        seconds without a message or when the relay closes the stream."""
+        seconds without a message or when the relay closes the stream, also while an envelope
+        was being processed (it closes the stream when the token expires): that envelope is
+        still yielded, and, unacknowledged, is delivered again later and reported as a
+        duplicate ([REQ-RL-32])."""
         if self._token is None:
             self.login()
         assert self._token is not None
@@ -436,9 +439,15 @@ class RelayClient:
                 if type(message_id) is not int:
                     raise RelayBadRequestError("relay pushed a malformed message")
                 report = ReceiveReport()
+                closed = False
                 if self._process(message_id, envelope, report):
-                    socket.send(codec.encode({0: [message_id]}))
+                    try:
+                        socket.send(codec.encode({0: [message_id]}))
+                    except ConnectionClosed:
+                        closed = True
                 yield message_id, (report.results[0] if report.results else None)
+                if closed:
+                    return
 
 
 def _read_body(response: httpx.Response, limit: int) -> bytes | None:
