@@ -15,9 +15,9 @@ import pytest
 from websockets.sync.server import ServerConnection, serve
 
 from e2ee.client import Client
-from e2ee.errors import DecodeError, RelayBadRequestError, RelayUnavailableError
+from e2ee.errors import DecodeError, LocalError, RelayBadRequestError, RelayUnavailableError
 from e2ee.relay import api
-from e2ee.relay.client import RelayClient
+from e2ee.relay.client import MAX_PAGES, RelayClient
 from e2ee.wire import codec
 
 URL = "http://relay.example:80"
@@ -183,3 +183,89 @@ def test_a_stream_the_relay_closes_during_processing_just_ends() -> None:
         with relay:
             assert list(relay.stream(idle_timeout=10)) == [(7, None)]
         server.shutdown()
+
+
+class Stub:
+    """Stands for Client: records what it is handed; ``refuse`` refuses it for good (the
+    relay client acknowledges it), else it fails locally (left queued)."""
+
+    def __init__(self, *, refuse: bool) -> None:
+        self.refuse = refuse
+        self.seen: list[bytes] = []
+
+    def receive(self, envelope: bytes) -> None:
+        self.seen.append(envelope)
+        if self.refuse:
+            raise DecodeError("not an envelope")
+        raise LocalError("disk full")
+
+
+class FakeQueue:
+    """A relay's GET /v1/messages and ack routes answering with ``page(after)``; fails the test
+    when a call fetches more than ``bound`` pages."""
+
+    def __init__(self, page: Callable[[int], object], bound: int) -> None:
+        self.page, self.bound = page, bound
+        self.gets = 0
+        self.acked: list[int] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == api.ACK:
+            ids = codec.decode(request.content, max_size=api.MAX_SMALL_BODY)[0]
+            self.acked += ids
+            return httpx.Response(200, content=codec.encode({0: len(ids)}))
+        self.gets += 1
+        if self.gets > self.bound:
+            pytest.fail(f"the client fetched more than {self.bound} pages")
+        after = int(request.url.params["after"])
+        return httpx.Response(200, content=codec.encode(self.page(after)))
+
+
+def test_a_relay_that_serves_the_same_page_forever_is_refused() -> None:
+    """[REQ-RL-33] A relay answering every fetch with the same row and more=true would keep
+    receive() looping: the second page, whose id is not above the first, is refused."""
+    queue = FakeQueue(lambda after: {0: [[1, b"old"]], 1: True}, bound=50)
+    stub = Stub(refuse=True)
+    with relay_client(queue, stub) as relay, pytest.raises(RelayBadRequestError):
+        relay.receive()
+    assert (queue.gets, queue.acked, stub.seen) == (2, [1], [b"old"])
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        {0: [[5, b"a"], [3, b"b"]], 1: False},  # ids go down
+        {0: [[2, b"a"], [2, b"b"]], 1: False},  # an id twice
+        {0: [[0, b"a"]], 1: False},  # an id not above after=0
+        {0: [], 1: True},  # nothing, but more
+    ],
+)
+def test_a_page_that_does_not_move_forward_is_refused_before_any_row_is_used(
+    page: dict[int, object],
+) -> None:
+    """[REQ-RL-33] Ids must lie above ``after`` and increase, and an empty page cannot say more
+    are queued; the page is refused whole, before the client sees any of it."""
+    queue = FakeQueue(lambda after: page, bound=5)
+    stub = Stub(refuse=True)
+    with relay_client(queue, stub) as relay:
+        with pytest.raises(RelayBadRequestError):
+            relay.receive()
+        with pytest.raises(RelayBadRequestError):
+            relay.fetch()
+    assert (queue.gets, queue.acked, stub.seen) == (2, [], [])
+
+
+def test_a_receive_fetches_at_most_max_pages() -> None:
+    """[REQ-RL-33] A relay that always has one more message (ids keep increasing) gets
+    MAX_PAGES fetches per receive() call, which then reports more=True."""
+    queue = FakeQueue(lambda after: {0: [[after + 1, b"new"]], 1: True}, bound=MAX_PAGES + 1)
+    stub = Stub(refuse=False)
+    with relay_client(queue, stub) as relay:
+        report = relay.receive()
+        assert (report.more, report.kept, queue.gets) == (True, MAX_PAGES, MAX_PAGES)
+        queue.gets = 0
+        assert relay.receive(max_pages=3).more
+        assert queue.gets == 3
+    queue = FakeQueue(lambda after: {0: [[after + 1, b"last"]], 1: False}, bound=1)
+    with relay_client(queue, stub) as relay:
+        assert not relay.receive().more

@@ -50,6 +50,9 @@ from e2ee.wire import codec
 log = logging.getLogger("e2ee.relay.client")
 _MAX_RESPONSE = 16 * 1024 * 1024
 _MAX_ERROR_BODY = api.MAX_SMALL_BODY  # an error body is a small map (spec/relay.md section 2)
+MAX_PAGES = 1000
+"""Pages one :meth:`RelayClient.receive` call fetches at most (at the default limit of 100,
+ten times the relay's default queue of 10,000 messages)."""
 
 
 def origin_of(base_url: str) -> str:
@@ -71,6 +74,8 @@ class ReceiveReport:
     """(relay message id, error category) of envelopes the client refused for good (acked)."""
     kept: int = 0
     """Envelopes left queued (untrusted identity pending approval, or a local failure)."""
+    more: bool = False
+    """The call stopped after ``max_pages`` pages while the relay said more were queued."""
 
 
 class RelayClient:
@@ -332,52 +337,65 @@ class RelayClient:
 
     # --- receiving ---------------------------------------------------------------------------
 
-    def receive(self, *, limit: int = 100, now: int | None = None) -> ReceiveReport:
+    def receive(
+        self, *, limit: int = 100, now: int | None = None, max_pages: int = MAX_PAGES
+    ) -> ReceiveReport:
         """Fetch every queued envelope over HTTP, hand each to the client, acknowledge what the
-        client durably processed (or refused for good)."""
+        client durably processed (or refused for good). Each page must carry ids above the
+        last one seen ([REQ-RL-33]), so the call always makes progress; it stops after
+        ``max_pages`` pages (``report.more`` then says to call again)."""
         report = ReceiveReport()
         after = 0
-        while True:
+        for _ in range(max_pages):
             _, data = self._call(
                 "GET", api.MESSAGES, params={"after": str(after), "limit": str(limit)}
             )
-            value = self._map(data)
-            rows, more = value.get(0), value.get(1)
-            if type(rows) is not list:
-                raise RelayBadRequestError("relay sent a malformed message page")
+            rows, more = self._page(data, after)
             acks: list[int] = []
-            for row in rows:
-                if type(row) is not list or len(row) != 2 or type(row[0]) is not int:
-                    raise RelayBadRequestError("relay sent a malformed message")
-                message_id, envelope = row[0], row[1]
-                after = max(after, message_id)
+            for message_id, envelope in rows:
+                after = message_id
                 if self._process(message_id, envelope, report):
                     acks.append(message_id)
             if acks:
                 self.ack(acks)
                 report.acked += len(acks)
-            if more is not True or not rows:
+            if not more:
                 return report
+        report.more = True
+        return report
 
     def fetch(self, *, after: int = 0, limit: int = 100) -> tuple[list[tuple[int, bytes]], bool]:
         """One page of queued envelopes as (relay message id, envelope), without processing or
         acknowledging them, and whether more are queued (for tools that inspect or reorder
         delivery; hand each to :meth:`Client.receive`, then :meth:`ack` the ids)."""
         _, data = self._call("GET", api.MESSAGES, params={"after": str(after), "limit": str(limit)})
+        rows, more = self._page(data, after)
+        page: list[tuple[int, bytes]] = []
+        for message_id, envelope in rows:
+            if type(envelope) is not bytes:
+                raise RelayBadRequestError("relay sent a malformed message")
+            page.append((message_id, envelope))
+        return page, more
+
+    def _page(self, data: bytes, after: int) -> tuple[list[tuple[int, object]], bool]:
+        """A ``GET /v1/messages`` answer as (relay message id, envelope as sent) rows and
+        whether more are queued, checked whole before any row is used: ids above ``after``
+        and increasing, and no empty page that says more are queued ([REQ-RL-33])."""
         value = self._map(data)
         rows, more = value.get(0), value.get(1)
         if type(rows) is not list:
             raise RelayBadRequestError("relay sent a malformed message page")
-        page: list[tuple[int, bytes]] = []
+        page: list[tuple[int, object]] = []
+        last = after
         for row in rows:
-            if (
-                type(row) is not list
-                or len(row) != 2
-                or type(row[0]) is not int
-                or type(row[1]) is not bytes
-            ):
+            if type(row) is not list or len(row) != 2 or type(row[0]) is not int:
                 raise RelayBadRequestError("relay sent a malformed message")
+            if row[0] <= last:
+                raise RelayBadRequestError("relay sent message ids that do not increase")
+            last = row[0]
             page.append((row[0], row[1]))
+        if more is True and not page:
+            raise RelayBadRequestError("relay sent an empty page that says more are queued")
         return page, more is True
 
     def _process(self, message_id: int, envelope: object, report: ReceiveReport) -> bool:
@@ -478,4 +496,4 @@ def to_user_of(envelopes: list[Envelope]) -> str | None:
     return None if first.recipient_user == first.sender_user else first.recipient_user
 
 
-__all__ = ["ReceiveReport", "RelayClient", "RelayError", "origin_of"]
+__all__ = ["MAX_PAGES", "ReceiveReport", "RelayClient", "RelayError", "origin_of"]
