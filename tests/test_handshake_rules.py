@@ -19,6 +19,7 @@ import e2ee
 from e2ee.crypto import primitives
 from e2ee.handshake import signing
 from e2ee.limits import (
+    MAX_BASE_KEYS_PER_PREKEY,
     MAX_SIGNED_PREKEY_AGE,
     MAX_SIGNED_PREKEY_FUTURE_SKEW,
     MLKEM1024_PUBLIC_KEY_SIZE,
@@ -845,6 +846,45 @@ def test_replayed_first_message_without_one_time_prekey(
     # A new session over the same bundle (a new base key) is still accepted.
     other = account.start_session(bundle, config=X3DH_OK, provider=provider, now=NOW)
     assert bob.accept_session(other.encrypt(b"fresh"), now=NOW)[1] == b"fresh"
+
+
+@pytest.mark.parametrize("post_quantum", [True, False], ids=["pqxdh", "x3dh"])
+def test_rotation_without_prekey_ids_refuses_the_message_and_changes_nothing(
+    post_quantum: bool,
+) -> None:
+    """[REQ-HS-22] [REQ-HS-23] [REQ-ERR-05] A first message that would fill the current signed
+    prekey's replay memory needs a rotation; when the prekey ids for it are used up, the message
+    is refused with the exhausted LocalError and the account is byte-identical: the base key is
+    not remembered, so the same message is accepted once ids are available again."""
+    provider = DeterministicProvider("rotate-exhausted")
+    bob = e2ee.Account.generate(provider=provider, now=NOW, post_quantum=post_quantum)
+    # As persisted (state.md section 2): next prekey id (key 4) with one id left, and the
+    # current signed prekey (last of key 5) one base key (record element 8) short of full.
+    state = codec.decode(bob.to_bytes(), max_size=1 << 24)
+    assert isinstance(state, dict)
+    state[4] = 2**32 - 1
+    state[5][-1][8] = sorted(
+        hashlib.sha256(b"seen %d" % i).digest() for i in range(MAX_BASE_KEYS_PER_PREKEY - 1)
+    )
+    bob = e2ee.Account.from_bytes(codec.encode(state))
+    alice = e2ee.Account.generate(provider=provider, now=NOW)
+    session = alice.start_session(
+        bob.signed_prekey_bundle(), config=X3DH_OK, provider=provider, now=NOW
+    )
+    message = session.encrypt(b"fills the memory", provider=provider)
+
+    for _ in range(2):  # the second attempt is not taken for a replay
+        error = accept_fails(bob, message, e2ee.errors.ExhaustedError)
+        assert error.category == "exhausted"
+    # With ids available (the state as before, next prekey id lowered) the same message is
+    # accepted and the full memory rotates the signed prekey.
+    state[4] = 100
+    bob = e2ee.Account.from_bytes(codec.encode(state))
+    old_id = bob.signed_prekey_bundle().signed_prekey_id
+    assert bob.accept_session(message, provider=provider, now=NOW)[1] == b"fills the memory"
+    assert bob.signed_prekey_bundle().signed_prekey_id == 100
+    assert bob.signed_prekey_bundle().signed_prekey_id != old_id
+    accept_fails(bob, message, e2ee.DuplicateMessageError)
 
 
 def _ciphertext_offset(message: bytes) -> int:

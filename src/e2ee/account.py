@@ -72,6 +72,11 @@ class _OneTimePrekey:
     published: bool = False
 
 
+_IDS_PER_SIGNED_PREKEY = 2
+"""Prekey ids a new signed prekey takes: its own and its ML-KEM companion's (reserved for both
+kinds of account, so the point at which ids run out does not depend on the kind)."""
+
+
 def _now(now: int | None) -> int:
     return int(time.time()) if now is None else now
 
@@ -147,7 +152,7 @@ class Account:
         return prekey_id
 
     def _new_signed_prekey(self, provider: Provider, now: int) -> _SignedPrekey:
-        self._reserve_ids(2)
+        self._reserve_ids(_IDS_PER_SIGNED_PREKEY)
         private = provider.random_bytes(32)
         public = primitives.x25519_public_key(private)
         prekey_id = self._take_id()
@@ -558,7 +563,18 @@ class Account:
         )
         plaintext = session.decrypt(message, provider=provider)
 
-        # Authenticated: commit the account changes.
+        # Authenticated. Remembering the base key may fill the current signed prekey's replay
+        # memory, which calls for a rotation; the ids it takes are checked now, so that an
+        # ExhaustedError leaves the account unchanged and the message can be accepted later.
+        rotate = (
+            remember_base_key
+            and len(spk.seen_base_keys) + 1 >= MAX_BASE_KEYS_PER_PREKEY
+            and spk is self._signed_prekeys[-1]
+        )
+        if rotate:
+            self._reserve_ids(_IDS_PER_SIGNED_PREKEY)
+
+        # Nothing below can fail: commit the account changes.
         if one_time is not None:
             assert initial.one_time_prekey_id is not None
             del self._one_time_prekeys[initial.one_time_prekey_id]
@@ -567,11 +583,8 @@ class Account:
             del self._one_time_kem_prekeys[initial.kem_prekey_id]
         if remember_base_key:
             spk.seen_base_keys.add(initial.base_key)
-            if (
-                len(spk.seen_base_keys) >= MAX_BASE_KEYS_PER_PREKEY
-                and spk is self._signed_prekeys[-1]
-            ):
-                self._rotate(provider, current_time)
+        if rotate:
+            self._rotate(provider, current_time)
         return session, plaintext
 
     def _find_signed_prekey(self, prekey_id: int, now: int) -> _SignedPrekey:
