@@ -15,6 +15,7 @@ import contextlib
 import functools
 from typing import Any
 
+import cbor2
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -330,6 +331,30 @@ def test_decode_nesting_limit(kind: str) -> None:
     assert strict_equal(codec.decode(deepest, max_size=1024), _nested(MAX_CBOR_DEPTH, kind))
     with pytest.raises(DecodeError):
         codec.decode(codec.encode(_nested(MAX_CBOR_DEPTH + 1, kind)), max_size=1024)
+
+
+# Hand-written encodings: 0x81 opens a one-element array, 0xa1 0x01 a one-entry map (key 1);
+# 0x80 / 0xa0 are the empty array / map.
+_OPEN = {"array": b"\x81", "map": b"\xa1\x01"}
+_EMPTY = {"array": b"\x80", "map": b"\xa0"}
+
+
+@pytest.mark.parametrize("inner", ["array", "map"])
+@pytest.mark.parametrize("outer", ["array", "map"])
+def test_decode_nesting_limit_counts_an_empty_innermost_container(outer: str, inner: str) -> None:
+    """[REQ-WIRE-04] More than MAX_CBOR_DEPTH nested arrays or maps are refused whether the
+    innermost one is empty or not: the empty container at level 9 is a level like any other."""
+    assert MAX_CBOR_DEPTH == 8
+    deepest = _OPEN[outer] * 7 + _EMPTY[inner]  # 8 levels
+    value = codec.decode(deepest, max_size=1024)
+    assert nesting(value) == 8
+    too_deep = _OPEN[outer] * 8 + _EMPTY[inner]  # 9 levels
+    assert nesting(cbor2.loads(too_deep)) == 9  # plain cbor2, none of our limits
+    with pytest.raises(DecodeError):
+        codec.decode(too_deep, max_size=1024)
+    # read_flat_array admits no nested container at all.
+    with pytest.raises(DecodeError):
+        codec.read_flat_array(too_deep, 1024)
 
 
 def test_decode_rejects_very_deep_nesting_without_recursion_error() -> None:

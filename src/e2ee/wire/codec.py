@@ -88,9 +88,12 @@ _INT_LIMIT = 2**64
 
 def _check_types(value: CBORValue, depth: int) -> None:
     """Admit only the CBOR types of this format, map keys 0..23 in ascending order, and at
-    most ``MAX_CBOR_DEPTH`` levels below the top. Scalars inside a container are checked in
-    the container's loop (no call per element: this runs on every decoded structure)."""
-    if depth > MAX_CBOR_DEPTH or (depth == MAX_CBOR_DEPTH and value):  # children too deep
+    most ``MAX_CBOR_DEPTH`` nested arrays or maps. ``depth`` is the number of containers around
+    ``value``, so a container at ``depth`` is the ``depth + 1``-th level: empty or not, it is
+    refused from level ``MAX_CBOR_DEPTH + 1`` on (cbor2's ``max_depth`` lets an empty one
+    through there). Scalars inside a container are checked in the container's loop (no call
+    per element: this runs on every decoded structure)."""
+    if depth >= MAX_CBOR_DEPTH and (type(value) is list or type(value) is dict):
         raise DecodeError("CBOR nesting too deep")
     kind = type(value)
     if kind is list:
