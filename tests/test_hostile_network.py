@@ -60,6 +60,7 @@ from hypothesis.stateful import (
 import e2ee
 from e2ee.errors import (
     AuthenticationError,
+    DecodeError,
     DuplicateMessageError,
     E2EEError,
     RemoteError,
@@ -89,12 +90,14 @@ class Outcome(enum.Enum):
     DUPLICATE = "duplicate"
     TOO_MANY = "too_many"
     AUTH = "auth"
+    DECODE = "decode"
 
 
 ERROR_OF = {
     Outcome.DUPLICATE: DuplicateMessageError,
     Outcome.TOO_MANY: TooManySkippedError,
     Outcome.AUTH: AuthenticationError,
+    Outcome.DECODE: DecodeError,
 }
 
 
@@ -137,6 +140,8 @@ class ReceiverModel:
 
     def predict_forged_clear(self, ratchet_key: bytes, n: int) -> Outcome:
         """What the library must do with a forged clear header and a forged ciphertext."""
+        if n >= MAX_COUNTER:
+            return Outcome.DECODE  # a number no sender uses (spec/ratchet.md, step 5)
         if ratchet_key == self.dhr or ratchet_key in self.chains:
             if ratchet_key == self.dhr and self.current is None:
                 return Outcome.AUTH  # no receiving chain yet

@@ -18,12 +18,14 @@ import e2ee
 from e2ee.crypto import primitives
 from e2ee.errors import (
     AuthenticationError,
+    DecodeError,
     DuplicateMessageError,
     E2EEError,
     HandshakeError,
     LocalError,
     RemoteError,
     SignatureError,
+    StateError,
 )
 from e2ee.limits import (
     MAX_COUNTER,
@@ -37,7 +39,7 @@ from e2ee.limits import (
 from e2ee.ratchet import chains
 from e2ee.testing import DeterministicProvider
 from e2ee.wire import codec
-from e2ee.wire.messages import PreKeyBundle, parse_message
+from e2ee.wire.messages import PreKeyBundle, message_prefix, parse_message
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import NOW, flip_bit, make_pair
 
@@ -263,6 +265,81 @@ def test_local_errors_leave_the_account_unchanged() -> None:
         assert near_end.to_bytes() == before
     near_end.generate_one_time_prekeys(0, provider=provider)
     assert near_end.to_bytes() == before
+
+
+# --- REQ-DR-25 / REQ-STATE-10: no message number MAX_COUNTER, no Nr above it ------------------
+
+
+def _numbered_message(sender: e2ee.Session, n: int) -> bytes:
+    """A normal message from ``sender``'s current sending chain key but numbered ``n``, built
+    as spec/ratchet.md section 4 says (what a modified peer could send; ``encrypt`` itself
+    never numbers a message MAX_COUNTER)."""
+    r = sender._ratchet
+    assert r.cks is not None
+    prefix = message_prefix(sender.session_id, None)
+    header = r.dhs_public + r.pn.to_bytes(4, "big") + n.to_bytes(4, "big")
+    if r.header_encryption:
+        assert r.hks is not None
+        nonce = bytes(range(24))
+        header = nonce + primitives.xchacha20poly1305_encrypt(
+            r.hks, nonce, header, r.associated_data + prefix
+        )
+    mac_prefix = prefix + codec.encode_bytes(header)
+    _, ciphertext = chains.seal(r.cks, b"numbered", r.associated_data + mac_prefix)
+    return mac_prefix + codec.encode_bytes(ciphertext)
+
+
+@pytest.mark.parametrize("header_encryption", [True, False], ids=["he", "clear"])
+def test_message_number_max_counter_is_refused(header_encryption: bool) -> None:
+    """[REQ-DR-25] A sender numbers its messages at most MAX_COUNTER - 1 (REQ-DR-04), so a
+    receiver accepts N = MAX_COUNTER - 1, after which Nr = MAX_COUNTER still fits the u32 of
+    the state, and refuses N = MAX_COUNTER with a DecodeError and no change, even when it is
+    exactly the next number of the current chain and authentic."""
+    pair = make_pair(header_encryption=header_encryption, seed=f"nr-{header_encryption}")
+    assert codec.decode(pair.alice.to_bytes(), max_size=MAX_STATE_SIZE)[16] == 1
+    assert codec.decode(pair.bob.to_bytes(), max_size=MAX_STATE_SIZE)[15] == 1
+    # Alice's receiving chain is Bob's sending chain; move Alice's Nr (key 16) to the number
+    # Bob's message will carry, with nothing skipped (the chain keys stay in step).
+    last = e2ee.Session.from_bytes(_edit_state(pair.alice.to_bytes(), f16=MAX_COUNTER - 1))
+    assert last.decrypt(_numbered_message(pair.bob, MAX_COUNTER - 1)) == b"numbered"
+    after = last.to_bytes()
+    assert codec.decode(after, max_size=MAX_STATE_SIZE)[16] == MAX_COUNTER
+    assert e2ee.Session.from_bytes(after).to_bytes() == after
+
+    beyond = e2ee.Session.from_bytes(_edit_state(pair.alice.to_bytes(), f16=MAX_COUNTER))
+    before = beyond.to_bytes()
+    with pytest.raises(DecodeError):
+        beyond.decrypt(_numbered_message(pair.bob, MAX_COUNTER))
+    assert beyond.to_bytes() == before
+    # The session is intact: Bob's next genuine message (number 1) is still a skipped-over
+    # number for it, below Nr, and is refused as such, not as malformed.
+    with pytest.raises(DuplicateMessageError):
+        beyond.decrypt(pair.bob.encrypt(b"genuine", provider=pair.provider))
+    assert beyond.to_bytes() == before
+
+
+def test_previous_chain_length_max_counter_is_accepted() -> None:
+    """[REQ-DR-25] PN is not limited like N: a sender whose previous chain ran out
+    (Ns = MAX_COUNTER) sends PN = MAX_COUNTER on its next chain, and the receiver accepts it."""
+    pair = make_pair(header_encryption=False, seed="pn-max")
+    bob = e2ee.Session.from_bytes(_edit_state(pair.bob.to_bytes(), f15=MAX_COUNTER))
+    with pytest.raises(LocalError):
+        bob.encrypt(b"chain exhausted", provider=pair.provider)
+    assert bob.decrypt(pair.alice.encrypt(b"new chain", provider=pair.provider)) == b"new chain"
+    message = bob.encrypt(b"after the step", provider=pair.provider)
+    assert int.from_bytes(parse_message(message).header[32:36], "big") == MAX_COUNTER
+    assert pair.alice.decrypt(message, provider=pair.provider) == b"after the step"
+
+
+@pytest.mark.parametrize(("field", "name"), [(15, "Ns"), (16, "Nr"), (17, "PN")])
+def test_session_counters_above_max_counter_do_not_load(field: int, name: str) -> None:
+    """[REQ-STATE-10] Ns, Nr and PN are u32 in session state (state.md section 3): MAX_COUNTER
+    loads, MAX_COUNTER + 1 is a StateError."""
+    data = make_pair(seed="counters").alice.to_bytes()
+    at_max = _edit_state(data, **{f"f{field}": MAX_COUNTER})
+    assert e2ee.Session.from_bytes(at_max).to_bytes() == at_max
+    with pytest.raises(StateError):
+        e2ee.Session.from_bytes(_edit_state(data, **{f"f{field}": MAX_COUNTER + 1}))
 
 
 # --- REQ-LIM-05: the one-time prekey cap ------------------------------------------------------

@@ -266,7 +266,7 @@ class Session:
             cks=f.optional_bytes(13, 32),
             ckr=f.optional_bytes(14, 32),
             ns=f.uint(15, MAX_COUNTER),
-            nr=f.uint(16, MAX_COUNTER + 1),
+            nr=f.uint(16, MAX_COUNTER),
             pn=f.uint(17, MAX_COUNTER),
             hks=header_key(18),
             hkr=header_key(19),

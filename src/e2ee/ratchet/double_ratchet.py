@@ -186,6 +186,10 @@ class RatchetState:
             reference = header[:32]
             new_chain = reference != self.dhr and not self.skipped.knows_chain(reference)
         pn, n = _COUNTERS.unpack_from(plain, 32)
+        if n >= MAX_COUNTER:
+            # No sender uses this number (it stops at Ns = MAX_COUNTER - 1), and accepting it
+            # would set Nr to 2^32, outside the u32 the state holds. PN may be MAX_COUNTER.
+            raise DecodeError("message number out of range")
 
         if not new_chain:
             nr = self.nr
