@@ -33,6 +33,7 @@ import pytest
 import e2ee
 from e2ee.testing import DeterministicProvider
 from e2ee.wire import codec
+from e2ee.wire.messages import parse_message
 from tests.helpers import NOW
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "spec" / "wire.cddl"
@@ -285,6 +286,40 @@ def test_transcripts_and_sealed_state_ad_validate(corpus: Corpus) -> None:
     assert corpus.sealed_ads
     for data in corpus.sealed_ads:
         assert conforms("sealed-state-ad", data)
+
+
+# --- the ciphertext bound: schema and code agree -------------------------------------------
+
+LARGEST_CIPHERTEXT = 16 * (262144 // 16 + 1) + 16
+"""wire.md REQ-WIRE-12: a 262144-byte plaintext (MAX_PLAINTEXT_SIZE) padded, plus the tag."""
+
+
+@pytest.mark.parametrize("header_encryption", [True, False], ids=["he1", "he0"])
+def test_ciphertext_length_bound_agrees_in_schema_and_code(header_encryption: bool) -> None:
+    """[REQ-WIRE-12] The largest message a sender makes has a 262176-byte ciphertext field;
+    the schema and parse_message accept it, and both refuse the next length the 16-byte
+    granularity allows (262192), although the message still fits MAX_MESSAGE_SIZE."""
+    assert LARGEST_CIPHERTEXT == 262176
+    provider = DeterministicProvider(f"largest-{header_encryption}")
+    bob = e2ee.Account.generate(provider=provider, now=NOW)
+    alice = e2ee.Account.generate(provider=provider, now=NOW)
+    config = e2ee.SessionConfig(header_encryption=header_encryption)
+    initiator = alice.start_session(bob.prekey_bundle(), config=config, provider=provider, now=NOW)
+    responder, _ = bob.accept_session(initiator.encrypt(b"hi", provider=provider), now=NOW)
+    largest = responder.encrypt(bytes(262144), provider=provider)
+    for data, rule in (
+        (largest, "normal-message"),
+        (initiator.encrypt(bytes(262144), provider=provider), "initial-message"),
+    ):
+        assert len(cbor2.loads(data)[-1]) == LARGEST_CIPHERTEXT
+        assert conforms(rule, data)
+        parse_message(data)
+        longer = mutate(data, lambda v: v.__setitem__(-1, v[-1] + bytes(16)))
+        assert len(longer) <= 270336  # MAX_MESSAGE_SIZE
+        assert_rejected(rule, longer)
+        with pytest.raises(e2ee.DecodeError):
+            parse_message(longer)
+    assert initiator.decrypt(largest, provider=provider) == bytes(262144)
 
 
 # --- mutated structures are rejected -------------------------------------------------------
