@@ -365,6 +365,35 @@ def test_one_time_prekeys_are_capped_and_an_excess_request_creates_nothing() -> 
     assert account.to_bytes() == full
 
 
+def test_the_ml_kem_supply_is_filled_to_its_own_cap_and_no_further() -> None:
+    """[REQ-LIM-05] handshake.md section 12: generate_one_time_prekeys(n) makes n X25519 prekeys
+    and min(n, cap - held) ML-KEM prekeys, without an error, ids alternating X25519 / ML-KEM
+    while both are made, then X25519 only."""
+    provider = DeterministicProvider("kem-cap")
+    account = e2ee.Account.generate(provider=provider, now=NOW)
+    account.generate_one_time_prekeys(MAX_ONE_TIME_PREKEYS - 2, provider=provider)
+    # As if initiators had used all but ten one-time X25519 prekeys together with the
+    # last-resort ML-KEM prekey: drop X25519 records from the state (key 6, state.md).
+    state = codec.decode(account.to_bytes(), max_size=MAX_STATE_SIZE)
+    state[6] = state[6][:10]
+    next_id = state[4]
+    account = e2ee.Account.from_bytes(codec.encode(state))
+
+    account.generate_one_time_prekeys(5, provider=provider)  # two ML-KEM places left
+    after = codec.decode(account.to_bytes(), max_size=MAX_STATE_SIZE)
+    assert (len(after[6]), len(after[7])) == (15, MAX_ONE_TIME_PREKEYS)
+    new_ec = [record[0] for record in after[6][10:]]
+    new_kem = [record[0] for record in after[7][MAX_ONE_TIME_PREKEYS - 2 :]]
+    assert new_ec == [next_id, next_id + 2, next_id + 4, next_id + 5, next_id + 6]
+    assert new_kem == [next_id + 1, next_id + 3]
+    assert after[4] == next_id + 7
+
+    account.generate_one_time_prekeys(3, provider=provider)  # the ML-KEM supply is full
+    full = codec.decode(account.to_bytes(), max_size=MAX_STATE_SIZE)
+    assert (len(full[6]), len(full[7])) == (18, MAX_ONE_TIME_PREKEYS)
+    assert [record[0] for record in full[6][15:]] == [next_id + 7, next_id + 8, next_id + 9]
+
+
 # --- REQ-DR-24: a sender must not be restored to an older state --------------------------------
 
 
