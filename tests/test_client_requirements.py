@@ -609,6 +609,30 @@ def test_mark_verified_refuses_a_wrong_scan_or_a_key_changed_meanwhile(
     assert not alice.is_verified("bob")
 
 
+def test_approving_and_verifying_take_the_key_that_was_compared(world: World) -> None:
+    """REQ-CL-47: a key that became pending after the user compared numbers for another one is
+    neither approved nor verified, and nothing changes."""
+    [alice] = world.user("alice", policy="block")
+    [bob] = world.user("bob")
+    converse(world, alice, bob)
+    compared, later = UserIdentity.generate(), UserIdentity.generate()
+    for identity in (compared, later):  # the second pending key replaces the first
+        listed = identity.sign_device_list("bob", 9, {1: bob.device_key})
+        with pytest.raises(UntrustedIdentityError):
+            alice.process_device_list(listed.to_bytes(), "bob")
+    before = snapshot(alice)
+    assert alice.approve_identity("bob", key=compared.public_key) is False
+    assert snapshot(alice) == before
+    assert alice.approve_identity("bob", key=later.public_key) is True
+    assert alice.identity_key_of("bob") == later.public_key
+
+    before = snapshot(alice)
+    assert not alice.mark_verified("bob", key=compared.public_key)
+    assert snapshot(alice) == before
+    assert alice.mark_verified("bob", key=later.public_key)
+    assert alice.is_verified("bob")
+
+
 # --- events --------------------------------------------------------------------------------------
 
 

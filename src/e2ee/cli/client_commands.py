@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -410,16 +411,28 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _numbers(home: Home, name: str) -> tuple[str | None, str | None]:
-    """(current safety number, safety number of a pending new identity key)."""
+@dataclasses.dataclass(frozen=True)
+class _Numbers:
+    """A contact's safety numbers, read in one transaction, with the keys they were computed
+    for (so that what the user compared is what gets approved and verified)."""
+
+    current: str
+    key: bytes
+    pending: str | None = None
+    pending_key: bytes | None = None
+
+
+def _numbers(home: Home, name: str) -> _Numbers | None:
     with home.client.store.transaction() as conn:
         known = _trust.identity(conn, name)
         own = _trust.identity(conn, home.name)
     if known is None or own is None:
-        return None, None
+        return None
     current = safety_number(own[0], home.name, known[0], name).digits
-    pending = None if known[2] is None else safety_number(own[0], home.name, known[2], name).digits
-    return current, pending
+    if known[2] is None:
+        return _Numbers(current, known[0])
+    pending = safety_number(own[0], home.name, known[2], name).digits
+    return _Numbers(current, known[0], pending, known[2])
 
 
 def _groups(digits: str) -> str:
@@ -432,17 +445,17 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
             raise CommandError(EXIT_USAGE, "a safety number is between you and another user")
         if not _refresh(home, args.name) and home.client.identity_key_of(args.name) is None:
             raise CommandError(EXIT_UNKNOWN_USER, f"unknown user {args.name!r} on this relay")
-        current, pending = _numbers(home, args.name)
-        if current is None:
+        numbers = _numbers(home, args.name)
+        if numbers is None:
             raise CommandError(EXIT_UNKNOWN_USER, f"no identity key known for {args.name!r}")
-        if pending is not None:
-            print(_groups(pending))
+        if numbers.pending is not None:
+            print(_groups(numbers.pending))
             raise CommandError(
                 EXIT_IDENTITY_CHANGED,
                 f"the identity key of {args.name} changed: compare the new number above, then "
                 f"`e2ee verify {args.name} NUMBER` to accept it",
             )
-        print(_groups(current))
+        print(_groups(numbers.current))
         state = "verified" if home.client.is_verified(args.name) else "not verified"
         _note(f"{args.name} is {state}; both of you should see this number")
     return EXIT_OK
@@ -455,19 +468,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with _open(args) as home:
         with contextlib.suppress(RelayUnavailableError):
             _refresh(home, args.name)  # verifying in person works offline too
-        current, pending = _numbers(home, args.name)
-        if current is None:
+        numbers = _numbers(home, args.name)
+        if numbers is None:
             raise CommandError(EXIT_UNKNOWN_USER, f"no identity key known for {args.name!r}")
-        if pending is not None:
-            if not hmac.compare_digest(pending, digits):
+        # Approve and verify exactly the key whose number was compared: another key that
+        # became pending meanwhile (a concurrent receive) is neither accepted nor verified.
+        key = numbers.key
+        if numbers.pending is not None and numbers.pending_key is not None:
+            if not hmac.compare_digest(numbers.pending, digits):
                 raise CommandError(EXIT_MISMATCH, f"safety number does not match {args.name}'s")
-            home.client.approve_identity(args.name)
+            key = numbers.pending_key
+            if not home.client.approve_identity(args.name, key=key):
+                raise CommandError(EXIT_MISMATCH, f"{args.name}'s identity key changed meanwhile")
             home.client.take_events()
-        elif not hmac.compare_digest(current, digits):
+        elif not hmac.compare_digest(numbers.current, digits):
             raise CommandError(EXIT_MISMATCH, f"safety number does not match {args.name}'s")
-        if not home.client.mark_verified(args.name):
+        if not home.client.mark_verified(args.name, key=key):
             raise CommandError(EXIT_MISMATCH, f"{args.name}'s identity key changed meanwhile")
-    print(clean(f"{args.name} verified" + (" (new identity key accepted)" if pending else "")))
+    accepted = " (new identity key accepted)" if numbers.pending else ""
+    print(clean(f"{args.name} verified{accepted}"))
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ device lists, prekeys, exactly-once delivery) happens here, each step in one SQL
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import sqlite3
 import time
 from pathlib import Path
@@ -398,16 +399,23 @@ class Client:
         with self._store.transaction() as conn:
             trust.record_pending(conn, new.user_id, new.user_key)
 
-    def approve_identity(self, user_id: str) -> None:
+    def approve_identity(self, user_id: str, *, key: bytes | None = None) -> bool:
         """Accept the pending new identity key of ``user_id`` (after UntrustedIdentityError);
-        its old device list and sessions are dropped, verification is cleared."""
+        its old device list and sessions are dropped, verification is cleared. Returns True.
+
+        With ``key`` (the pending key the user compared safety numbers for), only that key is
+        accepted: if another key became pending meanwhile, nothing changes and the result is
+        False."""
         with self._store.transaction() as conn:
             known = trust.identity(conn, user_id)
             if known is None or known[2] is None:
                 raise LocalError("no pending identity change for this user")
+            if key is not None and not hmac.compare_digest(known[2], key):
+                return False
             trust.replace(conn, user_id, known[2])
             conn.execute("DELETE FROM sessions WHERE peer_user = ?", (user_id,))
             self._emit(conn, [Event("identity_changed", user_id, detail="approved")])
+        return True
 
     def identity_key_of(self, user_id: str) -> bytes | None:
         with self._store.transaction() as conn:
@@ -426,9 +434,13 @@ class Client:
             raise LocalError("no identity key known for this user")
         return safety_number(own, self._user_id, other, user_id)
 
-    def mark_verified(self, user_id: str, scanned: bytes | None = None) -> bool:
+    def mark_verified(
+        self, user_id: str, scanned: bytes | None = None, *, key: bytes | None = None
+    ) -> bool:
         """Record that the user compared safety numbers (or, with ``scanned``, check the payload
-        scanned from the peer's screen first). Returns whether ``user_id`` is now verified."""
+        scanned from the peer's screen first). With ``key``, only if that is still the user's
+        key (the one whose safety number was compared). Returns whether ``user_id`` is now
+        verified."""
         number = self.safety_number(user_id)
         if scanned is not None and not number.matches_scanned(scanned):
             return False
@@ -436,6 +448,8 @@ class Client:
             known = trust.identity(conn, user_id)
             if known is None or number != self._safety_in(conn, user_id, known[0]):
                 return False  # the key changed in the meantime
+            if key is not None and not hmac.compare_digest(known[0], key):
+                return False
             trust.set_verified(conn, user_id, True)
         return True
 
