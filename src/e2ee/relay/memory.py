@@ -36,8 +36,8 @@ class _MemoryTx:
         value: bytes = self._db.meta[name]
         return value
 
-    def device_list(self, user: str) -> StoredList | None:
-        return self._db.users.get(user)
+    def device_list(self, user: str, *, for_update: bool = False) -> StoredList | None:
+        return self._db.users.get(user)  # jobs run one at a time: nothing to lock
 
     def put_device_list(self, entry: StoredList) -> None:
         self._set(self._db.users, entry.user, entry)

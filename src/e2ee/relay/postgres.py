@@ -18,6 +18,13 @@ Selected with ``e2ee relay serve --db postgresql://...`` (spec/relay.md, "Postgr
   with id n+1 cannot commit before the one with id n, and a reader paging with ``after=n``
   never skips a late commit (a sequence hands out ids at once, and commits may then land out
   of order). The counter row survives a device's purge, so ids are never reused.
+- **Device lists.** A job that acts on a user's device list (a login, a send, a claim) reads
+  it ``FOR SHARE``, and every authenticated job locks its user's row ``FOR SHARE`` with its
+  token (one statement, users row first); a publication reads the list it replaces ``FOR
+  UPDATE`` before it purges. So a purge waits for every job that relied on the old list and
+  then deletes what they stored, or such a job waits for the publication and then sees the
+  new list (or its token gone) and is refused. Under READ COMMITTED nothing else would order
+  them: a purge deletes only rows it can see, not those of a job still running.
 - **Wake-ups.** The enqueuing transaction calls ``pg_notify`` (delivered at commit, never for
   a rolled-back job); every relay process LISTENs on one connection and wakes the WebSocket of
   that device if it holds it (:class:`PostgresNotifier`).
@@ -129,6 +136,18 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
     return current
 
 
+_LIST = "SELECT user_key, counter, signed FROM users WHERE usr = %s FOR "
+_LIST_FOR_SHARE = _LIST + "SHARE"
+_LIST_FOR_UPDATE = _LIST + "UPDATE"
+_AUTH_ROW = (
+    # users first in FROM: its row is locked first, so an authentication waiting for a
+    # publication holds no token lock the publication's purge would wait for (no deadlock);
+    # the token row is locked too, so one the publication deleted meanwhile is not returned
+    "SELECT t.usr, t.device, t.device_key, t.expires FROM users u "
+    "JOIN tokens t ON t.usr = u.usr WHERE t.hash = %s FOR SHARE"
+)
+
+
 class _PostgresTx:
     __slots__ = ("c",)
 
@@ -146,8 +165,10 @@ class _PostgresTx:
         value: bytes = self._one("SELECT value FROM meta WHERE name = %s", (name,))[0]
         return value
 
-    def device_list(self, user: str) -> StoredList | None:
-        row = self._one("SELECT user_key, counter, signed FROM users WHERE usr = %s", (user,))
+    def device_list(self, user: str, *, for_update: bool = False) -> StoredList | None:
+        # the user row lock orders every job that acts on the list before or after the job
+        # that replaces it (a publication reads FOR UPDATE before its purge; see the module)
+        row = self._one(_LIST_FOR_UPDATE if for_update else _LIST_FOR_SHARE, (user,))
         if row is None:
             return None
         return StoredList(user, row[0], row[1], row[2], dict(_devices(row[2])))
@@ -189,9 +210,7 @@ class _PostgresTx:
         )
 
     def token(self, token_hash: bytes) -> TokenRow | None:
-        row = self._one(
-            "SELECT usr, device, device_key, expires FROM tokens WHERE hash = %s", (token_hash,)
-        )
+        row = self._one(_AUTH_ROW, (token_hash,))
         return None if row is None else TokenRow(row[0], row[1], row[2], row[3])
 
     def signed_bundle(self, user: str, device: int) -> bytes | None:

@@ -225,7 +225,10 @@ class Relay:
         entry = StoredList(new.user_id, new.user_key, new.counter, data, dict(new.devices))
 
         def job(tx: Tx) -> tuple[bytes, bool]:
-            old = tx.device_list(entry.user)
+            # locked before the purge: a job that acts on the old list (a login, a send, an
+            # upload...) either committed first, and the purge sees what it stored, or waits
+            # and then reads the new list
+            old = tx.device_list(entry.user, for_update=True)
             if old is not None:
                 if not hmac.compare_digest(old.user_key, entry.user_key):
                     raise RelayForbiddenError(

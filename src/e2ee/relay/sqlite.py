@@ -199,7 +199,9 @@ class _SQLiteTx:
         value: bytes = self._one("SELECT value FROM meta WHERE name = ?", (name,))[0]
         return value
 
-    def device_list(self, user: str) -> StoredList | None:
+    def device_list(self, user: str, *, for_update: bool = False) -> StoredList | None:
+        # one writer connection, BEGIN IMMEDIATE: no other transaction runs meanwhile, so
+        # there is nothing to lock (for_update is for storages shared by several processes)
         cached = self.lists.get(user)
         if cached is not None:
             return cached

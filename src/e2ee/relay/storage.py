@@ -67,7 +67,12 @@ class Tx(Protocol):
         ...
 
     # users and devices
-    def device_list(self, user: str) -> StoredList | None: ...
+    def device_list(self, user: str, *, for_update: bool = False) -> StoredList | None:
+        """The user's stored list. Where transactions run concurrently (PostgreSQL) the user's
+        row stays locked until the transaction ends: shared by default (a job that acts on the
+        list keeps a publication from replacing it meanwhile), exclusive with ``for_update`` (a
+        publication reads the list it replaces this way, before it purges)."""
+        ...
 
     def put_device_list(self, entry: StoredList) -> None:
         """Insert or replace the user's list; creates a device row (empty queue) for each new
@@ -86,7 +91,11 @@ class Tx(Protocol):
 
     def put_token(self, token_hash: bytes, row: TokenRow) -> None: ...
 
-    def token(self, token_hash: bytes) -> TokenRow | None: ...
+    def token(self, token_hash: bytes) -> TokenRow | None:
+        """The token's row. Where transactions run concurrently (PostgreSQL) it also locks the
+        token's user row shared, like :meth:`device_list`: a publication that removes the device
+        waits for this transaction, or it committed first and the token is gone."""
+        ...
 
     # keys
     def signed_bundle(self, user: str, device: int) -> bytes | None: ...
