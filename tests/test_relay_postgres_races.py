@@ -19,7 +19,7 @@ from typing import Any, cast
 import psycopg
 import pytest
 
-from e2ee.errors import MismatchedDevicesError, RelayAuthError
+from e2ee.errors import MismatchedDevicesError, RelayAuthError, RelayRateLimitedError
 from e2ee.relay import api
 from e2ee.relay.postgres import PostgresStorage
 from e2ee.relay.rules import Relay
@@ -271,3 +271,61 @@ def test_racing_publications_of_one_user_store_the_newer_list(pg: Pg) -> None:
     assert stored.counter == 3
     assert sorted(stored.devices) == [1, 2]
     assert pg.rows("SELECT * FROM devices WHERE usr = 'bob' AND device = %s", third.device_id) == []
+
+
+# --- claim rate limit (REQ-RL-11, REQ-RL-24) ---------------------------------------------------
+
+BURST = 2
+
+
+@pytest.mark.parametrize("bucket", ["new pair", "dropped by the sweep"])
+def test_concurrent_claims_beyond_the_burst_are_refused_while_no_bucket_row_exists(
+    pg: Pg, bucket: str
+) -> None:
+    """[REQ-RL-11] [REQ-RL-24] Three claims of Alice for Bob's keys, burst 2, while no bucket
+    row exists (the pair's first claims, or the first ones after the sweep dropped an idle
+    bucket): the first stops right after it read the bucket, the two others run meanwhile.
+    They wait for it and take the tokens it left, so two are served and one is refused. With
+    nothing to lock, each saw a full bucket and all three were served."""
+    relay = pg.relay(claim_burst=BURST, claim_rate=0.001)
+    alice, bob = User.make("alice"), User.make("bob")
+    for u in (alice, bob):
+        pg.storage.run(relay.publish_device_list(u.list_body()))
+        login(relay, pg.storage, u.devices[0])
+    bob_device = bob.devices[0]
+    checked = relay.check_upload(
+        pg.storage.run(relay.auth_job(bob_device.token)), bob_device.upload_body(one_time=20)
+    )
+    pg.storage.run(relay.store_upload(bob_device.token, checked))
+
+    def claim() -> Callable[[Tx], Any]:
+        return relay.claim(alice.devices[0].token, codec.encode({0: b"bob", 1: os.urandom(16)}))
+
+    served_before = 0
+    if bucket == "dropped by the sweep":
+        pg.storage.run(claim())
+        served_before = 1
+        pg.clock.advance(BURST / 0.001 + 1)  # idle long enough to be full again
+        pg.storage.run(relay.sweep())
+    assert pg.rows("SELECT * FROM buckets") == []
+
+    first = Running(pg.storage, claim(), "bucket").start()
+    others = []
+    for _ in range(2):
+        other = Running(pg.storage, claim()).start()
+        finished_or_waiting(pg, other)
+        others.append(other)
+    first.go()
+    runs = [first, *others]
+    for run in runs:
+        run.join()
+    served = [run for run in runs if run.error is None]
+    refused = [run for run in runs if run.error is not None]
+    assert len(served) == BURST
+    assert len(refused) == 1
+    assert isinstance(refused[0].error, RelayRateLimitedError)
+    with pytest.raises(RelayRateLimitedError):
+        pg.storage.run(claim())
+    left = pg.rows("SELECT count(*) FROM one_time WHERE usr = 'bob' AND kind = 0")
+    assert left == [(20 - served_before - BURST,)]
+    assert pg.storage.retries == 0

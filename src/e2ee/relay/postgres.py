@@ -13,6 +13,9 @@ Selected with ``e2ee relay serve --db postgresql://...`` (spec/relay.md, "Postgr
   RETURNING``: a concurrent claimer skips a key another transaction holds instead of waiting for
   it and then finding it gone (PROTOCOL-NOTES.md: SELECT-then-DELETE double-issues, DELETE ...
   RETURNING without SKIP LOCKED answers "none left" while keys remain).
+- **Rate limits.** A claim locks its (claimer, target) bucket row ``FOR UPDATE``; when there is
+  no row, which ``FOR UPDATE`` cannot lock, it inserts a placeholder row with ``ON CONFLICT DO
+  UPDATE``, so concurrent first claims of a pair also take tokens one by one.
 - **Message ids.** Per device, from a counter row (``counters.seq``) incremented by the
   enqueuing transaction, not from a sequence: the row lock is held to commit, so the message
   with id n+1 cannot commit before the one with id n, and a reader paging with ``after=n``
@@ -136,6 +139,8 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
     return current
 
 
+_NO_BUCKET = float("-inf")
+"""``updated`` of a placeholder bucket row: no bucket yet (full; the sweep drops it)."""
 _LIST = "SELECT user_key, counter, signed FROM users WHERE usr = %s FOR "
 _LIST_FOR_SHARE = _LIST + "SHARE"
 _LIST_FOR_UPDATE = _LIST + "UPDATE"
@@ -284,7 +289,19 @@ class _PostgresTx:
     def bucket(self, key: bytes) -> tuple[float, float] | None:
         # FOR UPDATE: concurrent claims through different processes take tokens one by one
         row = self._one("SELECT tokens, updated FROM buckets WHERE key = %s FOR UPDATE", (key,))
-        return None if row is None else (float(row[0]), float(row[1]))
+        if row is None:
+            # nothing to lock (a new pair, or a bucket the sweep dropped): insert a placeholder
+            # standing for a full bucket, locked until commit; a concurrent claim's insert
+            # waits for it, then locks and reads the bucket this job stored (ON CONFLICT DO
+            # UPDATE acts on the committed row its snapshot does not see)
+            row = self._one(
+                "INSERT INTO buckets AS b VALUES (%s, 0, '-Infinity') "
+                "ON CONFLICT (key) DO UPDATE SET tokens = b.tokens RETURNING tokens, updated",
+                (key,),
+            )
+        if row[1] == _NO_BUCKET:
+            return None  # the placeholder (put_bucket replaces it; a refused job rolls it back)
+        return float(row[0]), float(row[1])
 
     def drop_buckets(self, updated_before: float) -> int:
         rows = self.c.execute(

@@ -130,7 +130,9 @@ class Tx(Protocol):
     ) -> None: ...
 
     def bucket(self, key: bytes) -> tuple[float, float] | None:
-        """(tokens, updated) of a token bucket."""
+        """(tokens, updated) of a token bucket, None when there is none (a full bucket). MUST
+        keep a concurrent transaction from reading the same bucket, present or not, until this
+        one ends (PostgreSQL: the row FOR UPDATE, or a placeholder row inserted in its place)."""
         ...
 
     def put_bucket(self, key: bytes, tokens: float, updated: float) -> None: ...
