@@ -19,7 +19,12 @@ from typing import Any, cast
 import psycopg
 import pytest
 
-from e2ee.errors import MismatchedDevicesError, RelayAuthError, RelayRateLimitedError
+from e2ee.errors import (
+    MismatchedDevicesError,
+    RelayAuthError,
+    RelayForbiddenError,
+    RelayRateLimitedError,
+)
 from e2ee.relay import api
 from e2ee.relay.postgres import PostgresStorage
 from e2ee.relay.rules import Relay
@@ -329,3 +334,29 @@ def test_concurrent_claims_beyond_the_burst_are_refused_while_no_bucket_row_exis
     left = pg.rows("SELECT count(*) FROM one_time WHERE usr = 'bob' AND kind = 0")
     assert left == [(20 - served_before - BURST,)]
     assert pg.storage.retries == 0
+
+
+def test_a_concurrent_second_registration_of_a_user_id_is_checked_against_the_first(
+    pg: Pg,
+) -> None:
+    """[REQ-RL-05] [REQ-RL-34] Two first lists for "bob" under different user keys: one stops
+    right after it found no stored list, the other registers meanwhile. The first is then
+    checked against the stored registration and refused; before, with no row to lock, its
+    upsert replaced the other registration's user key, both answered as registered."""
+    relay = pg.relay()
+    first_bob, second_bob = User.make("bob"), User.make("bob")
+    first = Running(pg.storage, relay.publish_device_list(first_bob.list_body()), "device_list")
+    second = Running(pg.storage, relay.publish_device_list(second_bob.list_body()))
+    first.start()
+    second.start()
+    finished_or_waiting(pg, second)
+    first.go()
+    first.join()
+    second.join()
+    assert second.error is None
+    assert isinstance(first.error, RelayForbiddenError), first.error
+    assert first.error.code == "user_key_mismatch"
+    stored = pg.storage.run(lambda tx: tx.device_list("bob"))
+    assert stored is not None
+    assert stored.user_key == second_bob.identity.public_key
+    assert pg.storage.retries == 1  # the first failed on the key, and ran again

@@ -154,10 +154,12 @@ _AUTH_ROW = (
 
 
 class _PostgresTx:
-    __slots__ = ("c",)
+    __slots__ = ("_unregistered", "c")
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.c = conn
+        # users a publication found without a list, so without a row it could lock
+        self._unregistered: set[str] = set()
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
         return self.c.execute(sql.encode(), args).fetchone()
@@ -175,12 +177,19 @@ class _PostgresTx:
         # that replaces it (a publication reads FOR UPDATE before its purge; see the module)
         row = self._one(_LIST_FOR_UPDATE if for_update else _LIST_FOR_SHARE, (user,))
         if row is None:
+            if for_update:
+                self._unregistered.add(user)
             return None
         return StoredList(user, row[0], row[1], row[2], dict(_devices(row[2])))
 
     def put_device_list(self, entry: StoredList) -> None:
+        # A first registration found no row to lock: a plain INSERT, so a concurrent one of the
+        # same user blocks here and then fails on the key, and the job runs again and is
+        # checked against the stored registration (an upsert replaced its user key)
         self._do(
-            "INSERT INTO users VALUES (%s, %s, %s, %s) ON CONFLICT (usr) DO UPDATE SET "
+            "INSERT INTO users VALUES (%s, %s, %s, %s)"
+            if entry.user in self._unregistered
+            else "INSERT INTO users VALUES (%s, %s, %s, %s) ON CONFLICT (usr) DO UPDATE SET "
             "user_key = EXCLUDED.user_key, counter = EXCLUDED.counter, signed = EXCLUDED.signed",
             (entry.user, entry.user_key, entry.counter, entry.signed),
         )
