@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -28,7 +29,7 @@ from e2ee.relay.memory import MemoryStorage
 from e2ee.relay.postgres import PostgresStorage
 from e2ee.relay.rules import Relay
 from e2ee.relay.sqlite import SQLiteStorage
-from e2ee.relay.storage import Storage
+from e2ee.relay.storage import Storage, Tx
 from e2ee.wire import codec
 from e2ee.wire.messages import PreKeyBundle
 from tests.relay_support import (
@@ -262,7 +263,7 @@ def test_removing_a_device_purges_its_queue_and_keys(relay: Relay, storage: Stor
     bob.counter += 1
     storage.run(relay.publish_device_list(bob.list_body()))
     assert storage.run(lambda tx: tx.queue_length("bob", gone.device_id)) == 0
-    assert storage.run(lambda tx: tx.fetch("bob", gone.device_id, 0, 10, 0)) == []
+    assert storage.run(lambda tx: tx.fetch("bob", gone.device_id, 0, 10, 0, 1 << 20)) == []
     assert storage.run(lambda tx: tx.one_time_count("bob", gone.device_id, 0)) == 0
     assert storage.run(lambda tx: tx.signed_bundle("bob", gone.device_id)) is None
 
@@ -506,6 +507,98 @@ def test_messages_expire_after_the_ttl(relay: Relay, storage: Storage, clock: Cl
     assert dec(storage.run(relay.fetch(bob.devices[0].token, 0, 10)))[0] == []
     assert storage.run(relay.sweep()) == 1
     assert storage.run(lambda tx: tx.queue_length("bob", 1)) == 0
+
+
+# --- fetch pages -----------------------------------------------------------------------------
+
+FETCH_BUDGET = 4 * 1024 * 1024
+"""spec/relay.md: a page holds at most "about 4 MiB" of envelopes."""
+
+
+class RecordingTx:
+    """A transaction that records, for every ``fetch`` the rules make of the storage, the rows
+    it answered and the most memory the storage allocated while answering (tracemalloc)."""
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+        self.answers: list[list[tuple[int, bytes]]] = []
+        self.peaks: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    def fetch(self, *args: Any) -> list[tuple[int, bytes]]:
+        tracing = tracemalloc.is_tracing()
+        if not tracing:
+            tracemalloc.start()
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        try:
+            rows: list[tuple[int, bytes]] = self._tx.fetch(*args)
+            self.peaks.append(tracemalloc.get_traced_memory()[1] - before)
+        finally:
+            if not tracing:
+                tracemalloc.stop()
+        self.answers.append(list(rows))
+        return rows
+
+
+def queue_large_envelopes(storage: Storage, count: int) -> tuple[Relay, User, list[bytes], int]:
+    """``count`` envelopes of about 250 kB queued for bob's device: (relay, bob, message ids,
+    the largest envelope's size)."""
+    relay = make_relay(storage)
+    alice, bob = User.make("alice"), User.make("bob")
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    sender, ids = alice.devices[0], [os.urandom(16) for _ in range(count)]
+    for mid in ids:
+        storage.run(relay.send(sender.token, send_body(bob, mid, sender, b"e" * 250_000)))
+    size = len(sender.envelope(bob.devices[0], ids[0], b"e" * 250_000))
+    return relay, bob, ids, size
+
+
+def test_a_page_cut_by_its_byte_budget_says_more_and_the_next_pages_hold_the_rest(
+    storage: Storage,
+) -> None:
+    """[REQ-RL-35] 40 envelopes of 250 kB (10 MB) with a count limit of 500: the byte budget
+    cuts the pages, each such page says more, and paging on delivers every message once, in
+    order (a client that stops at more=false stopped after the first page before)."""
+    relay, bob, ids, _ = queue_large_envelopes(storage, 40)
+    token = bob.devices[0].token
+    pages: list[tuple[list[Any], bool]] = []
+    after = 0
+    while not pages or pages[-1][1]:
+        assert len(pages) < 40
+        value = dec(storage.run(relay.fetch(token, after, 500)))
+        rows, more = value[0], value[1]
+        pages.append((rows, more))
+        after = rows[-1][0] if rows else after
+    assert len(pages) >= 3  # 10 MB cannot fit in two pages of about 4 MiB
+    for rows, _ in pages:
+        assert 0 < sum(len(e) for _, e in rows) <= FETCH_BUDGET
+    assert [more for _, more in pages] == [True] * (len(pages) - 1) + [False]
+    assert [dec(e)[6] for rows, _ in pages for _, e in rows] == ids
+
+
+def test_a_fetch_reads_at_most_the_byte_budget_and_one_envelope(storage: Storage) -> None:
+    """[REQ-RL-35] The storage stops reading once the page is over its byte budget: for an
+    HTTP page (limit 500) and for the WebSocket push (limit 100) it answers, and allocates,
+    at most the budget plus one envelope, not every queued message (10 MB here; up to
+    501 x 273 kB = 140 MB before)."""
+    relay, bob, _, size = queue_large_envelopes(storage, 40)
+    token = bob.devices[0].token
+    for job in (relay.fetch(token, 0, 500), relay.pending(token, 0, 100)):
+        recorders: list[RecordingTx] = []
+
+        def recorded(tx: Tx, job: Callable[[Tx], Any] = job) -> Any:
+            recorders.append(RecordingTx(tx))
+            return job(cast(Tx, recorders[-1]))
+
+        storage.run(recorded)
+        [recorder] = recorders
+        assert len(recorder.answers) == 1
+        assert 0 < sum(len(e) for _, e in recorder.answers[0]) <= FETCH_BUDGET + size
+        assert recorder.peaks[0] <= FETCH_BUDGET + 2 * size
 
 
 @pytest.mark.parametrize(

@@ -144,14 +144,16 @@ class _MemoryTx:
         return mid
 
     def fetch(
-        self, user: str, device: int, after: int, limit: int, now: int
+        self, user: str, device: int, after: int, limit: int, now: int, max_bytes: int
     ) -> list[tuple[int, bytes]]:
         out = []
+        total = 0
         for mid in sorted(self._db.messages):
             u, d, envelope, expires = self._db.messages[mid]
             if (u, d) == (user, device) and mid > after and expires > now:
                 out.append((mid, envelope))
-                if len(out) >= limit:
+                total += len(envelope)
+                if len(out) >= limit or total > max_bytes:
                     break
         return out
 

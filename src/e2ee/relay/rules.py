@@ -496,27 +496,38 @@ class Relay:
 
         def job(tx: Tx) -> bytes:
             auth = self.authenticate(tx, token)
-            rows = self.fetch_rows(tx, auth, after, limit + 1, now)
-            more = len(rows) > limit
-            return codec.encode({0: [[i, e] for i, e in rows[:limit]], 1: more})
+            rows, more = self.fetch_rows(tx, auth, after, limit, now)
+            return codec.encode({0: [[i, e] for i, e in rows], 1: more})
 
         return job
 
     def pending(self, token: bytes | None, after: int, limit: int) -> Job[list[tuple[int, bytes]]]:
         """The next queued messages (for the WebSocket push; re-authenticates every time, so
         an expired token or a removed device stops the stream)."""
-        return lambda tx: self.fetch_rows(tx, self.authenticate(tx, token), after, limit)
+        return lambda tx: self.fetch_rows(tx, self.authenticate(tx, token), after, limit)[0]
 
     def fetch_rows(
         self, tx: Tx, auth: Auth, after: int, limit: int, now: int | None = None
-    ) -> list[tuple[int, bytes]]:
-        rows = tx.fetch(auth.user, auth.device, after, limit, self.now() if now is None else now)
-        total = 0
-        for n, (_, envelope) in enumerate(rows):
-            total += len(envelope)
-            if total > _MAX_FETCH_BYTES and n > 0:
-                return rows[:n]
-        return rows
+    ) -> tuple[list[tuple[int, bytes]], bool]:
+        """A page: at most ``limit`` messages after ``after`` and at most _MAX_FETCH_BYTES of
+        envelopes (but at least one message), and whether a message was left out (``more``).
+        The storage reads one message past the page, the one over the count or the byte
+        budget, so that it knows; and no more than that."""
+        rows = tx.fetch(
+            auth.user,
+            auth.device,
+            after,
+            limit + 1,
+            self.now() if now is None else now,
+            _MAX_FETCH_BYTES,
+        )
+        more = len(rows) > limit
+        del rows[limit:]
+        if sum(len(envelope) for _, envelope in rows) > _MAX_FETCH_BYTES:
+            more = True  # the storage stopped at the envelope that passed the budget
+            if len(rows) > 1:
+                rows.pop()
+        return rows, more
 
     def ack(self, token: bytes | None, body: bytes) -> Job[bytes]:
         v = api.decode_map(body, {0}, limit=api.MAX_SMALL_BODY)

@@ -341,14 +341,26 @@ class _SQLiteTx:
         return cur.lastrowid
 
     def fetch(
-        self, user: str, device: int, after: int, limit: int, now: int
+        self, user: str, device: int, after: int, limit: int, now: int, max_bytes: int
     ) -> list[tuple[int, bytes]]:
-        rows = self.cur.execute(
+        # A cursor of its own, stepped one row at a time and closed (which resets the statement)
+        # as soon as the envelopes read pass the budget: the rest of the page is never loaded.
+        cur = self.c.execute(
             "SELECT id, envelope FROM messages WHERE user = ? AND device = ? AND id > ? "
             "AND expires > ? ORDER BY id LIMIT ?",
             (user, device, after, now, limit),
-        ).fetchall()
-        return [(r[0], r[1]) for r in rows]
+        )
+        try:
+            out: list[tuple[int, bytes]] = []
+            total = 0
+            for mid, envelope in cur:
+                out.append((mid, envelope))
+                total += len(envelope)
+                if total > max_bytes:
+                    break
+            return out
+        finally:
+            cur.close()
 
     def ack(self, user: str, device: int, ids: Sequence[int]) -> int:
         removed = 0

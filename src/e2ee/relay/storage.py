@@ -151,9 +151,12 @@ class Tx(Protocol):
         ...
 
     def fetch(
-        self, user: str, device: int, after: int, limit: int, now: int
+        self, user: str, device: int, after: int, limit: int, now: int, max_bytes: int
     ) -> list[tuple[int, bytes]]:
-        """Unexpired messages of this device with id > after, in id order."""
+        """Unexpired messages of this device with id > after, in id order: at most ``limit``,
+        and none after the first one that takes the envelopes' total above ``max_bytes``. MUST
+        stop reading there (step a cursor, or bound the query), not load more and trim: a page
+        costs at most ``max_bytes`` plus one envelope, whatever the queue holds."""
         ...
 
     def ack(self, user: str, device: int, ids: Sequence[int]) -> int:
