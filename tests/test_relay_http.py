@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from starlette.exceptions import StarletteDeprecationWarning
+from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -25,7 +28,9 @@ from e2ee.errors import (
     RelayTooLargeError,
 )
 from e2ee.relay import api
+from e2ee.relay.app import create_app
 from e2ee.relay.client import RelayClient
+from e2ee.relay.memory import MemoryStorage
 from e2ee.wire import codec
 from tests.client_support import SMALL_PREKEYS
 from tests.relay_support import (
@@ -34,10 +39,17 @@ from tests.relay_support import (
     User,
     auth,
     http_login,
+    make_relay,
     make_storage,
     send_body,
     threaded_relay,
 )
+
+with warnings.catch_warnings():
+    # Starlette asks for the httpx2 package, and warns once, on import, that it falls back to
+    # httpx (installed here, and enough for the test client)
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
 
 
 @pytest.fixture(params=BACKENDS)
@@ -232,3 +244,30 @@ def test_the_client_acknowledges_only_after_a_durable_receive(
         assert rb.receive().acked == 0  # nothing left on the relay
     alice.close()
     bob.close()
+
+
+# --- the app in process (Starlette's TestClient) ---------------------------------------------
+
+ASGI_ORIGIN = "http://testserver"
+
+
+@pytest.fixture
+def asgi() -> Iterator[TestClient]:
+    storage = MemoryStorage()
+    app = create_app(make_relay(storage, origin=ASGI_ORIGIN), storage, sweep=False)
+    with TestClient(app) as client:
+        yield client
+
+
+def test_a_text_frame_on_the_stream_closes_it_with_1003(asgi: TestClient) -> None:
+    """[REQ-RL-18] Acks are binary CBOR frames: a text frame closes the stream with 1003
+    (unsupported data), as a malformed binary ack does, instead of escaping the app as a
+    KeyError that also skipped the close."""
+    alice = User.make("alice")
+    assert asgi.put(api.DEVICE_LIST, content=alice.list_body()).status_code == 201
+    http_login(asgi, alice.devices[0], ASGI_ORIGIN)
+    with asgi.websocket_connect(api.STREAM, headers=auth(alice.devices[0])) as ws:
+        ws.send_text("{0: [1]}")
+        with pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_bytes()
+    assert info.value.code == 1003

@@ -179,7 +179,13 @@ def create_app(
 
         async def acker() -> None:
             while True:
-                data = await websocket.receive_bytes()
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(message.get("code", 1000))
+                data = message.get("bytes")
+                if not isinstance(data, bytes):  # a text frame: acks are binary CBOR
+                    await websocket.close(code=1003)
+                    return
                 try:
                     value = codec.decode(data, max_size=api.WS_ACK_MAX)
                 except DecodeError:
