@@ -3,6 +3,7 @@ status codes, error bodies, body limits, the stream, and the relay client."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -271,3 +272,51 @@ def test_a_text_frame_on_the_stream_closes_it_with_1003(asgi: TestClient) -> Non
         with pytest.raises(WebSocketDisconnect) as info:
             ws.receive_bytes()
     assert info.value.code == 1003
+
+
+def asgi_request(
+    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """One HTTP request straight through the ASGI interface, past any server's header parser:
+    (status, headers, body)."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start"
+    return sent[0]["status"], sent[0]["headers"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.mark.parametrize("length", [b"\xb2", b"1\xb9", b"\xb3\xb3", b"", b"+1", b"1 "])
+def test_a_content_length_of_other_than_ascii_digits_is_malformed(length: bytes) -> None:
+    """[REQ-RL-18] [REQ-RL-19] Content-Length is decoded as latin-1, and str.isdigit() is true
+    for the superscript digits of latin-1 ("²"), which int() then refused: a bare 500. Any
+    value but ASCII digits is now 400 malformed. (uvicorn's parser refuses these first; the
+    app must not depend on it.)"""
+    storage = MemoryStorage()
+    app = create_app(make_relay(storage, origin=ASGI_ORIGIN), storage, sweep=False)
+    status, headers, body = asgi_request(
+        app, "POST", api.CHALLENGE, [(b"content-length", length)], codec.encode({0: b"a", 1: 1})
+    )
+    assert status == 400
+    assert (b"content-type", api.CONTENT_TYPE.encode()) in headers
+    assert dec(body)[0] == b"malformed"

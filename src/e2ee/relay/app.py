@@ -61,7 +61,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (413) as soon as it is known to exceed ``limit`` bytes."""
     length = request.headers.get("content-length")
     if length is not None:
-        if not length.isdigit() or len(length) > 12:
+        # ASCII digits only: str.isdigit() is also true for "²" (a latin-1 header byte)
+        if not (length.isascii() and length.isdigit()) or len(length) > 12:
             raise RelayBadRequestError("malformed Content-Length", code="malformed")
         if int(length) > limit:
             raise RelayTooLargeError(f"body is over the limit of {limit} bytes")
