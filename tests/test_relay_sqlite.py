@@ -133,18 +133,49 @@ def test_a_schema_1_file_is_migrated_with_every_row_and_claims_go_on(tmp_path: P
         storage.close()
 
 
-def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
-    path = tmp_path / "relay.sqlite"
+def relay_file_with_version(path: Path, value: object, journal_mode: str = "wal") -> bytes:
+    """A closed relay file whose ``meta.schema_version`` is ``value``, in the given journal
+    mode; returns its bytes."""
     SQLiteStorage(path).close()
-    with sqlite3.connect(path) as conn:
-        conn.execute(
-            "UPDATE meta SET value = ? WHERE name = 'schema_version'", ((3).to_bytes(4, "big"),)
-        )
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (value,))
+    assert conn.execute(f"PRAGMA journal_mode={journal_mode}").fetchone()[0] == journal_mode
+    conn.close()
+    assert not path.with_name(path.name + "-wal").exists()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path, journal_mode: str) -> None:
+    """[REQ-RL-28] Refused without a single byte of the file changed: the version is read
+    before anything that writes (the relay switched a rollback-journal file to WAL, which
+    rewrites the file header, before it looked at the version)."""
+    path = tmp_path / "relay.sqlite"
+    image = relay_file_with_version(path, (3).to_bytes(4, "big"), journal_mode)
     before = rows(path)
     with pytest.raises(RelayUnavailableError, match="newer"):
         SQLiteStorage(path)
+    assert path.read_bytes() == image
     assert rows(path) == before
     assert schema_version(path) == 3
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2, "2", 2.0, b"\x02", b"\x00\x00\x00\x00\x02"],
+    ids=["integer", "text", "real", "short", "long"],
+)
+def test_a_damaged_schema_version_is_refused_with_a_typed_error(
+    tmp_path: Path, value: object
+) -> None:
+    """[REQ-RL-28] A version that is not the 4-byte big-endian integer the relay writes (here
+    of another SQLite type, or of another length) marks a damaged or foreign file: it is
+    refused as unavailable, unchanged (an INTEGER or TEXT value raised a bare TypeError)."""
+    path = tmp_path / "relay.sqlite"
+    image = relay_file_with_version(path, value, "delete")
+    with pytest.raises(RelayUnavailableError, match="damaged"):
+        SQLiteStorage(path)
+    assert path.read_bytes() == image
 
 
 def test_a_file_that_is_not_a_relay_database_is_refused_with_a_typed_error(tmp_path: Path) -> None:

@@ -114,19 +114,33 @@ CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires);
 _REBUILT_IN_2 = ("one_time", "results")
 
 
+def _schema_version(conn: sqlite3.Connection) -> int:
+    """The file's ``meta.schema_version`` (0 for a file without one, such as a new file). A
+    schema newer than this code, or a value that is not the 4-byte big-endian integer this
+    code writes (a damaged or foreign file), is refused with :class:`RelayUnavailableError`.
+    Only reads."""
+    if not _has_table(conn, "meta"):
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    if row is None:
+        return 0
+    value = row[0]
+    if type(value) is not bytes or len(value) != 4:
+        raise RelayUnavailableError("relay database schema version is damaged")
+    version = int.from_bytes(value, "big")
+    if version > SCHEMA_VERSION:
+        raise RelayUnavailableError(
+            f"relay database schema {version} is newer than this relay ({SCHEMA_VERSION})"
+        )
+    return version
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Create the schema, or bring an older one up to :data:`SCHEMA_VERSION`, in one
     transaction. A schema newer than this code is refused."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = 0
-        if _has_table(conn, "meta"):
-            row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-            version = 0 if row is None else int.from_bytes(row[0], "big")
-        if version > SCHEMA_VERSION:
-            raise RelayUnavailableError(
-                f"relay database schema {version} is newer than this relay ({SCHEMA_VERSION})"
-            )
+        version = _schema_version(conn)  # again, now under the write lock
         if version == 1:
             for table in _REBUILT_IN_2:
                 conn.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
@@ -478,9 +492,12 @@ class SQLiteStorage:
         except sqlite3.Error:
             raise RelayUnavailableError("relay database cannot be opened") from None
         try:
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            # The version is checked before anything that writes (journal_mode=WAL rewrites the
+            # file header): a newer or damaged file is refused without being changed.
+            _schema_version(conn)
             wal = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             if wal:  # checkpoints run in the checkpointer thread, not in a request's commit
                 conn.execute("PRAGMA wal_autocheckpoint=0")
             _migrate(conn)
