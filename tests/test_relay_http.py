@@ -24,6 +24,8 @@ from e2ee.errors import (
     LocalError,
     MismatchedDevicesError,
     RelayAuthError,
+    RelayBadRequestError,
+    RelayMethodNotAllowedError,
     RelayNotFoundError,
     RelayRateLimitedError,
     RelayTooLargeError,
@@ -272,6 +274,40 @@ def test_a_text_frame_on_the_stream_closes_it_with_1003(asgi: TestClient) -> Non
         with pytest.raises(WebSocketDisconnect) as info:
             ws.receive_bytes()
     assert info.value.code == 1003
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code", "allow"),
+    [
+        ("GET", "/v1/nope", 404, b"not_found", None),
+        ("POST", "/", 404, b"not_found", None),
+        ("DELETE", api.MESSAGES, 405, b"method_not_allowed", {"GET", "POST"}),
+        ("GET", api.CLAIM, 405, b"method_not_allowed", {"POST"}),
+        ("PUT", api.ACK, 405, b"method_not_allowed", {"POST"}),
+    ],
+)
+def test_unknown_routes_and_methods_are_refused_with_cbor_error_bodies(
+    asgi: TestClient, method: str, path: str, status: int, code: bytes, allow: set[str] | None
+) -> None:
+    """[REQ-RL-18] Every refusal is {0: code, 1: message} in CBOR, Starlette's own routing
+    refusals too (they were text/plain "Not Found" and "Method Not Allowed"); a 405 names the
+    methods the route takes, and the relay client reads both back as their typed errors."""
+    r = asgi.request(method, path)
+    assert r.status_code == status
+    assert r.headers["content-type"] == api.CONTENT_TYPE
+    body = dec(r.content)
+    assert body[0] == code
+    assert type(body[1]) is bytes
+    if allow is None:
+        assert "allow" not in r.headers
+    else:
+        assert {m.strip() for m in r.headers["allow"].split(",")} >= allow
+    error = api.error_from_response(r.status_code, r.content)
+    assert isinstance(error, RelayNotFoundError if status == 404 else RelayMethodNotAllowedError)
+    assert error.code == code.decode()
+    assert error.status == status
+    if status == 405:  # a bad request: callers that handle those handle it as well
+        assert isinstance(error, RelayBadRequestError)
 
 
 def asgi_request(

@@ -207,6 +207,15 @@ class RelayBadRequestError(RelayError):
     code = "bad_request"
 
 
+class RelayMethodNotAllowedError(RelayBadRequestError):
+    """The route exists but does not take this HTTP method (the answer's ``Allow`` header
+    lists the ones it takes)."""
+
+    category = "relay_method_not_allowed"
+    status = 405
+    code = "method_not_allowed"
+
+
 class RelayAuthError(RelayError):
     """Authentication failed: no, unknown or expired token; stale, replayed or forged challenge
     response; a device not on its user's newest device list."""
@@ -311,6 +320,7 @@ __all__ += [
     "RelayConflictError",
     "RelayError",
     "RelayForbiddenError",
+    "RelayMethodNotAllowedError",
     "RelayNotFoundError",
     "RelayRateLimitedError",
     "RelayTooLargeError",

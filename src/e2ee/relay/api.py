@@ -22,6 +22,7 @@ from e2ee.errors import (
     RelayConflictError,
     RelayError,
     RelayForbiddenError,
+    RelayMethodNotAllowedError,
     RelayNotFoundError,
     RelayRateLimitedError,
     RelayTooLargeError,
@@ -228,6 +229,7 @@ ERROR_CLASSES: dict[str, type[RelayError]] = {
     cls.code: cls
     for cls in (
         RelayBadRequestError,
+        RelayMethodNotAllowedError,
         RelayAuthError,
         RelayForbiddenError,
         RelayNotFoundError,
@@ -244,6 +246,7 @@ STATUS_CLASSES: dict[int, type[RelayError]] = {
     401: RelayAuthError,
     403: RelayForbiddenError,
     404: RelayNotFoundError,
+    405: RelayMethodNotAllowedError,
     409: RelayConflictError,
     413: RelayTooLargeError,
     429: RelayRateLimitedError,

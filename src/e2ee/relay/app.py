@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -26,6 +27,8 @@ from e2ee.errors import (
     RelayAuthError,
     RelayBadRequestError,
     RelayError,
+    RelayMethodNotAllowedError,
+    RelayNotFoundError,
     RelayTooLargeError,
 )
 from e2ee.relay import api
@@ -55,6 +58,20 @@ def error_response(error: RelayError) -> Response:
         media_type=api.CONTENT_TYPE,
         headers=headers,
     )
+
+
+def routing_refusal(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no such route) and 405 (method not allowed on the route), as CBOR
+    error bodies like every other refusal; a 405 keeps Starlette's ``Allow`` header."""
+    assert isinstance(exc, HTTPException)
+    error: RelayError
+    if exc.status_code == 405:
+        error = RelayMethodNotAllowedError("the route does not take this method")
+    else:
+        error = RelayNotFoundError("no such route")
+    response = error_response(error)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -241,4 +258,8 @@ def create_app(
         Route(api.LOGIN, guarded(login), methods=["POST"]),
         Route(api.HEALTH, guarded(health), methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: routing_refusal, 405: routing_refusal},
+    )
