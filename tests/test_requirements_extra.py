@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 import e2ee
+from e2ee import errors as error_module
 from e2ee.crypto import primitives
 from e2ee.errors import (
     AuthenticationError,
@@ -23,6 +25,7 @@ from e2ee.errors import (
     E2EEError,
     HandshakeError,
     LocalError,
+    RelayError,
     RemoteError,
     SignatureError,
     StateError,
@@ -510,6 +513,66 @@ def test_errors_carry_no_key_material_or_plaintext() -> None:
         for secret in secrets:
             assert secret.hex() not in text.lower(), type(error).__name__
             assert repr(secret)[2:-1] not in text, type(error).__name__
+
+
+# --- REQ-ERR-01: the documented error tree is the implemented one ---------------------------
+
+_TREE_LINE = re.compile(r'^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w+)\s+(?:category )?"(?P<cat>\w+)"')
+_RELAY_ROW = re.compile(r"^\| `(?P<name>\w+)` \| `(?P<cat>\w+)` \| *(?P<status>\d*) *\|")
+_STATUS_ROW = re.compile(r"^\| (?P<status>\d{3}) \| [^|]* \| `(?P<name>\w+)`")
+
+
+def _error_classes() -> dict[str, type[E2EEError]]:
+    return {
+        name: value
+        for name, value in vars(error_module).items()
+        if isinstance(value, type) and issubclass(value, E2EEError)
+    }
+
+
+def _documented_tree(text: str) -> dict[str, tuple[str, str | None]]:
+    """Class name -> (category, parent class name) from the tree at the top of errors.md."""
+    found: dict[str, tuple[str, str | None]] = {}
+    stack: list[str] = []
+    for line in text.split("```", 2)[1].splitlines():
+        match = _TREE_LINE.match(line)
+        if match is None:
+            continue
+        depth = len(match["indent"]) // 4
+        del stack[depth:]
+        assert match["name"] not in found, match["name"]
+        found[match["name"]] = (match["cat"], stack[-1] if stack else None)
+        stack.append(match["name"])
+    return found
+
+
+def test_errors_md_lists_every_error_class_with_its_category_parent_and_status() -> None:
+    """[REQ-ERR-01] spec/errors.md names every class of e2ee.errors, each under its parent and
+    with its category, and no other; the relay section's table and spec/relay.md's status table
+    give each RelayError class its category and HTTP status. Categories are all different."""
+    classes = _error_classes()
+    spec = PROJECT_ROOT / "spec"
+    errors_md = (spec / "errors.md").read_text(encoding="utf-8")
+    documented = _documented_tree(errors_md)
+    assert sorted(documented) == sorted(classes)
+    for name, cls in classes.items():
+        parent = None if cls is E2EEError else cls.__bases__[0].__name__
+        assert documented[name] == (cls.category, parent), name
+    assert len({cls.category for cls in classes.values()}) == len(classes)
+
+    relay = {name: cls for name, cls in classes.items() if issubclass(cls, RelayError)}
+    section = errors_md.split("## 7. Relay errors", 1)[1]
+    rows = [m for m in map(_RELAY_ROW.match, section.splitlines()) if m is not None]
+    assert sorted(m["name"] for m in rows) == sorted(relay)
+    for m in rows:
+        cls = relay[m["name"]]
+        assert m["cat"] == cls.category, m["name"]
+        assert m["status"] == ("" if cls is RelayError else str(cls.status)), m["name"]
+    relay_md = (spec / "relay.md").read_text(encoding="utf-8")
+    statuses = [m for m in map(_STATUS_ROW.match, relay_md.splitlines()) if m is not None]
+    assert sorted(m["name"] for m in statuses) == sorted(set(relay) - {"RelayError"})
+    for m in statuses:
+        assert int(m["status"]) == relay[m["name"]].status, m["name"]
 
 
 # --- REQ-SEC-02: signatures only over labelled payloads -------------------------------------
