@@ -257,3 +257,34 @@ def test_a_schema_2_code_that_is_not_text_is_refused_and_the_file_is_unchanged(
     with pytest.raises(StateError, match="link code"):
         Client.open(path, key=STORE_KEY)
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("sealed", "key"),
+    [
+        pytest.param(True, OTHER_KEY, id="wrong-key"),
+        pytest.param(True, None, id="no-key-for-a-sealed-store"),
+        pytest.param(False, STORE_KEY, id="a-key-for-a-plain-store"),
+    ],
+)
+def test_an_older_store_opened_with_the_wrong_key_is_not_migrated(
+    world: World, sealed: bool, key: bytes | None
+) -> None:
+    """REQ-CL-40 with REQ-CL-45: the key is checked before a migration writes, so the failed
+    open leaves the file as it was, and the right key then migrates it and the waiting device
+    can still link (the code is not sealed under the wrong key)."""
+    [primary] = world.user("alice")
+    right = STORE_KEY if sealed else None
+    new = Client.create_linked(world.path("alice"), "alice", key=right)
+    code = new.link_code
+    request = new.link_request()
+    path = make_schema_2(new, code)
+    before = path.read_bytes()
+    with pytest.raises(StateError):
+        Client.open(path, key=key)
+    assert path.read_bytes() == before
+
+    new = Client.open(path, key=right)
+    assert new.link_code == code
+    new.complete_link(primary.approve_link(request, code))
+    assert new.device_id == 2

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from e2ee.account import Account
 from e2ee.crypto import primitives
 from e2ee.crypto.provider import Provider, default_provider
 from e2ee.errors import AuthenticationError, LocalError, StateError, StoreError
@@ -223,13 +224,22 @@ class Store:
                 conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             elif type(row[0]) is not int or not 1 <= row[0] <= SCHEMA_VERSION:
                 raise StateError("unsupported client store schema")
-            else:
+            elif row[0] < SCHEMA_VERSION:
+                self._check_key(conn)  # a store that cannot be opened is not migrated either
                 if row[0] == 1:
                     _migrate_1_to_2(conn, int(time.time()) if now is None else now)
-                if row[0] <= 2:
-                    _migrate_2_to_3(conn, self)
+                _migrate_2_to_3(conn, self)
             conn.execute(PROCESSED)  # a new store's (the migration made its own already)
             conn.execute(PROCESSED_INDEX)
+
+    def _check_key(self, conn: sqlite3.Connection) -> None:
+        """The account must open under the key given (a wrong key, no key for an encrypted
+        store, a key for a plain one: :class:`StateError`). Run before a migration writes, so
+        that such an open fails with the file unchanged rather than a pending link code sealed
+        under the wrong key."""
+        row = conn.execute("SELECT state FROM account WHERE id = 1").fetchone()
+        if row is not None:
+            Account.from_bytes(column(row[0], bytes, "account state"), key=self.key)
 
     def close(self) -> None:
         with self.lock:
