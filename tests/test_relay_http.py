@@ -220,11 +220,14 @@ def test_relay_client_maps_errors_to_typed_exceptions(
     alice.close()
 
 
+@pytest.mark.parametrize("failure", ["local_error", "damaged_store"])
 def test_the_client_acknowledges_only_after_a_durable_receive(
-    server: ThreadedRelay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: ThreadedRelay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
     """[REQ-RL-22] A receive that fails locally leaves the envelope queued; once the client
-    processes it, it is acknowledged and gone from the relay."""
+    processes it, it is acknowledged and gone from the relay. A damaged row of the device's own
+    store (a StateError, not the envelope's fault) is a local failure too: acknowledging it
+    would drop a genuine message for good."""
     alice = Client.create(tmp_path / "a.sqlite", "alice", prekey_policy=SMALL_PREKEYS)
     bob = Client.create(tmp_path / "b.sqlite", "bob", prekey_policy=SMALL_PREKEYS)
     with RelayClient(server.url, alice) as ra, RelayClient(server.url, bob) as rb:
@@ -236,10 +239,16 @@ def test_the_client_acknowledges_only_after_a_durable_receive(
         def failing(data: bytes, *, now: int | None = None) -> object:
             raise LocalError("disk full")
 
-        with monkeypatch.context() as patch:
-            patch.setattr(bob, "receive", failing)
+        if failure == "damaged_store":
+            (account,) = bob.store.conn.execute("SELECT state FROM account").fetchone()
+            bob.store.conn.execute("UPDATE account SET state = 'damaged'")
             report = rb.receive()
-        assert (report.kept, report.acked, report.results) == (1, 0, [])
+            bob.store.conn.execute("UPDATE account SET state = ?", (account,))
+        else:
+            with monkeypatch.context() as patch:
+                patch.setattr(bob, "receive", failing)
+                report = rb.receive()
+        assert (report.kept, report.acked, report.results, report.refused) == (1, 0, [], [])
         assert bob.inbox() == []
         report = rb.receive()
         assert report.acked == 1

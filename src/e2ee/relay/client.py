@@ -41,6 +41,7 @@ from e2ee.errors import (
     RelayNotFoundError,
     RelayUnavailableError,
     RemoteError,
+    StateError,
     UntrustedIdentityError,
 )
 from e2ee.identity import DeviceList, SignedDeviceList
@@ -407,6 +408,9 @@ class RelayClient:
             result = self.client.receive(envelope)
         except UntrustedIdentityError:
             report.kept += 1  # redelivered once the application approved the new key
+            return False
+        except StateError:
+            report.kept += 1  # the device's own store is damaged, not the envelope: keep it
             return False
         except RemoteError as exc:
             report.refused.append((message_id, exc.category))

@@ -175,7 +175,8 @@ when full)."""
 
 
 class _SQLiteTx:
-    """The :class:`Tx` of one connection. Statements run on one reused cursor, and the two rows
+    """The :class:`Tx` of one connection. Statements run on one reused cursor (except
+    :meth:`fetch`, which steps and closes a cursor of its own), and the two rows
     every authenticated request reads, its token and the recipient's (or claim target's) device
     list, are kept in read-through caches. A cached row is exactly the stored one as long as
     nothing else changed it, so the caches are emptied whenever that may have happened: by a
