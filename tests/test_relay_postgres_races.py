@@ -174,7 +174,7 @@ class World:
 
     def relying_job(self, kind: str) -> tuple[Callable[[Tx], Any], str]:
         """A job of bob's device 2, or of Alice to it, and the Tx method after which it has
-        read what it relies on."""
+        read what it relies on (and locked it)."""
         relay, leaving = self.relay, self.bob.devices[1]
         if kind == "login":
             who = codec.encode({0: b"bob", 1: leaving.device_id})
@@ -182,10 +182,16 @@ class World:
             payload = api.login_payload(relay.config.origin, challenge, "bob", 2)
             body = codec.encode({0: b"bob", 1: 2, 2: challenge, 3: leaving.sign_login(payload)})
             return relay.login(body), "device_list"
-        if kind == "send":
+        if kind == "send to it":
             sender = self.alice.devices[0]
             body = send_body(self.bob, os.urandom(16), sender)
             return relay.send(sender.token, body), "device_list"
+        if kind == "send from it":  # its stored result is the sending device's
+            body = send_body(self.alice, os.urandom(16), leaving)
+            return relay.send(leaving.token, body), "token"
+        if kind == "claim from it":  # so is a claim's
+            body = codec.encode({0: b"alice", 1: os.urandom(16)})
+            return relay.claim(leaving.token, body), "token"
         assert kind == "upload"
         upload = leaving.upload_body(one_time=5, kem=5)
         checked = relay.check_upload(self.pg.storage.run(relay.auth_job(leaving.token)), upload)
@@ -200,8 +206,14 @@ class World:
         return job
 
 
-RELYING = ("login", "send", "upload")
-REFUSED = {"login": RelayAuthError, "send": MismatchedDevicesError, "upload": RelayAuthError}
+RELYING = ("login", "send to it", "send from it", "upload", "claim from it")
+REFUSED = {
+    "login": RelayAuthError,
+    "send to it": MismatchedDevicesError,
+    "send from it": RelayAuthError,
+    "upload": RelayAuthError,
+    "claim from it": RelayAuthError,
+}
 
 
 @pytest.mark.parametrize(
@@ -212,11 +224,13 @@ def test_a_device_list_publication_and_a_job_relying_on_the_old_list_are_ordered
     pg: Pg, kind: str, stopped: str
 ) -> None:
     """[REQ-RL-04] [REQ-RL-17] [REQ-RL-34] Bob publishes a list without device 2 while a job
-    relies on the old list: device 2 logs in, Alice sends to both devices, device 2 uploads
-    keys. Either the job committed first (stopped right after its read, it holds the lock the
-    publication waits for) and the purge then deletes what it stored, or the job waits for the
-    publication and is refused. Either way device 2 ends with no token, message, key or device
-    row, and nothing deadlocked (no job was run again)."""
+    relies on the old list or on device 2's token: device 2 logs in, Alice sends to both
+    devices, device 2 sends to Alice or claims her keys (each stores a result owned by device
+    2), device 2 uploads keys. Either the job committed first (stopped right after its read, it
+    holds the lock the publication waits for) and the purge then deletes what it stored, or the
+    job waits for the publication and is refused. Either way device 2 ends with no token,
+    message, key, result or device row, and nothing deadlocked (no job was run again). Without
+    its lock, each job's row for device 2 outlived the purge."""
     world = World.make(pg)
     relying, read = world.relying_job(kind)
     removal = world.removal()
@@ -248,6 +262,58 @@ def test_a_device_list_publication_and_a_job_relying_on_the_old_list_are_ordered
         assert job_run.error is None  # it committed before the publication
     else:
         assert isinstance(job_run.error, REFUSED[kind]), job_run.error  # it saw the new list
+    assert pg.storage.retries == 0
+
+
+@pytest.mark.parametrize(
+    "stopped",
+    ["claim after its read", "claim after it took a key", "publication after its purge"],
+)
+def test_a_claim_needs_no_lock_on_its_target_list(pg: Pg, stopped: str) -> None:
+    """[REQ-RL-17] [REQ-RL-34] Alice claims Bob's keys while Bob publishes a list without
+    device 2, the only one with keys. The claim reads Bob's list without a lock: it stores
+    nothing for Bob's devices, it only deletes their one-time keys (SKIP LOCKED), so in every
+    order device 2 ends with no key or device row, the claim is served (device 2's bundle, with
+    a one-time key only if the claim took it before the purge; none once the purge committed)
+    and nothing deadlocked or ran again."""
+    world = World.make(pg)
+    leaving = world.bob.devices[1]
+    checked = world.relay.check_upload(
+        pg.storage.run(world.relay.auth_job(leaving.token)), leaving.upload_body(5, 5)
+    )
+    pg.storage.run(world.relay.store_upload(leaving.token, checked))
+    claim = world.relay.claim(
+        world.alice.devices[0].token, codec.encode({0: b"bob", 1: os.urandom(16)})
+    )
+    removal = world.removal()
+    if stopped == "publication after its purge":
+        first, second = Running(pg.storage, removal, "purge_device"), Running(pg.storage, claim)
+    else:
+        after = "device_list" if stopped == "claim after its read" else "claim_one_time"
+        first, second = Running(pg.storage, claim, after), Running(pg.storage, removal)
+    first.start()
+    second.start()
+    state = finished_or_waiting(pg, second)
+    # only a publication stopped after it took a key waits (the purge, for that key's row)
+    assert state == ("waiting" if stopped == "claim after it took a key" else "finished")
+    first.go()
+    first.join()
+    second.join()
+    assert first.error is None
+    assert second.error is None
+    served = first if first.job is claim else second
+    answer = codec.decode(served.value, max_size=1 << 20)
+    bundles = {device: codec.decode(bundle, max_size=1 << 20) for device, bundle in answer[0]}
+    # it read the old list each time; what it found of device 2 depends on the order
+    if stopped == "claim after its read":
+        assert (bundles, answer[1]) == ({}, [1, 2])  # purged before the claim read it
+    else:
+        assert list(bundles) == [2]
+        assert answer[1] == [1]  # device 1 uploaded nothing
+        # a one-time key if the claim took it first; the purge's keys are locked, skipped
+        assert (9 in bundles[2]) == (stopped == "claim after it took a key")
+    for table in ("one_time", "devices"):
+        assert pg.rows(f"SELECT * FROM {table} WHERE usr = 'bob' AND device = 2") == [], table
     assert pg.storage.retries == 0
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from e2ee.relay.storage import StoredList, TokenRow, Tx
+from e2ee.relay.storage import RowLock, StoredList, TokenRow, Tx
 
 T = TypeVar("T")
 _MISSING: Any = object()
@@ -36,7 +36,7 @@ class _MemoryTx:
         value: bytes = self._db.meta[name]
         return value
 
-    def device_list(self, user: str, *, for_update: bool = False) -> StoredList | None:
+    def device_list(self, user: str, *, lock: RowLock | None = None) -> StoredList | None:
         return self._db.users.get(user)  # jobs run one at a time: nothing to lock
 
     def put_device_list(self, entry: StoredList) -> None:
@@ -71,8 +71,8 @@ class _MemoryTx:
     def put_token(self, token_hash: bytes, row: TokenRow) -> None:
         self._set(self._db.tokens, token_hash, row)
 
-    def token(self, token_hash: bytes) -> TokenRow | None:
-        return self._db.tokens.get(token_hash)
+    def token(self, token_hash: bytes, *, lock: Literal["share"] | None = None) -> TokenRow | None:
+        return self._db.tokens.get(token_hash)  # jobs run one at a time: nothing to lock
 
     def signed_bundle(self, user: str, device: int) -> bytes | None:
         return self._db.bundles.get((user, device))

@@ -21,13 +21,22 @@ Selected with ``e2ee relay serve --db postgresql://...`` (spec/relay.md, "Postgr
   with id n+1 cannot commit before the one with id n, and a reader paging with ``after=n``
   never skips a late commit (a sequence hands out ids at once, and commits may then land out
   of order). The counter row survives a device's purge, so ids are never reused.
-- **Device lists.** A job that acts on a user's device list (a login, a send, a claim) reads
-  it ``FOR SHARE``, and every authenticated job locks its user's row ``FOR SHARE`` with its
-  token (one statement, users row first); a publication reads the list it replaces ``FOR
-  UPDATE`` before it purges. So a purge waits for every job that relied on the old list and
-  then deletes what they stored, or such a job waits for the publication and then sees the
-  new list (or its token gone) and is refused. Under READ COMMITTED nothing else would order
-  them: a purge deletes only rows it can see, not those of a job still running.
+- **Device lists.** A job that stores something for a device on the strength of its user's
+  list or of its token locks that user's row until it commits: a login (its token) and a send
+  (the recipient's messages) read the list ``FOR SHARE``; a send and a claim (their results,
+  owned by the sending or claiming device) and a key upload (the device's keys) read their
+  token joined with its users row, both ``FOR SHARE`` (one statement, users row first). A
+  publication reads the list it replaces ``FOR UPDATE`` before it purges. So a purge waits for
+  every such job and then deletes what it stored, or the job waits for the publication and then
+  sees the new list (or its token gone) and is refused. Under READ COMMITTED nothing else would
+  order them: a purge deletes only rows it can see, not those of a job still running. The
+  other reads take no lock: a fetch, the WebSocket's pending read, a list or key-count read and
+  an authentication check only read, an ack only deletes its own device's messages, and a
+  claim only deletes its target's one-time keys (``SKIP LOCKED``), so none of them stores
+  anything a purge could miss. A lock is not free: PostgreSQL records it in the row, so a
+  locking read takes a transaction id and writes WAL (a read-only job would then write a
+  commit record and wait for a WAL flush), and many transactions share-locking one row make a
+  MultiXact. A job that locks writes anyway, and its lock records go with that commit.
 - **Wake-ups.** The enqueuing transaction calls ``pg_notify`` (delivered at commit, never for
   a rolled-back job); every relay process LISTENs on one connection and wakes the WebSocket of
   that device if it holds it (:class:`PostgresNotifier`).
@@ -48,7 +57,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -56,7 +65,14 @@ from psycopg import errors as pgerrors
 
 from e2ee.errors import RelayError, RelayUnavailableError
 from e2ee.identity import SignedDeviceList
-from e2ee.relay.storage import LocalNotifier, StoredList, TokenRow, Tx, _LocalSubscription
+from e2ee.relay.storage import (
+    LocalNotifier,
+    RowLock,
+    StoredList,
+    TokenRow,
+    Tx,
+    _LocalSubscription,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("e2ee.relay.postgres")
@@ -141,10 +157,14 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
 
 _NO_BUCKET = float("-inf")
 """``updated`` of a placeholder bucket row: no bucket yet (full; the sweep drops it)."""
-_LIST = "SELECT user_key, counter, signed FROM users WHERE usr = %s FOR "
-_LIST_FOR_SHARE = _LIST + "SHARE"
-_LIST_FOR_UPDATE = _LIST + "UPDATE"
-_AUTH_ROW = (
+_LIST = "SELECT user_key, counter, signed FROM users WHERE usr = %s"
+_LISTS: dict[RowLock | None, str] = {
+    None: _LIST,
+    "share": _LIST + " FOR SHARE",
+    "update": _LIST + " FOR UPDATE",
+}
+_AUTH_ROW = "SELECT usr, device, device_key, expires FROM tokens WHERE hash = %s"
+_AUTH_ROW_FOR_SHARE = (
     # users first in FROM: its row is locked first, so an authentication waiting for a
     # publication holds no token lock the publication's purge would wait for (no deadlock);
     # the token row is locked too, so one the publication deleted meanwhile is not returned
@@ -172,12 +192,13 @@ class _PostgresTx:
         value: bytes = self._one("SELECT value FROM meta WHERE name = %s", (name,))[0]
         return value
 
-    def device_list(self, user: str, *, for_update: bool = False) -> StoredList | None:
-        # the user row lock orders every job that acts on the list before or after the job
-        # that replaces it (a publication reads FOR UPDATE before its purge; see the module)
-        row = self._one(_LIST_FOR_UPDATE if for_update else _LIST_FOR_SHARE, (user,))
+    def device_list(self, user: str, *, lock: RowLock | None = None) -> StoredList | None:
+        # a user row lock orders a job that stores something on the strength of the list
+        # before or after the job that replaces it (a publication reads FOR UPDATE before its
+        # purge); read-only jobs take none: a row lock is a write here (see the module)
+        row = self._one(_LISTS[lock], (user,))
         if row is None:
-            if for_update:
+            if lock == "update":
                 self._unregistered.add(user)
             return None
         return StoredList(user, row[0], row[1], row[2], dict(_devices(row[2])))
@@ -223,8 +244,8 @@ class _PostgresTx:
             (token_hash, row.user, row.device, row.device_key, row.expires),
         )
 
-    def token(self, token_hash: bytes) -> TokenRow | None:
-        row = self._one(_AUTH_ROW, (token_hash,))
+    def token(self, token_hash: bytes, *, lock: Literal["share"] | None = None) -> TokenRow | None:
+        row = self._one(_AUTH_ROW if lock is None else _AUTH_ROW_FOR_SHARE, (token_hash,))
         return None if row is None else TokenRow(row[0], row[1], row[2], row[3])
 
     def signed_bundle(self, user: str, device: int) -> bytes | None:

@@ -19,7 +19,7 @@ import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import Literal, NoReturn, TypeVar
 
 from e2ee.client.envelope import MAX_ENVELOPE_SIZE, Envelope
 from e2ee.crypto import primitives
@@ -179,7 +179,8 @@ class Relay:
         token_expires = self.now() + self.config.token_ttl
 
         def job(tx: Tx) -> bytes:
-            listed = tx.device_list(user)
+            # locked: a publication that removes the device waits, then purges the token
+            listed = tx.device_list(user, lock="share")
             device_key = None if listed is None else listed.devices.get(device)
             if device_key is None:
                 raise RelayAuthError("device is not on its user's newest device list")
@@ -196,10 +197,17 @@ class Relay:
 
         return job
 
-    def authenticate(self, tx: Tx, token: bytes | None) -> Auth:
+    def authenticate(
+        self, tx: Tx, token: bytes | None, *, lock: Literal["share"] | None = None
+    ) -> Auth:
+        """The token's device. ``lock="share"`` in a job that then stores something for that
+        device (its keys, its results): where transactions run concurrently (PostgreSQL), a
+        publication removing the device waits for the job and purges what it stored, or the
+        job waits and finds the token gone (:meth:`Tx.token`). Jobs that only read, or only
+        delete the device's own rows, authenticate without a lock (spec/relay.md REQ-RL-34)."""
         if token is None:
             raise RelayAuthError("no bearer token")
-        row = tx.token(primitives.sha256(token))
+        row = tx.token(primitives.sha256(token), lock=lock)
         if row is None:
             raise RelayAuthError("unknown token")
         if row.expires <= self.now():
@@ -225,10 +233,10 @@ class Relay:
         entry = StoredList(new.user_id, new.user_key, new.counter, data, dict(new.devices))
 
         def job(tx: Tx) -> tuple[bytes, bool]:
-            # locked before the purge: a job that acts on the old list (a login, a send, an
-            # upload...) either committed first, and the purge sees what it stored, or waits
-            # and then reads the new list
-            old = tx.device_list(entry.user, for_update=True)
+            # locked before the purge: a job that stored something on the strength of the old
+            # list or a token (a login, a send, an upload, a claim's result) either committed
+            # first, and the purge sees what it stored, or waits and then reads the new list
+            old = tx.device_list(entry.user, lock="update")
             if old is not None:
                 if not hmac.compare_digest(old.user_key, entry.user_key):
                     raise RelayForbiddenError(
@@ -315,7 +323,7 @@ class Relay:
 
     def store_upload(self, token: bytes | None, checked: CheckedUpload) -> Job[bytes]:
         def job(tx: Tx) -> bytes:
-            auth = self.authenticate(tx, token)
+            auth = self.authenticate(tx, token, lock="share")  # it stores the device's keys
             if not hmac.compare_digest(auth.device_key, checked.device_key):
                 raise RelayConflictError("device key changed during upload")
             tx.put_signed_bundle(auth.user, auth.device, checked.signed_bundle)
@@ -362,7 +370,10 @@ class Relay:
         now = self.clock()
 
         def job(tx: Tx) -> bytes:
-            auth = self.authenticate(tx, token)
+            # locked: the result is stored for the claiming device (purged with it); the
+            # target's list is read without a lock, as the claim stores nothing for its
+            # devices (it only deletes one-time keys, which a purge deletes anyway)
+            auth = self.authenticate(tx, token, lock="share")
             key = primitives.sha256(
                 codec.encode([auth.user.encode(), auth.device, claim_id, target.encode()])
             )
@@ -448,7 +459,7 @@ class Relay:
         now = self.now()
 
         def job(tx: Tx) -> Sent:
-            auth = self.authenticate(tx, token)
+            auth = self.authenticate(tx, token, lock="share")  # the result is the sender's
             for envelope in envelopes:
                 if envelope.sender_user != auth.user or envelope.sender_device != auth.device:
                     raise RelayForbiddenError("envelope names another sender", code="bad_envelope")
@@ -465,7 +476,7 @@ class Relay:
             done = tx.result("send", key)
             if done is not None:
                 return Sent(done, ())  # stored once; a retry is answered the same
-            listed = tx.device_list(request.recipient)
+            listed = tx.device_list(request.recipient, lock="share")  # messages for its devices
             if listed is None:
                 raise RelayNotFoundError("unknown user")
             expected = listed.devices

@@ -65,11 +65,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from e2ee.errors import RelayUnavailableError
 from e2ee.identity import SignedDeviceList
-from e2ee.relay.storage import StoredList, TokenRow, Tx
+from e2ee.relay.storage import RowLock, StoredList, TokenRow, Tx
 
 T = TypeVar("T")
 log = logging.getLogger("e2ee.relay")
@@ -214,9 +214,9 @@ class _SQLiteTx:
         value: bytes = self._one("SELECT value FROM meta WHERE name = ?", (name,))[0]
         return value
 
-    def device_list(self, user: str, *, for_update: bool = False) -> StoredList | None:
+    def device_list(self, user: str, *, lock: RowLock | None = None) -> StoredList | None:
         # one writer connection, BEGIN IMMEDIATE: no other transaction runs meanwhile, so
-        # there is nothing to lock (for_update is for storages shared by several processes)
+        # there is nothing to lock (lock is for storages shared by several processes)
         cached = self.lists.get(user)
         if cached is not None:
             return cached
@@ -256,7 +256,8 @@ class _SQLiteTx:
             (token_hash, row.user, row.device, row.device_key, row.expires),
         )
 
-    def token(self, token_hash: bytes) -> TokenRow | None:
+    def token(self, token_hash: bytes, *, lock: Literal["share"] | None = None) -> TokenRow | None:
+        # nothing to lock either (see device_list)
         cached = self.tokens.get(token_hash)
         if cached is not None:
             return cached

@@ -20,12 +20,21 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 T = TypeVar("T")
 
 KIND_EC = 0
 KIND_KEM = 1
+
+RowLock = Literal["share", "update"]
+"""How a read locks the user's row until the transaction ends, where transactions run
+concurrently (PostgreSQL; SQLite and the memory storage run one at a time and ignore it):
+``"share"`` in a job that stores something for a device on the strength of what it read,
+``"update"`` in a publication of the user's list. ``None`` (the default): no lock, for jobs that
+only read. A row lock is not free there: PostgreSQL records it in the row, a write (WAL, and a
+WAL flush at the commit of a job that wrote nothing else), and many transactions share-locking
+one row make a MultiXact."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +76,13 @@ class Tx(Protocol):
         ...
 
     # users and devices
-    def device_list(self, user: str, *, for_update: bool = False) -> StoredList | None:
-        """The user's stored list. Where transactions run concurrently (PostgreSQL) the user's
-        row stays locked until the transaction ends: shared by default (a job that acts on the
-        list keeps a publication from replacing it meanwhile), exclusive with ``for_update`` (a
-        publication reads the list it replaces this way, before it purges)."""
+    def device_list(self, user: str, *, lock: RowLock | None = None) -> StoredList | None:
+        """The user's stored list. With a ``lock``, where transactions run concurrently
+        (PostgreSQL), the user's row stays locked until the transaction ends: ``"share"`` in a
+        job that stores something for the listed devices (a login, a send), so a publication
+        that replaces the list waits for it and its purge then sees what the job stored;
+        ``"update"`` in a publication, which reads the list it replaces this way before it
+        purges. Read-only jobs read without a lock (spec/relay.md REQ-RL-34)."""
         ...
 
     def put_device_list(self, entry: StoredList) -> None:
@@ -91,10 +102,12 @@ class Tx(Protocol):
 
     def put_token(self, token_hash: bytes, row: TokenRow) -> None: ...
 
-    def token(self, token_hash: bytes) -> TokenRow | None:
-        """The token's row. Where transactions run concurrently (PostgreSQL) it also locks the
-        token's user row shared, like :meth:`device_list`: a publication that removes the device
-        waits for this transaction, or it committed first and the token is gone."""
+    def token(self, token_hash: bytes, *, lock: Literal["share"] | None = None) -> TokenRow | None:
+        """The token's row. With ``lock="share"``, where transactions run concurrently
+        (PostgreSQL), it also locks the token's user row shared, like :meth:`device_list`: a
+        publication that removes the device waits for this transaction, or it committed first
+        and the token is gone. Only jobs that store something for the authenticated device (a
+        send, an upload, a claim: results, keys) lock; the others read without a lock."""
         ...
 
     # keys
