@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ from tests.conftest import PROJECT_ROOT, WYCHEPROOF_DIR
 
 VECTORS = PROJECT_ROOT / "test_vectors"
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$")
+MAX_FILE_SIZE = 4 * 1024 * 1024
+"""The largest file verify reads, as test_vectors/README.md states."""
 
 
 def _load(name: str) -> Any:
@@ -241,6 +246,122 @@ def test_a_missing_directory_fails(tmp_path: Path, capsys: pytest.CaptureFixture
     status, lines = _run_verify(tmp_path / "nothing-here", capsys)
     assert status == 1
     assert SUMMARY.match(lines[-1])
+
+
+# --- (f) a vector directory is untrusted input --------------------------------------------------
+
+
+def _small_dir(
+    directory: Path, files: dict[str, bytes], listed: dict[str, str] | None = None
+) -> Path:
+    """A vector directory holding ``files`` (name -> bytes) and a manifest listing each with its
+    sha256, plus ``listed`` (name -> sha256) for files it names but does not hold."""
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = {name: {"sha256": hashlib.sha256(raw).hexdigest()} for name, raw in files.items()}
+    entries.update({name: {"sha256": sha} for name, sha in (listed or {}).items()})
+    for name, raw in files.items():
+        (directory / name).write_bytes(raw)
+    manifest = {
+        "files": entries,
+        "numberOfTests": 0,
+        "schema": "e2ee_manifest_schema_v1.json",
+        "schemaVersion": 1,
+        "specVersion": 1,
+    }
+    (directory / "MANIFEST.json").write_text(json.dumps(manifest))
+    return directory
+
+
+def _summary(lines: list[str]) -> tuple[int, int]:
+    match = SUMMARY.match(lines[-1])
+    assert match, lines
+    return int(match[1]), int(match[2])
+
+
+@pytest.mark.parametrize(
+    "name", ["../outside.json", "ABSOLUTE", "schemas/../../outside.json", "schemas/a/b.json"]
+)
+def test_a_manifest_name_outside_the_directory_is_not_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """A listed name that leaves the directory is refused, even when the file it names exists
+    and has the listed sha256 (before, it was read: /dev/zero exhausted memory)."""
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(b"{}")
+    name = str(outside) if name == "ABSOLUTE" else name
+    kdf = (VECTORS / "kdf_ck.json").read_bytes()
+    sha = hashlib.sha256(b"{}").hexdigest()
+    directory = _small_dir(tmp_path / "v", {"kdf_ck.json": kdf}, {name: sha})
+    (directory / "schemas" / "a").mkdir(parents=True)  # so that each name leads to a file
+    (directory / "schemas" / "a" / "b.json").write_bytes(b"{}")
+    status, lines = _run_verify(directory, capsys)
+    assert status == 1
+    assert _summary(lines) == (11, 1)
+    assert any(line.startswith("  FAIL ") and name in line for line in lines), lines
+
+
+def _make_special(directory: Path, kind: str) -> None:
+    target = directory / "x25519.json"
+    if kind == "directory":
+        target.mkdir()
+    elif kind == "link out of the directory":
+        outside = directory.parent / "x25519.json"
+        outside.write_bytes((VECTORS / "x25519.json").read_bytes())
+        target.symlink_to(outside)
+    elif kind == "link to a directory out of it":
+        (directory.parent / "elsewhere").mkdir()
+        (directory.parent / "elsewhere" / "s.json").write_bytes(b"{}")
+        (directory / "schemas").symlink_to(directory.parent / "elsewhere")
+    else:
+        os.mkfifo(target)
+
+
+@pytest.mark.parametrize(
+    "kind", ["FIFO", "directory", "link out of the directory", "link to a directory out of it"]
+)
+def test_only_regular_files_inside_the_directory_are_read(tmp_path: Path, kind: str) -> None:
+    """A FIFO named x25519.json blocked verify forever, a directory so named ended in a
+    traceback, and symbolic links were followed out of the directory. Each is one failure
+    line now. Run as a process with a timeout, so that a hang fails instead of hanging."""
+    if kind == "FIFO" and not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this system")
+    x25519 = (VECTORS / "x25519.json").read_bytes()
+    listed = {"x25519.json": hashlib.sha256(x25519).hexdigest()}
+    if kind == "link to a directory out of it":
+        listed = {"schemas/s.json": hashlib.sha256(b"{}").hexdigest()}
+    kdf = (VECTORS / "kdf_ck.json").read_bytes()
+    directory = _small_dir(tmp_path / "v", {"kdf_ck.json": kdf}, listed)
+    _make_special(directory, kind)
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "e2ee.cli", "vectors", "verify", str(directory)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("vectors verify did not finish within 60 s")
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == ""
+    assert _summary(lines) == (11, 1)
+
+
+def test_a_file_larger_than_the_cap_is_not_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x25519 = (VECTORS / "x25519.json").read_bytes()
+    at_cap = x25519 + b" " * (MAX_FILE_SIZE - len(x25519))  # still the same JSON
+    directory = _small_dir(tmp_path / "at", {"x25519.json": at_cap})
+    assert _run_verify(directory, capsys)[0] == 0
+    directory = _small_dir(tmp_path / "over", {"x25519.json": at_cap + b" "})
+    status, lines = _run_verify(directory, capsys)
+    assert status == 1
+    assert _summary(lines) == (0, 1)
+    assert any("larger than" in line for line in lines), lines
 
 
 # --- the ML-KEM encapsulation randomness in the vectors -----------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 
 from e2ee.vectors.checks import CHECKS
 from e2ee.vectors.common import MANIFEST_NAME, SCHEMA_VERSION, SPEC_VERSION, default_dir
+from e2ee.vectors.files import VectorFileError, is_file_name, read_file
 from e2ee.wire.codec import is_int
 
 MAX_REPORTED = 10
@@ -55,16 +56,15 @@ class Report:
 
 
 def _load_manifest(directory: Path, result: FileResult) -> dict[str, str]:
-    path = directory / MANIFEST_NAME
-    if not path.exists():
-        result.fail(f"no {MANIFEST_NAME} in {directory}")
-        return {}
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(read_file(directory, MANIFEST_NAME))
         files = manifest["files"]
         if not is_int(manifest.get("specVersion"), SPEC_VERSION):
             result.fail(f"manifest specVersion {manifest.get('specVersion')} != {SPEC_VERSION}")
         return {str(name): str(entry["sha256"]) for name, entry in files.items()}
+    except VectorFileError as exc:
+        result.fail(f"{MANIFEST_NAME} in {directory}: {exc}")
+        return {}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         result.fail(f"unreadable manifest: {exc}")
         return {}
@@ -98,7 +98,11 @@ def _check_envelope(data: Any, result: FileResult) -> bool:
 
 def verify_file(path: Path, expected_sha256: str | None) -> FileResult:
     result = FileResult(path.name)
-    raw = path.read_bytes()
+    try:
+        raw = read_file(path.parent, path.name)
+    except VectorFileError as exc:
+        result.fail(f"not read: {exc}")
+        return result
     if expected_sha256 is None:
         result.fail("not listed in the manifest")
     elif hashlib.sha256(raw).hexdigest() != expected_sha256:
@@ -133,15 +137,19 @@ def verify_dir(directory: Path | None = None, out: Callable[[str], None] = print
     report = Report()
     manifest_result = FileResult(MANIFEST_NAME)
     manifest = _load_manifest(directory, manifest_result)
-    vector_names = {name for name in manifest if "/" not in name}
+    for name in sorted(n for n in manifest if not is_file_name(n)):
+        manifest_result.fail(f"{name!r} is not NAME.json or schemas/NAME.json: not read")
+    vector_names = {name for name in manifest if is_file_name(name) and "/" not in name}
     present = {p.name for p in directory.glob("*.json") if p.name != MANIFEST_NAME}
     for name in sorted(vector_names - present):
         manifest_result.fail(f"{name} is listed but missing")
-    for name in sorted(n for n in manifest if "/" in n):
-        path = directory / name
-        if not path.exists():
-            manifest_result.fail(f"{name} is listed but missing")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != manifest[name]:
+    for name in sorted(n for n in manifest if is_file_name(n) and "/" in n):
+        try:
+            raw = read_file(directory, name)
+        except VectorFileError as exc:
+            manifest_result.fail(f"{name}: {exc}")
+            continue
+        if hashlib.sha256(raw).hexdigest() != manifest[name]:
             manifest_result.fail(f"{name}: sha256 differs from the manifest")
     if not present:
         manifest_result.fail(f"no vector files in {directory}")
