@@ -4,12 +4,16 @@ byte, their manifest and schemas hold, and a corrupted vector is caught."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +366,108 @@ def test_a_file_larger_than_the_cap_is_not_read(
     assert status == 1
     assert _summary(lines) == (0, 1)
     assert any("larger than" in line for line in lines), lines
+
+
+@contextmanager
+def _deadline(seconds: int) -> Iterator[None]:
+    """Fail (instead of hanging) when the block runs longer than ``seconds``."""
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no interval timer on this system")
+
+    def expire(signum: int, frame: object) -> None:
+        pytest.fail(f"did not finish within {seconds} s")  # a BaseException: nothing catches it
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _verify_data(directory: Path, name: str, data: Any) -> tuple[int, list[str]]:
+    """verify_file on ``data`` written as ``name`` (with its true sha256): passed, messages."""
+    raw = (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+    (directory / name).write_bytes(raw)
+    with _deadline(60):
+        result = verify_file(directory / name, hashlib.sha256(raw).hexdigest())
+    return result.passed, result.messages
+
+
+def _kdf_ck_chain(chain_key: bytes, steps: int) -> tuple[list[str], list[str]]:
+    """spec/ratchet.md: KDF_CK(ck) = (HMAC(ck, 0x02) the next chain key, HMAC(ck, 0x01))."""
+    message_keys, chain_keys = [], []
+    for _ in range(steps):
+        message_keys.append(hmac.new(chain_key, b"\x01", "sha256").hexdigest())
+        chain_key = hmac.new(chain_key, b"\x02", "sha256").digest()
+        chain_keys.append(chain_key.hex())
+    return message_keys, chain_keys
+
+
+def test_a_kdf_chain_of_more_than_max_skip_steps_is_refused(tmp_path: Path) -> None:
+    """KdfCkChain's `steps` was run as given: 10**15 steps ran until memory ran out. Now a
+    chain is at most MAX_SKIP = 1000 steps (spec/limits.md) and lists one key per step."""
+    data = _load("kdf_ck.json")
+    test = next(t for g in data["testGroups"] if g["type"] == "KdfCkChain" for t in g["tests"])
+    chain_key = bytes.fromhex(test["chainKey"])
+    assert _kdf_ck_chain(chain_key, test["steps"]) == (test["messageKeys"], test["chainKeys"])
+    total = data["numberOfTests"]
+    for steps, failures in ((1000, 0), (1001, 1)):
+        test["steps"] = steps
+        test["messageKeys"], test["chainKeys"] = _kdf_ck_chain(chain_key, steps)
+        passed, messages = _verify_data(tmp_path, "kdf_ck.json", data)
+        assert (passed, len(messages)) == (total - failures, failures), messages
+    test["messageKeys"], test["chainKeys"] = _kdf_ck_chain(chain_key, 3)
+    test["steps"] = 10**15
+    passed, messages = _verify_data(tmp_path, "kdf_ck.json", data)
+    assert (passed, len(messages)) == (total - 1, 1), messages
+    assert "steps" in messages[0]
+
+
+def test_an_encrypt_step_repeated_more_than_max_skip_plus_one_times_is_refused(
+    tmp_path: Path,
+) -> None:
+    """An encrypt step's `repeat` was run as given (10**12: a hang). Now it is at most
+    MAX_SKIP + 1 = 1001, one more message than a receiver skips."""
+    data = _load("conversation_basic.json")
+    plain = {"allowX3dh": False, "headerEncryption": False}
+    group = next(g for g in data["testGroups"] if any(s.get("config") == plain for s in g["setup"]))
+    test = next(t for t in group["tests"] if t["comment"].startswith("bursts"))
+    last = test["steps"][-1]
+    assert (last["op"], last["party"]) == ("decrypt", "alice")  # bob has a sending chain
+    # With header encryption off, bob's next messages on that chain draw no random values.
+    test["steps"].append(
+        {"op": "encrypt", "party": "bob", "plaintext": "", "random": [], "expect": {}}
+    )
+    total = data["numberOfTests"]
+    for repeat, failures in ((1001, 0), (1002, 1), (10**12, 1)):
+        test["steps"][-1]["repeat"] = repeat
+        passed, messages = _verify_data(tmp_path, "conversation_basic.json", data)
+        assert (passed, len(messages)) == (total - failures, failures), messages
+        assert all("repeat" in message for message in messages), messages
+
+
+def test_a_scenario_file_that_replays_too_many_operations_is_refused(tmp_path: Path) -> None:
+    """Every test replays its group's setup, so a file with a long setup and many tests asked
+    for work that grows as their product. A file replays at most 20,000 operations
+    (test_vectors/README.md); conversation_limits.json, the largest, replays about 8,100."""
+    data = _load("conversation_limits.json")
+    for copies, failures in ((2, 0), (3, 1)):
+        tests = data["numberOfTests"] * copies
+        grown = json.loads(json.dumps(data))
+        for group in grown["testGroups"]:
+            group["tests"] = [json.loads(json.dumps(t)) for t in group["tests"] * copies]
+        for tc_id, test in enumerate((t for g in grown["testGroups"] for t in g["tests"]), 1):
+            test["tcId"] = tc_id
+        grown["numberOfTests"] = tests
+        passed, messages = _verify_data(tmp_path, "conversation_limits.json", grown)
+        if failures:
+            assert passed == 0
+            assert len(messages) == 1, messages
+            assert "operations" in messages[0]
+        else:
+            assert (passed, messages) == (tests, [])
 
 
 # --- the ML-KEM encapsulation randomness in the vectors -----------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 from e2ee.crypto import primitives
 from e2ee.errors import E2EEError
 from e2ee.handshake import pqxdh, signing
-from e2ee.limits import HASH_LABEL_TRANSCRIPT
+from e2ee.limits import HASH_LABEL_TRANSCRIPT, MAX_SKIP
 from e2ee.ratchet import chains
 from e2ee.vectors.common import BUNDLE_FIELD_ATTRIBUTES, category, hx, unhex
 from e2ee.vectors.scenario_play import Mismatch, play
@@ -24,6 +24,10 @@ from e2ee.wire.messages import PreKeyBundle, message_prefix, parse_message
 Group = dict[str, Any]
 Test = dict[str, Any]
 Check = Callable[[Group, Test], None]
+
+MAX_CHAIN_STEPS = MAX_SKIP
+"""The most KDF_CK steps of one ``KdfCkChain`` test: no receiver derives more keys of a chain
+for one message (spec/limits.md); the generator's longest chain has 25."""
 
 
 def _eq(what: str, expected: Any, got: Any) -> None:
@@ -234,9 +238,15 @@ def kdf_ck(group: Group, test: Test) -> None:
 
 
 def kdf_ck_chain(group: Group, test: Test) -> None:
+    steps = test["steps"]
+    if type(steps) is not int or not 0 <= steps <= MAX_CHAIN_STEPS:
+        raise Mismatch(f"steps must be an integer from 0 to {MAX_CHAIN_STEPS}")
+    for name in ("messageKeys", "chainKeys"):
+        if not isinstance(test[name], list) or len(test[name]) != steps:
+            raise Mismatch(f"{name} must list one key per step ({steps})")
     chain_key = unhex(test["chainKey"])
     message_keys, chain_keys = [], []
-    for _ in range(test["steps"]):
+    for _ in range(steps):
         chain_key, mk = chains.kdf_ck(chain_key)
         message_keys.append(hx(mk))
         chain_keys.append(hx(chain_key))

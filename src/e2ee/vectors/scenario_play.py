@@ -16,6 +16,7 @@ from typing import Any
 from e2ee.account import Account
 from e2ee.config import SessionConfig
 from e2ee.errors import E2EEError
+from e2ee.limits import MAX_ONE_TIME_PREKEYS, MAX_SKIP
 from e2ee.session import Session
 from e2ee.vectors.common import (
     capture_handshake,
@@ -28,9 +29,36 @@ from e2ee.vectors.common import (
 from e2ee.vectors.providers import LabelledReplay, ReplayError
 from e2ee.wire.messages import PreKeyBundle
 
+MAX_REPEAT = MAX_SKIP + 1
+"""The most messages one ``encrypt`` step sends (its ``repeat``). Dropping MAX_SKIP + 1 messages
+already makes a gap one larger than any receiver bridges (spec/limits.md), and that is the
+largest ``repeat`` the generator writes; a larger one would only cost time."""
+
+MAX_OPERATIONS = 20_000
+"""The most operations the scenario tests of one file replay (see :func:`operations`): 2.5
+times the 8,148 of the largest committed file, conversation_limits.json. Each test replays
+its group's setup, so the work grows with setup length times the number of tests; without a
+bound a file of a few MiB could ask for days."""
+
 
 class Mismatch(AssertionError):
     """A replayed step produced something other than what its vector expects."""
+
+
+def operations(steps: list[Any]) -> int:
+    """What replaying ``steps`` costs: one per step, plus the ``repeat`` of an ``encrypt`` and
+    the ``count`` of a ``generate_one_time_prekeys`` (values a step refuses before any work,
+    being out of range or not integers, add nothing)."""
+    total = 0
+    for step in steps:
+        total += 1
+        if not isinstance(step, dict):
+            continue
+        for key, bound in (("repeat", MAX_REPEAT), ("count", MAX_ONE_TIME_PREKEYS)):
+            value = step.get(key)
+            if type(value) is int and 0 < value <= bound:
+                total += value
+    return total
 
 
 @dataclass
@@ -190,7 +218,9 @@ def _encrypt(world: _World, step: Any, provider: LabelledReplay) -> dict[str, An
     session = _session(world, step["party"])
     plaintext = unhex(step["plaintext"])
     message_key = sending_message_key(session)
-    repeat = int(step.get("repeat", 1))
+    repeat = step.get("repeat", 1)
+    if "repeat" in step and (type(repeat) is not int or not 2 <= repeat <= MAX_REPEAT):
+        raise Mismatch(f"repeat must be an integer from 2 to {MAX_REPEAT}")
     messages = [session.encrypt(plaintext, provider=provider) for _ in range(repeat)]
     out: dict[str, Any] = {"ratchet": ratchet_snapshot(session)}
     if repeat == 1:

@@ -20,10 +20,12 @@ from typing import Any
 from e2ee.vectors.checks import CHECKS
 from e2ee.vectors.common import MANIFEST_NAME, SCHEMA_VERSION, SPEC_VERSION, default_dir
 from e2ee.vectors.files import VectorFileError, is_file_name, read_file
+from e2ee.vectors.scenario_play import MAX_OPERATIONS, operations
 from e2ee.wire.codec import is_int
 
 MAX_REPORTED = 10
 """Failures listed per file (all are counted)."""
+SCENARIO_SCHEMA = "e2ee_scenario_schema_v1.json"
 
 
 @dataclass
@@ -96,6 +98,10 @@ def _check_envelope(data: Any, result: FileResult) -> bool:
     return True
 
 
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def verify_file(path: Path, expected_sha256: str | None) -> FileResult:
     result = FileResult(path.name)
     try:
@@ -114,6 +120,15 @@ def verify_file(path: Path, expected_sha256: str | None) -> FileResult:
         return result
     if not _check_envelope(data, result):
         return result
+    if data["schema"] == SCENARIO_SCHEMA:
+        needed = sum(
+            operations([*_listed(group.get("setup")), *_listed(test.get("steps"))])
+            for group in data["testGroups"]
+            for test in group["tests"]
+        )
+        if needed > MAX_OPERATIONS:
+            result.fail(f"its tests replay {needed} operations, more than {MAX_OPERATIONS}")
+            return result
     checks = CHECKS[data["schema"]]
     for group in data["testGroups"]:
         check = checks.get(group.get("type"))
