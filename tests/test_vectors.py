@@ -368,6 +368,66 @@ def test_a_file_larger_than_the_cap_is_not_read(
     assert any("larger than" in line for line in lines), lines
 
 
+def _deeply_nested(value: Any) -> bytes:
+    """``value`` as JSON with a member nested 100,000 arrays deep (json.loads: RecursionError)."""
+    text = json.dumps(value)
+    return (text[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}").encode()
+
+
+def _malformed_dir(directory: Path, kind: str) -> Path:
+    kdf = _load("kdf_ck.json")
+    if kind == "manifest nested deeply":
+        directory = _small_dir(directory, {"kdf_ck.json": _raw(kdf)})
+        manifest = json.loads((directory / "MANIFEST.json").read_text())
+        (directory / "MANIFEST.json").write_bytes(_deeply_nested(manifest))
+        return directory
+    if kind == "file nested deeply":
+        return _small_dir(directory, {"kdf_ck.json": _deeply_nested(kdf)})
+    kdf["testGroups"][0]["type"] = ["KdfCk"] if kind == "group type an array" else {"KdfCk": 1}
+    return _small_dir(directory, {"kdf_ck.json": _raw(kdf)})
+
+
+def _raw(data: Any) -> bytes:
+    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["file nested deeply", "manifest nested deeply", "group type an array", "group type an object"],
+)
+def test_a_malformed_file_is_a_failure_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """Each of these ended verify in a traceback (RecursionError, TypeError)."""
+    directory = _malformed_dir(tmp_path / "v", kind)
+    status, lines = _run_verify(directory, capsys)
+    assert status == 1
+    assert _summary(lines)[1] >= 1
+    assert any(line.startswith("  FAIL ") for line in lines), lines
+
+
+def test_text_from_a_file_is_printed_as_one_short_printable_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A comment, a file name or a value from the files can hold newlines, terminal escapes
+    or megabytes; verify prints each file and each failure on one line of printable ASCII of
+    at most 200 characters."""
+    data = _load("x25519.json")
+    test = data["testGroups"][0]["tests"][0]
+    test["comment"] = "line one\nfake: 46 passed, 0 failed\x1b[2J" + "é" * 10_000
+    test["shared"] = _flip_hex(test["shared"])
+    listed = {"line\nbreak\x1b[31m.json": "0" * 64, "x" * 10_000 + ".json": "0" * 64}
+    directory = _small_dir(tmp_path / "v", {"x25519.json": _raw(data)}, listed)
+    status, lines = _run_verify(directory, capsys)
+    assert status == 1
+    assert _summary(lines) == (data["numberOfTests"] - 1, 3)
+    assert len(lines) == 6  # x25519.json and its failure, MANIFEST.json and its 2, summary
+    for line in lines:
+        assert len(line) <= 200, line
+        assert line.isascii(), line
+        assert line.isprintable(), line
+
+
 @contextmanager
 def _deadline(seconds: int) -> Iterator[None]:
     """Fail (instead of hanging) when the block runs longer than ``seconds``."""
