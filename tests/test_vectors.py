@@ -428,6 +428,56 @@ def test_text_from_a_file_is_printed_as_one_short_printable_line(
         assert line.isprintable(), line
 
 
+def _ambiguous_x25519(kind: str) -> bytes:
+    """x25519.json, verifying as it stands, with one ambiguity that a JSON parser may read
+    otherwise than Python's json module does by default."""
+    data = _load("x25519.json")
+    test = data["testGroups"][0]["tests"][0]
+    assert test["result"] == "valid"
+    text = json.dumps(data, indent=1, sort_keys=True)
+    member = f'"shared": "{test["shared"]}"'
+    assert text.count(member) == 1
+    if kind == "UTF-16":
+        return text.encode("utf-16")  # json.loads(bytes) guesses the encoding
+    extra = {
+        "duplicate member name": f'"shared": "{"00" * 32}", ',  # the last one wins in Python
+        "NaN": '"x": NaN, ',
+        "-Infinity": '"x": -Infinity, ',
+        "a number beyond a double": '"x": 1e999, ',
+    }[kind]
+    return text.replace(member, extra + member).encode()
+
+
+@pytest.mark.parametrize(
+    "kind", ["duplicate member name", "NaN", "-Infinity", "a number beyond a double", "UTF-16"]
+)
+def test_json_that_parsers_may_read_differently_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """A file verified as 46 passed although other implementers' parsers read a different
+    expected value (the first of two "shared" members) or refuse it (NaN is not JSON)."""
+    directory = _small_dir(tmp_path / "v", {"x25519.json": _ambiguous_x25519(kind)})
+    status, lines = _run_verify(directory, capsys)
+    assert status == 1
+    assert _summary(lines) == (0, 1)
+    assert lines[1].startswith("  FAIL not JSON: "), lines
+
+
+def test_a_manifest_with_a_duplicate_member_name_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = (VECTORS / "x25519.json").read_bytes()
+    directory = _small_dir(tmp_path / "v", {"x25519.json": raw})
+    manifest = (directory / "MANIFEST.json").read_text()
+    listed = '"x25519.json": {"sha256": '
+    assert manifest.count(listed) == 1
+    wrong = '"x25519.json": {"sha256": "' + "0" * 64 + '"}, '
+    (directory / "MANIFEST.json").write_text(manifest.replace(listed, wrong + listed))
+    status, lines = _run_verify(directory, capsys)
+    assert status == 1
+    assert any("unreadable manifest" in line for line in lines), lines
+
+
 @contextmanager
 def _deadline(seconds: int) -> Iterator[None]:
     """Fail (instead of hanging) when the block runs longer than ``seconds``."""

@@ -12,14 +12,18 @@ its ``MANIFEST.json`` lists. :func:`read_file` reads only
 * at most :data:`MAX_FILE_SIZE` bytes.
 
 Anything else raises :class:`VectorFileError`, whose message is one short line.
+:func:`parse_json` then reads the bytes as strict JSON, refusing what parsers read differently.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
 from e2ee.vectors.common import SCHEMA_DIR
 
@@ -82,3 +86,41 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return type(exc).__name__
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON value of ``raw``, read strictly, so that every implementation reading the file
+    sees the same value. Raises :class:`ValueError` (a one-line message) for bytes that are
+    not UTF-8 (RFC 8259, section 8.1), a member name given twice in one object (RFC 8259
+    leaves the outcome to each parser: some keep the first, some the last, some refuse),
+    ``NaN``, ``Infinity`` and ``-Infinity`` (not JSON at all), a number too large for a
+    double (it would be read as infinity), and nesting too deep for Python's parser."""
+    try:
+        return json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_object,
+            parse_constant=_constant,
+            parse_float=_finite,
+        )
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for name, item in pairs:
+        if name in value:
+            raise ValueError(f"member name {name[:40]!r} appears twice in one object")
+        value[name] = item
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is too large")
+    return value

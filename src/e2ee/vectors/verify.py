@@ -11,7 +11,6 @@ any file-level problem.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 from e2ee.vectors.checks import CHECKS, Group, Test
 from e2ee.vectors.common import MANIFEST_NAME, SCHEMA_VERSION, SPEC_VERSION, default_dir
-from e2ee.vectors.files import VectorFileError, is_file_name, read_file
+from e2ee.vectors.files import VectorFileError, is_file_name, parse_json, read_file
 from e2ee.vectors.scenario_play import MAX_OPERATIONS, operations
 from e2ee.wire.codec import is_int
 
@@ -59,14 +58,6 @@ class Report:
         return f"{self.passed} passed, {self.failed} failed"
 
 
-def _parse(raw: bytes) -> Any:
-    """The JSON value of ``raw``; ValueError (one line) when it is none."""
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-
-
 def _short(value: Any) -> str:
     """``repr`` of a value read from a file, cut short (messages stay one short line)."""
     text = (
@@ -77,7 +68,7 @@ def _short(value: Any) -> str:
 
 def _load_manifest(directory: Path, result: FileResult) -> dict[str, str]:
     try:
-        manifest = _parse(read_file(directory, MANIFEST_NAME))
+        manifest = parse_json(read_file(directory, MANIFEST_NAME))
     except VectorFileError as exc:
         result.fail(f"{MANIFEST_NAME} in {directory}: {exc}")
         return {}
@@ -191,7 +182,7 @@ def verify_file(path: Path, expected_sha256: str | None) -> FileResult:
     elif hashlib.sha256(raw).hexdigest() != expected_sha256:
         result.fail("sha256 differs from the manifest")
     try:
-        data = _parse(raw)
+        data = parse_json(raw)
     except ValueError as exc:
         result.fail(f"not JSON: {exc}")
         return result
