@@ -478,6 +478,25 @@ def test_a_manifest_with_a_duplicate_member_name_is_refused(
     assert any("unreadable manifest" in line for line in lines), lines
 
 
+@pytest.mark.parametrize("name", ["x25519.json", "wire_bundle.json", "hkdf_sha256.json"])
+def test_an_invalid_case_without_an_error_category_fails(tmp_path: Path, name: str) -> None:
+    """The generator refuses to write an invalid case without `error`, and the schema requires
+    it; verify accepted one, as long as the operation failed in any way (or, for a check with
+    no failure mode, did nothing at all with `result`)."""
+    data = _load(name)
+    test = next(
+        (t for g in data["testGroups"] for t in g["tests"] if t["result"] == "invalid"),
+        data["testGroups"][0]["tests"][0],
+    )
+    test["result"] = "invalid"
+    test.pop("error", None)
+    passed, messages = _verify_data(tmp_path, name, data)
+    assert passed == data["numberOfTests"] - 1
+    assert len(messages) == 1, messages
+    assert messages[0].startswith(f"tcId {test['tcId']} ")
+    assert "names no error" in messages[0]
+
+
 @contextmanager
 def _deadline(seconds: int) -> Iterator[None]:
     """Fail (instead of hanging) when the block runs longer than ``seconds``."""

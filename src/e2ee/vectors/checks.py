@@ -41,6 +41,8 @@ def _outcome(test: Test, action: Callable[[], Any]) -> Any:
     Returns the action's value on success (None after an expected or acceptable failure).
     """
     result = test["result"]
+    if result == "invalid" and "error" not in test:
+        raise Mismatch("an invalid case names no error category")
     try:
         value = action()
     except E2EEError as exc:

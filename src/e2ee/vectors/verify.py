@@ -155,6 +155,8 @@ def _case_problem(test: Test) -> str | None:
         return f"result {_short(test.get('result'))} is not one of {', '.join(_RESULTS)}"
     if "error" in test and not isinstance(test["error"], str):
         return "its error is not a string"
+    if test["result"] == "invalid" and "error" not in test:
+        return "an invalid case names no error category"
     return None
 
 
