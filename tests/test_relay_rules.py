@@ -27,7 +27,7 @@ from e2ee.identity import UserIdentity
 from e2ee.relay import api
 from e2ee.relay.memory import MemoryStorage
 from e2ee.relay.postgres import PostgresStorage
-from e2ee.relay.rules import Relay
+from e2ee.relay.rules import Relay, RelayConfig
 from e2ee.relay.sqlite import SQLiteStorage
 from e2ee.relay.storage import Storage, Tx
 from e2ee.wire import codec
@@ -390,6 +390,31 @@ def test_sweep_drops_only_buckets_idle_long_enough_to_be_full(
     clock.advance(refill * 0.6)  # carol's bucket idle 1.2 x refill, alice's 0.6 x refill
     storage.run(relay.sweep())
     assert storage.run(lambda tx: tx.drop_buckets(float("inf"))) == 1  # only alice's was left
+
+
+def test_a_claim_limit_that_cannot_work_is_refused_when_configured() -> None:
+    """[REQ-RL-11] A rate of 0 divided by zero in every limited claim and in the sweep (whose
+    task then died for good), NaN let every claim through (min(burst, NaN) is the burst), and
+    a rate so small that a bucket never refills overflowed; a burst below 1 refuses every
+    claim. RelayConfig refuses each as API misuse (ValueError)."""
+    for burst, rate in [
+        (0, 1.0),
+        (-5, 1.0),
+        (True, 1.0),
+        (2.5, 1.0),
+        (50, 0.0),
+        (50, -1.0),
+        (50, float("nan")),
+        (50, float("inf")),
+        (50, 1e-320),
+        (10**400, 1.0),
+        (50, "1"),
+    ]:
+        with pytest.raises(ValueError, match="claim_"):
+            RelayConfig(claim_burst=cast(int, burst), claim_rate=cast(float, rate))
+    for burst, rate in [(1, 1e-6), (50, 1), (1_000_000_000, 1e6)]:  # as the benchmarks use
+        config = RelayConfig(claim_burst=burst, claim_rate=rate)
+        assert (config.claim_burst, config.claim_rate) == (burst, rate)
 
 
 # --- messages --------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """``e2ee relay serve``'s process set-up: asyncio socket reads are limited to 64 KiB, below
-glibc's mmap threshold (see :func:`e2ee.relay.serve.limit_socket_reads`)."""
+glibc's mmap threshold (see :func:`e2ee.relay.serve.limit_socket_reads`); bad options and an
+unopenable database end it with the README's exit status and one error line."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from e2ee.cli.main import main
 from e2ee.relay import serve as relay_serve
 
 TRANSPORT: Any = getattr(selector_events, "_SelectorSocketTransport")
@@ -87,3 +89,63 @@ def test_serve_limits_socket_reads_before_uvicorn_starts(
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.append(TRANSPORT.max_size))
     assert relay_serve.serve("127.0.0.1", 1, str(tmp_path / "relay.sqlite")) == 0
     assert seen == [relay_serve.SOCKET_READ_SIZE]
+
+
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """uvicorn.run replaced by a recorder: the relay is built but never served."""
+    import logging
+
+    import uvicorn
+
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: None)
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "good"),
+    [
+        ("--port", "70000", "65535"),  # 70000 was an OverflowError traceback from bind
+        ("--port", "-1", "0"),
+        ("--claim-rate", "nan", "0.5"),  # NaN turned claim rate limiting off
+        ("--claim-rate", "0", "0.001"),  # 0: ZeroDivisionError in claims and in the sweeper
+        ("--claim-rate", "-1", "2"),
+        ("--claim-rate", "inf", "1e6"),
+        ("--claim-rate", "1e-320", "1e-6"),  # a bucket of 50 would take forever to refill
+        ("--claim-burst", "0", "1"),  # no claim would ever pass
+    ],
+)
+def test_a_bad_option_value_is_a_usage_error(
+    no_server: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    name: str,
+    bad: str,
+    good: str,
+) -> None:
+    """README, exit codes: 2 is a bad command line. The nearest good value still serves."""
+    db = str(tmp_path / "relay.sqlite")
+    assert main(["relay", "serve", "--db", db, name, good]) == 0
+    assert len(no_server) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["relay", "serve", "--db", db, name, bad])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"e2ee relay serve: error: argument {name}: ")
+    assert "Traceback" not in err
+    assert len(no_server) == 1
+
+
+def test_an_unopenable_database_is_one_line_and_exit_status_1(
+    no_server: list[dict[str, Any]], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """README, exit codes: 1 is any other error, with a one-line reason on stderr (it was a
+    RelayUnavailableError traceback)."""
+    status = main(["relay", "serve", "--db", str(tmp_path / "no-such-dir" / "relay.sqlite")])
+    assert status == 1
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == "e2ee relay serve: relay database cannot be opened\n"
+    assert no_server == []

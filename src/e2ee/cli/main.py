@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,47 @@ def _run_conformance(args: argparse.Namespace) -> int:
     return 2
 
 
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (no upper bound when None)."""
+    bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{_shown(text)}: must be an integer {bounds}")
+        return value
+
+    return parse
+
+
+def _positive(high: float = math.inf, unit: str = "") -> Callable[[str], float]:
+    """An argparse type: a number above 0, finite and at most ``high``. ``float()`` also reads
+    "nan", "inf" and "1e999"; none of them is a rate or a timeout."""
+    bounds = (
+        "a finite number above 0" if high == math.inf else f"a number above 0, at most {high:g}"
+    )
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number") from None
+        if not 0 < value <= high or value == math.inf:  # NaN compares false
+            raise argparse.ArgumentTypeError(f"{_shown(text)}: must be {bounds}{unit}")
+        return value
+
+    return parse
+
+
+def _shown(text: str) -> str:
+    """A command-line value in an error message: quoted, escaped, cut short."""
+    shown = repr(text[:40] + ("..." if len(text) > 40 else ""))
+    return shown.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def _add_relay_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     relay = commands.add_parser(
         "relay",
@@ -223,8 +265,11 @@ def _add_relay_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         epilog="example:\n  e2ee relay serve --port 8080 --db relay.sqlite",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    serve.set_defaults(relay_serve_parser=serve)
     serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080)")
+    serve.add_argument(
+        "--port", type=_integer(0, 65535), default=8080, help="TCP port, 0-65535 (default: 8080)"
+    )
     serve.add_argument(
         "--db",
         default="relay.sqlite",
@@ -236,25 +281,37 @@ def _add_relay_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     serve.add_argument(
         "--claim-burst",
-        type=int,
+        type=_integer(1),
         default=50,
-        help="claims a user may make of one target user at once (default: 50)",
+        help="claims a user may make of one target user at once, at least 1 (default: 50)",
     )
     serve.add_argument(
         "--claim-rate",
-        type=float,
+        type=_positive(),
         default=1.0,
-        help="claims per second refilled per (claimer, target) (default: 1)",
+        help="claims per second refilled per (claimer, target), above 0 (default: 1)",
     )
 
 
 def _run_relay(args: argparse.Namespace) -> int:
     if args.relay_command == "serve":
+        from e2ee.errors import RelayUnavailableError
         from e2ee.relay.rules import RelayConfig
         from e2ee.relay.serve import serve
 
-        config = RelayConfig(claim_burst=args.claim_burst, claim_rate=args.claim_rate)
-        return serve(args.host, args.port, args.db, origin=args.origin, config=config)
+        try:
+            config = RelayConfig(claim_burst=args.claim_burst, claim_rate=args.claim_rate)
+        except ValueError:  # each is valid alone: the burst is too large for the rate
+            args.relay_serve_parser.error(
+                f"argument --claim-rate: {args.claim_rate:g} never refills a bucket of "
+                f"--claim-burst {args.claim_burst}"
+            )
+        try:
+            return serve(args.host, args.port, args.db, origin=args.origin, config=config)
+        except (RelayUnavailableError, OSError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"e2ee relay serve: {reason}", file=sys.stderr)
+            return 1
     args.relay_parser.print_help()
     return 2
 

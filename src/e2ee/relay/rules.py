@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import math
 import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -74,12 +75,26 @@ class RelayConfig:
     max_upload_body: int = 512 * 1024
     max_stored_one_time: int = MAX_ONE_TIME_PREKEYS
     claim_burst: int = 50
+    """Claims a (claimer user, target user) bucket holds: an integer, at least 1."""
     claim_rate: float = 1.0
-    """Claims per second refilled into the (claimer user, target user) bucket."""
+    """Claims per second refilled into the (claimer user, target user) bucket: finite, above
+    0, and small enough to refill a bucket in finite time (``claim_burst / claim_rate``).
+    0 would divide by zero in every claim and sweep; NaN would turn the limit off."""
 
     def __post_init__(self) -> None:
         if self.max_upload_body < self.max_upload_batch * 2 * (MLKEM1024_PUBLIC_KEY_SIZE + 80):
             raise ValueError("max_upload_body cannot hold a full batch")
+        if type(self.claim_burst) is not int or self.claim_burst < 1:
+            raise ValueError("claim_burst must be an integer of at least 1")
+        rate = self.claim_rate
+        if type(rate) not in (int, float) or not 0 < rate < math.inf:  # NaN compares false
+            raise ValueError("claim_rate must be a finite number of claims per second above 0")
+        try:
+            refill = self.claim_burst / rate
+        except OverflowError:
+            refill = math.inf
+        if refill == math.inf:
+            raise ValueError("claim_burst / claim_rate (seconds to refill a bucket) is infinite")
 
 
 @dataclass(frozen=True, slots=True)
