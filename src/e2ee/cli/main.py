@@ -149,18 +149,22 @@ def _add_conformance_parser(
         metavar="AREA",
         help="run only this area (a vector file name without .json); repeatable",
     )
+    seconds = _positive(MAX_TIMEOUT, " seconds")
     run.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds per request (default: 10)"
+        "--timeout",
+        type=seconds,
+        default=10.0,
+        help="seconds per request, above 0, at most 86400 (default: 10)",
     )
     run.add_argument(
         "--startup-timeout",
-        type=float,
+        type=seconds,
         default=30.0,
-        help="seconds for the adapter to start and answer hello (default: 30)",
+        help="seconds for the adapter to start and answer hello, at most 86400 (default: 30)",
     )
     run.add_argument(
         "--max-restarts",
-        type=int,
+        type=_integer(0),
         default=3,
         help="restarts of an adapter that crashed or hung before giving up (default: 3)",
     )
@@ -205,6 +209,12 @@ def _run_conformance(args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     args.conformance_parser.print_help()
     return 2
+
+
+MAX_TIMEOUT = 24 * 3600.0
+"""The longest ``--timeout`` / ``--startup-timeout``: a day. A wait that long is a hang to
+whoever runs the tests, and the waits take no more than about 292 years (a C time_t), which
+``float()`` exceeds by far."""
 
 
 def _integer(low: int, high: int | None = None) -> Callable[[str], int]:

@@ -1,0 +1,68 @@
+"""Values on the command line are untrusted input: ``e2ee conformance run`` refuses a timeout
+or restart count that cannot work with exit status 2, a bad command line (README, exit codes),
+instead of running forever. (``e2ee relay serve``'s options: tests/test_relay_serve.py.)"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+
+from e2ee.cli.main import main
+from e2ee.conformance import runner
+
+
+class _Ok:
+    ok = True
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The runner replaced by a recorder: no adapter is started."""
+    calls: list[dict[str, Any]] = []
+
+    def record(command: list[str], **kwargs: Any) -> _Ok:
+        calls.append(kwargs)
+        return _Ok()
+
+    monkeypatch.setattr(runner, "run", record)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "good", "value"),
+    [
+        # A NaN timeout never expires: a silent adapter hung the run forever.
+        ("--timeout", "nan", "0.5", 0.5),
+        ("--startup-timeout", "nan", "30", 30.0),
+        ("--timeout", "0", "0.001", 0.001),
+        ("--timeout", "-3", "3", 3.0),
+        ("--timeout", "inf", "86400", 86400.0),
+        # Finite, but beyond what a thread can wait for: OverflowError from the queue.
+        ("--timeout", "1e308", "86400", 86400.0),
+        ("--startup-timeout", "86400.5", "86400", 86400.0),
+        ("--max-restarts", "-1", "0", 0),
+    ],
+)
+def test_conformance_run_refuses_a_timeout_or_restart_count_that_cannot_work(
+    runs: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    bad: str,
+    good: str,
+    value: float,
+) -> None:
+    adapter = ["--", sys.executable, "-c", "pass"]
+    key = name[2:].replace("-", "_")
+    assert main(["conformance", "run", name, good, *adapter]) == 0
+    assert len(runs) == 1
+    assert runs[0][key] == value
+    assert type(runs[0][key]) is type(value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["conformance", "run", name, bad, *adapter])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"e2ee conformance run: error: argument {name}: ")
+    assert "Traceback" not in err
+    assert len(runs) == 1
