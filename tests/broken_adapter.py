@@ -10,6 +10,11 @@ its answers in one way, chosen by the first argument:
   ``auth_failed``, everything else ``decode_error``);
 * ``fingerprint``: answers ``fingerprint`` with a value that changes on every call, so no
   "state unchanged" claim holds;
+* ``loose-types``: answers ``decode_bundle`` and ``decode_message`` with the right values in
+  the wrong JSON types: a boolean as the number 0 or 1, the integer 1 as ``true``, any other
+  integer as a float (``7`` as ``7.0``);
+* ``number-fingerprint``: answers ``fingerprint`` with ``1``, then ``true``, then ``1``, ...
+  (numbers, not strings; equal under Python's ``==``);
 * ``nothing``: announces no capabilities;
 * ``crash``: exits with status 3 on its 5th request;
 * ``hang``: stops answering (sleeps) on its 5th request;
@@ -30,6 +35,7 @@ from e2ee.conformance.protocol import encode_line
 from e2ee.conformance.serve import Server
 
 FLIPPED = {"x25519": "shared", "hkdf_sha256": "okm", "encrypt": "message"}
+LOOSE = ("decode_bundle", "decode_message")
 TRIGGER = 5
 """The request (counting hello as the first) on which crash/hang/garbage strike."""
 
@@ -39,11 +45,30 @@ def _flip(hex_text: str) -> str:
     return hex_text[:-1] + ("0" if last != "0" else "1")
 
 
+def _loosen(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return True if value == 1 else float(value)
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "mode",
-        choices=["ok", "flip", "wrong-error", "fingerprint", "nothing", "crash", "hang", "garbage"],
+        choices=[
+            "ok",
+            "flip",
+            "wrong-error",
+            "fingerprint",
+            "loose-types",
+            "number-fingerprint",
+            "nothing",
+            "crash",
+            "hang",
+            "garbage",
+        ],
     )
     parser.add_argument("--areas", default="")
     args = parser.parse_args()
@@ -82,6 +107,13 @@ def main() -> int:
         elif args.mode == "fingerprint" and op == "fingerprint" and isinstance(result, dict):
             calls += 1
             result["fingerprint"] = f"changed-{calls}"
+        elif args.mode == "number-fingerprint" and op == "fingerprint" and isinstance(result, dict):
+            calls += 1
+            result["fingerprint"] = 1 if calls % 2 else True
+        elif args.mode == "loose-types" and op in LOOSE and isinstance(result, dict):
+            fields = result.get("fields")
+            if isinstance(fields, dict):
+                result["fields"] = {name: _loosen(value) for name, value in fields.items()}
         sys.stdout.buffer.write(encode_line(response))
         sys.stdout.flush()
     return 0

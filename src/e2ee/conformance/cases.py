@@ -39,22 +39,45 @@ def _short(value: Any) -> str:
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
-def _norm(value: Any) -> Any:
-    """Hex comparisons ignore case; everything else compares as JSON."""
-    if isinstance(value, str) and _HEX_DIGITS.issuperset(value):
-        return value.lower()
-    if isinstance(value, list):
-        return [_norm(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _norm(v) for k, v in value.items()}
-    return value
+def same(expected: Any, got: Any) -> bool:
+    """Whether two JSON values are equal: same JSON type and value, recursively.
+
+    Python's ``==`` is not JSON equality: ``True == 1``, ``False == 0`` and ``1 == 1.0``, so an
+    adapter answering ``true`` for the integer 1, ``0`` for ``false`` or ``1.0`` for 1 would
+    pass. Here a boolean is not a number and a float is not an integer. The one normalisation
+    is the one spec/conformance.md section 2 allows: two hex strings compare case-insensitively.
+    """
+    if isinstance(expected, str):
+        if not isinstance(got, str):
+            return False
+        if _HEX_DIGITS.issuperset(expected) and _HEX_DIGITS.issuperset(got):
+            return expected.lower() == got.lower()
+        return expected == got
+    if isinstance(expected, list):
+        return (
+            isinstance(got, list)
+            and len(got) == len(expected)
+            and all(same(e, g) for e, g in zip(expected, got, strict=True))
+        )
+    if isinstance(expected, dict):
+        return (
+            isinstance(got, dict)
+            and got.keys() == expected.keys()
+            and all(same(value, got[key]) for key, value in expected.items())
+        )
+    # null, true/false and numbers: the types must match before the values are compared.
+    return type(got) is type(expected) and bool(got == expected)
 
 
 def _eq(what: str, expected: Any, got: Any) -> None:
-    if _norm(expected) != _norm(got):
+    if not same(expected, got):
         if isinstance(expected, dict) and isinstance(got, dict):
-            keys = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
-            raise Mismatch(f"{what} differs in {keys}")
+            keys = sorted(
+                str(k)
+                for k in set(expected) | set(got)
+                if k not in expected or k not in got or not same(expected[k], got[k])
+            )
+            raise Mismatch(f"{what} differs in {_short(keys)}")
         raise Mismatch(f"{what}: expected {_short(expected)}, got {_short(got)}")
 
 
@@ -353,7 +376,9 @@ def _play_step(call: Call, step: JSON) -> None:
             ) from None
         if unchanged:
             after = _fingerprint(call, party, of)
-            if before is None or after != before:
+            # Fingerprints are strings (null: no such object); compared as such, so that
+            # 1 and then true, or 1 and then 1.0, do not count as unchanged.
+            if not isinstance(before, str) or not isinstance(after, str) or after != before:
                 raise Mismatch(
                     f"{unchanged[0]} does not hold (fingerprint of the {of} changed)"
                 ) from None
