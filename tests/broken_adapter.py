@@ -15,6 +15,8 @@ its answers in one way, chosen by the first argument:
   integer as a float (``7`` as ``7.0``);
 * ``number-fingerprint``: answers ``fingerprint`` with ``1``, then ``true``, then ``1``, ...
   (numbers, not strings; equal under Python's ``==``);
+* ``loose-id``: echoes the request id 1 as ``true`` and every other id ``n`` as ``n.0``;
+* ``float-id``: echoes the request id 1 as it is and every other id ``n`` as ``n.0``;
 * ``nothing``: announces no capabilities;
 * ``crash``: exits with status 3 on its 5th request;
 * ``hang``: stops answering (sleeps) on its 5th request;
@@ -64,6 +66,8 @@ def main() -> int:
             "fingerprint",
             "loose-types",
             "number-fingerprint",
+            "loose-id",
+            "float-id",
             "nothing",
             "crash",
             "hang",
@@ -114,6 +118,11 @@ def main() -> int:
             fields = result.get("fields")
             if isinstance(fields, dict):
                 result["fields"] = {name: _loosen(value) for name, value in fields.items()}
+        if args.mode in ("loose-id", "float-id") and isinstance(request.get("id"), int):
+            if request["id"] != 1:
+                response["id"] = float(request["id"])
+            elif args.mode == "loose-id":
+                response["id"] = True
         sys.stdout.buffer.write(encode_line(response))
         sys.stdout.flush()
     return 0

@@ -383,3 +383,35 @@ def test_fingerprints_must_be_equal_strings(capsys: pytest.CaptureFixture[str]) 
     status, lines, _passed, failed = _run(capsys, [*BROKEN, "number-fingerprint"], *_areas(*areas))
     assert (failed, status) == (claims, 1)
     assert "does not hold" in "\n".join(lines)
+
+
+# --- a response must echo the request's id, as a JSON integer ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "request_id"),
+    [
+        (b'{"id": true, "result": {}}', 1),
+        (b'{"id": 2.0, "result": {}}', 2),
+        (b'{"id": 2e0, "result": {}}', 2),
+        (b'{"id": 7.0, "error": {"category": "decode_error"}}', 7),
+    ],
+)
+def test_a_response_id_of_another_json_type_is_a_protocol_failure(
+    line: bytes, request_id: int
+) -> None:
+    from e2ee.conformance.adapter import ProtocolFailure, _parse_response
+
+    with pytest.raises(ProtocolFailure, match="response id"):
+        _parse_response(line, request_id)
+
+
+@pytest.mark.parametrize(("mode", "message"), [("loose-id", "True"), ("float-id", "2.0")])
+def test_an_adapter_echoing_ids_as_booleans_or_floats_fails(
+    capsys: pytest.CaptureFixture[str], mode: str, message: str
+) -> None:
+    status, lines, passed, failed = _run(
+        capsys, [*BROKEN, mode], "--max-restarts", "0", *_areas("kdf_ck")
+    )
+    assert (passed, failed, status) == (0, len(_tests("kdf_ck")), 1)
+    assert f"response id {message}, expected" in "\n".join(lines)

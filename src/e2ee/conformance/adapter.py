@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import queue
+import reprlib
 import signal
 import subprocess
 import threading
@@ -307,8 +308,9 @@ def _parse_response(line: bytes, request_id: int) -> JSON:
         raise ProtocolFailure(f"response is not JSON: {text[:80]!r}") from None
     if not isinstance(response, dict):
         raise ProtocolFailure("response is not a JSON object")
-    if response.get("id") != request_id:
-        raise ProtocolFailure(f"response id {response.get('id')!r}, expected {request_id}")
+    response_id = response.get("id")
+    if type(response_id) is not int or response_id != request_id:  # JSON true == 1 in Python
+        raise ProtocolFailure(f"response id {_brief(response_id)}, expected {request_id}")
     has_result, has_error = "result" in response, "error" in response
     if has_result == has_error:
         raise ProtocolFailure("a response has exactly one of 'result' and 'error'")
@@ -322,6 +324,18 @@ def _parse_response(line: bytes, request_id: int) -> JSON:
     if not isinstance(result, dict):
         raise ProtocolFailure("'result' must be a JSON object")
     return result
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 2
+_REPR.maxstring = 60
+_REPR.maxother = 60
+_REPR.maxlong = 60
+
+
+def _brief(value: Any) -> str:
+    """A short ``repr`` of an adapter's JSON value, however long or deep it is."""
+    return _REPR.repr(value)
 
 
 def _check_hello(result: JSON) -> str | None:
