@@ -3,6 +3,7 @@ protocol, and the runner reports a broken, crashing, hanging or mute adapter as 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -53,6 +54,24 @@ def _run(
 
 def _areas(*names: str) -> list[str]:
     return [option for name in names for option in ("--area", name)]
+
+
+def _vector_dir(directory: Path, files: dict[str, Any]) -> Path:
+    """A vector directory with these files (JSON values, or raw bytes) and a manifest that
+    lists each file's true SHA-256, so only the files' content is at fault."""
+    directory.mkdir(exist_ok=True)
+    manifest: dict[str, Any] = {}
+    for name, content in files.items():
+        raw = content if isinstance(content, bytes) else json.dumps(content).encode()
+        (directory / name).write_bytes(raw)
+        manifest[name] = {"sha256": hashlib.sha256(raw).hexdigest()}
+    (directory / "MANIFEST.json").write_text(json.dumps({"files": manifest}), encoding="utf-8")
+    return directory
+
+
+def _vector(area: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((VECTORS / f"{area}.json").read_text(encoding="utf-8"))
+    return data
 
 
 def _area_line(lines: list[str], area: str) -> str:
@@ -415,3 +434,43 @@ def test_an_adapter_echoing_ids_as_booleans_or_floats_fails(
     )
     assert (passed, failed, status) == (0, len(_tests("kdf_ck")), 1)
     assert f"response id {message}, expected" in "\n".join(lines)
+
+
+# --- protocol error categories and cases without an expected category --------------------------
+
+
+def test_a_protocol_error_category_fails_even_where_the_vector_names_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """spec/conformance.md section 4: no vector expects a protocol category, so one never
+    passes a case. Here two x25519 cases send a private key that is not hex, which any adapter
+    answers with ``bad_request``, and name ``bad_request`` as their expected error."""
+    data = _vector("x25519")
+    invalid = [t for g in data["testGroups"] for t in g["tests"] if t["result"] == "invalid"]
+    for test in invalid[:2]:
+        test["private"] = "not hex"
+        test["error"] = "bad_request"
+    directory = _vector_dir(tmp_path / "vectors", {"x25519.json": data})
+    status, lines, passed, failed = _run(capsys, SERVE, "--vectors", str(directory))
+    assert (failed, status) == (2, 1)
+    assert passed == len(_tests("x25519")) - 2
+    assert "x25519 failed with the protocol error bad_request" in "\n".join(lines)
+
+
+def test_an_invalid_case_without_an_error_category_fails(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An invalid case that names no ``error`` passed with any failure, ``internal_error``
+    included; the runner now refuses the case itself, whatever the adapter answers."""
+    data = _vector("x25519")
+    stripped = 0
+    for group in data["testGroups"]:
+        for test in group["tests"]:
+            if test["result"] == "invalid":
+                del test["error"]
+                stripped += 1
+    assert stripped > 0
+    directory = _vector_dir(tmp_path / "vectors", {"x25519.json": data})
+    status, lines, passed, failed = _run(capsys, SERVE, "--vectors", str(directory))
+    assert (passed, failed, status) == (len(_tests("x25519")) - stripped, stripped, 1)
+    assert "an invalid case must name its expected 'error' category" in "\n".join(lines)

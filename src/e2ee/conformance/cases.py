@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from e2ee.conformance.adapter import AdapterError
-from e2ee.conformance.protocol import DEBUG_OUTPUTS, STATE_OPS
+from e2ee.conformance.protocol import DEBUG_OUTPUTS, PROTOCOL_ERROR_CATEGORIES, STATE_OPS
 
 Group = dict[str, Any]
 Test = dict[str, Any]
@@ -92,6 +92,29 @@ def _expect(result: JSON, op: str, test: Test, *names: str) -> None:
         _eq(name, test[name], _get(result, name, op))
 
 
+RESULTS = ("valid", "invalid", "acceptable")
+"""The values of a case's ``result``."""
+
+
+def case_problem(test: Test) -> str | None:
+    """Why a case is unusable as a vector (checked before anything is sent), or None.
+
+    A case that may fail (``invalid``, ``acceptable``) names the one ``error`` category that
+    passes: without it, any failure passed, ``internal_error`` included.
+    """
+    result = test.get("result")
+    if not isinstance(result, str) or result not in RESULTS:
+        return f"'result' must be one of {', '.join(RESULTS)}"
+    if result != "valid" and not isinstance(test.get("error"), str):
+        return f"an {result} case must name its expected 'error' category"
+    return None
+
+
+def _protocol_error(exc: AdapterError) -> bool:
+    """Errors about the request, not the cryptography: never an expected outcome."""
+    return exc.category in PROTOCOL_ERROR_CATEGORIES
+
+
 def _outcome(test: Test, call: Call, op: str, arguments: JSON) -> JSON | None:
     """Send one request and judge success or failure by the case's ``result`` and ``error``.
 
@@ -101,9 +124,11 @@ def _outcome(test: Test, call: Call, op: str, arguments: JSON) -> JSON | None:
     try:
         result = call(op, arguments)
     except AdapterError as exc:
+        if _protocol_error(exc):
+            raise Mismatch(f"{op} failed with the protocol error {exc}") from None
         if expected == "valid":
             raise Mismatch(f"{op} failed with {exc} for a valid case") from None
-        if "error" in test and exc.category != test["error"]:
+        if exc.category != test["error"]:
             raise Mismatch(
                 f"{op}: error category: expected {test['error']}, got {exc.category}"
                 + (f" ({exc.message})" if exc.message else "")
@@ -367,6 +392,8 @@ def _play_step(call: Call, step: JSON) -> None:
     try:
         result = call(op, request)
     except AdapterError as exc:
+        if _protocol_error(exc):
+            raise Mismatch(f"failed with the protocol error {exc}") from None
         if "error" not in expect:
             raise Mismatch(f"failed with {exc}, expected success") from None
         if exc.category != expect["error"]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from e2ee.conformance.adapter import Adapter, ProtocolFailure
-from e2ee.conformance.cases import DRIVERS, Mismatch, uses_state
+from e2ee.conformance.cases import DRIVERS, Mismatch, case_problem, uses_state
 from e2ee.conformance.protocol import (
     AREA_OPS,
     DEFAULT_MAX_RESTARTS,
@@ -193,6 +193,10 @@ def _run_file(adapter: Adapter, vector: VectorFile, capabilities: set[str]) -> A
         driver = drivers.get(group.get("type", ""))
         if driver is None:
             result.fail(f"{label}: group type {group.get('type')!r} unknown for this schema")
+            continue
+        problem = case_problem(test)
+        if problem is not None:
+            result.fail(f"{label}: unusable vector: {problem}")
             continue
         if not supported or (
             group.get("type") == "ScenarioTest"
