@@ -17,6 +17,9 @@ its answers in one way, chosen by the first argument:
   (numbers, not strings; equal under Python's ``==``);
 * ``loose-id``: echoes the request id 1 as ``true`` and every other id ``n`` as ``n.0``;
 * ``float-id``: echoes the request id 1 as it is and every other id ``n`` as ``n.0``;
+* ``forge``: its implementation name, an unknown capability, and the category and message
+  of the error it answers to every ``kdf_ck`` carry newlines, a carriage return, ESC
+  sequences, a bidi override and 100,000 more characters (:data:`FORGED`);
 * ``nothing``: announces no capabilities;
 * ``crash``: exits with status 3 on its 5th request;
 * ``hang``: stops answering (sleeps) on its 5th request;
@@ -38,6 +41,8 @@ from e2ee.conformance.serve import Server
 
 FLIPPED = {"x25519": "shared", "hkdf_sha256": "okm", "encrypt": "message"}
 LOOSE = ("decode_bundle", "decode_message")
+FORGED = "\n99 passed, 0 failed\r\x1b[2K\x1b[8m\u202e\x9b" + "x" * 100_000
+"""Text that, printed raw, adds a summary line and hides what follows."""
 TRIGGER = 5
 """The request (counting hello as the first) on which crash/hang/garbage strike."""
 
@@ -68,6 +73,7 @@ def main() -> int:
             "number-fingerprint",
             "loose-id",
             "float-id",
+            "forge",
             "nothing",
             "crash",
             "hang",
@@ -95,8 +101,16 @@ def main() -> int:
         response = server.handle(request)
         result = response.get("result")
         error = response.get("error")
-        if op == "hello" and isinstance(result, dict):
-            if args.mode == "nothing":
+        if args.mode == "forge" and op == "kdf_ck":
+            response = {
+                "id": request.get("id"),
+                "error": {"category": "decode_error" + FORGED, "message": FORGED},
+            }
+        elif op == "hello" and isinstance(result, dict):
+            if args.mode == "forge":
+                result["implementation"] = "forger" + FORGED
+                result["capabilities"] = ["kdf_ck", "no-such-area" + FORGED]
+            elif args.mode == "nothing":
                 result["capabilities"] = []
             elif args.areas:
                 result["capabilities"] = [a for a in args.areas.split(",") if a]

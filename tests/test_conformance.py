@@ -474,3 +474,23 @@ def test_an_invalid_case_without_an_error_category_fails(
     status, lines, passed, failed = _run(capsys, SERVE, "--vectors", str(directory))
     assert (passed, failed, status) == (len(_tests("x25519")) - stripped, stripped, 1)
     assert "an invalid case must name its expected 'error' category" in "\n".join(lines)
+
+
+# --- adapter text in the report -----------------------------------------------------------------
+
+
+def test_adapter_text_cannot_forge_or_hide_report_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Names, categories and messages with newlines and escape sequences are shown escaped and
+    shortened: the report has one line per result, the true summary last, no control
+    character, and no line of adapter text longer than a screenful."""
+    status, lines, passed, failed = _run(capsys, [*BROKEN, "forge"], "--verbose", *_areas("kdf_ck"))
+    assert (passed, failed, status) == (0, len(_tests("kdf_ck")), 1)
+    assert [line for line in lines if SUMMARY.match(line)] == [lines[-1]]
+    assert [line for line in lines if not line.isprintable()] == []
+    assert max(len(line) for line in lines) < 1000
+    assert len(lines) == 1 + 1 + len(_tests("kdf_ck")) + 2  # adapter, area, FAILs, no case, summary
+    assert lines[0].startswith("adapter: forger\\n99 passed, 0 failed\\r\\x1b[2K")
+    assert "\\u202e" in lines[0]
+    assert "kdf_ck failed with decode_error\\n99 passed" in lines[2]

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import IO, Any
 
+from e2ee.cli.terminal import clean
 from e2ee.conformance.protocol import (
     DEFAULT_MAX_RESTARTS,
     DEFAULT_STARTUP_TIMEOUT,
@@ -37,6 +38,28 @@ from e2ee.conformance.protocol import (
 
 JSON = dict[str, Any]
 STDERR_TAIL_LINES = 20
+SHOWN_CHARS = 200
+"""Longest piece of adapter (or vector) text the report shows: a name, an error message..."""
+
+
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` as the report may show it: one line of printable characters (controls, ESC,
+    bidi overrides, line separators escaped by :func:`e2ee.cli.terminal.clean`), at most
+    ``limit`` characters. An adapter's words must not forge or hide report lines."""
+    text = clean(text[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 2
+_REPR.maxstring = 60
+_REPR.maxother = 60
+_REPR.maxlong = 60
+
+
+def brief(value: Any) -> str:
+    """A short ``repr`` of a JSON value (an adapter's or a vector's), however long or deep."""
+    return shown(_REPR.repr(value))
 
 
 class ProtocolFailure(Exception):
@@ -47,9 +70,12 @@ class AdapterError(Exception):
     """The adapter answered a request with an error (an e2ee or a protocol error category)."""
 
     def __init__(self, category: str, message: str) -> None:
-        super().__init__(f"{category}: {message}" if message else category)
         self.category = category
-        self.message = message
+        """As the adapter sent it (compared with the vectors' categories)."""
+        self.message = shown(message)
+        """Shortened, control characters escaped: only ever shown."""
+        name = shown(category)
+        super().__init__(f"{name}: {self.message}" if self.message else name)
 
 
 class _EndOfOutput:
@@ -126,7 +152,7 @@ class _Process:
     def describe_exit(self) -> str:
         status = self.popen.poll()
         state = "is still running" if status is None else f"exited with status {status}"
-        tail = [line for line in self.stderr_tail if line.strip()][-3:]
+        tail = [shown(line) for line in self.stderr_tail if line.strip()][-3:]
         return state + (f"; stderr: {' | '.join(tail)}" if tail else "")
 
     def kill(self) -> None:
@@ -310,7 +336,7 @@ def _parse_response(line: bytes, request_id: int) -> JSON:
         raise ProtocolFailure("response is not a JSON object")
     response_id = response.get("id")
     if type(response_id) is not int or response_id != request_id:  # JSON true == 1 in Python
-        raise ProtocolFailure(f"response id {_brief(response_id)}, expected {request_id}")
+        raise ProtocolFailure(f"response id {brief(response_id)}, expected {request_id}")
     has_result, has_error = "result" in response, "error" in response
     if has_result == has_error:
         raise ProtocolFailure("a response has exactly one of 'result' and 'error'")
@@ -326,24 +352,12 @@ def _parse_response(line: bytes, request_id: int) -> JSON:
     return result
 
 
-_REPR = reprlib.Repr()
-_REPR.maxlevel = 2
-_REPR.maxstring = 60
-_REPR.maxother = 60
-_REPR.maxlong = 60
-
-
-def _brief(value: Any) -> str:
-    """A short ``repr`` of an adapter's JSON value, however long or deep it is."""
-    return _REPR.repr(value)
-
-
 def _check_hello(result: JSON) -> str | None:
     if result.get("protocol") != PROTOCOL_NAME:
-        return f"protocol {result.get('protocol')!r}, expected {PROTOCOL_NAME!r}"
+        return f"protocol {brief(result.get('protocol'))}, expected {PROTOCOL_NAME!r}"
     version = result.get("version")
     if type(version) is not int or version != PROTOCOL_VERSION:  # (JSON true == 1 in Python)
-        return f"version {version!r}, this runner speaks {PROTOCOL_VERSION}"
+        return f"version {brief(version)}, this runner speaks {PROTOCOL_VERSION}"
     capabilities = result.get("capabilities")
     if not isinstance(capabilities, list) or not all(isinstance(c, str) for c in capabilities):
         return "'capabilities' must be a list of strings"

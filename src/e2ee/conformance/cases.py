@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from e2ee.conformance.adapter import AdapterError
+from e2ee.conformance.adapter import AdapterError, brief, shown
 from e2ee.conformance.protocol import DEBUG_OUTPUTS, PROTOCOL_ERROR_CATEGORIES, STATE_OPS
 
 Group = dict[str, Any]
@@ -29,11 +29,6 @@ class Call(Protocol):
 
 
 Driver = Callable[[Call, Group, Test], None]
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 72 else text[:69] + "..."
 
 
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
@@ -77,8 +72,13 @@ def _eq(what: str, expected: Any, got: Any) -> None:
                 for k in set(expected) | set(got)
                 if k not in expected or k not in got or not same(expected[k], got[k])
             )
-            raise Mismatch(f"{what} differs in {_short(keys)}")
-        raise Mismatch(f"{what}: expected {_short(expected)}, got {_short(got)}")
+            raise Mismatch(f"{what} differs in {brief(keys)}")
+        raise Mismatch(f"{what}: expected {brief(expected)}, got {brief(got)}")
+
+
+def _name(value: Any) -> str:
+    """A name from a vector (an operation, a party) as the report shows it."""
+    return shown(value) if isinstance(value, str) else brief(value)
 
 
 def _get(result: JSON, name: str, op: str) -> Any:
@@ -130,7 +130,7 @@ def _outcome(test: Test, call: Call, op: str, arguments: JSON) -> JSON | None:
             raise Mismatch(f"{op} failed with {exc} for a valid case") from None
         if exc.category != test["error"]:
             raise Mismatch(
-                f"{op}: error category: expected {test['error']}, got {exc.category}"
+                f"{op}: error category: expected {test['error']}, got {shown(exc.category)}"
                 + (f" ({exc.message})" if exc.message else "")
             ) from None
         return None
@@ -370,7 +370,7 @@ def _compare_debug(what: str, expected: Any, got: Any) -> None:
     if isinstance(expected, dict) and isinstance(got, dict):
         for key, value in got.items():
             if key not in expected:
-                raise Mismatch(f"{what} has {key!r}, which the vector does not know")
+                raise Mismatch(f"{what} has {brief(key)}, which the vector does not know")
             if key == "skipped" and expected[key] is None:
                 continue
             _eq(f"{what}.{key}", expected[key], value)
@@ -399,7 +399,7 @@ def _play_step(call: Call, step: JSON) -> None:
         if exc.category != expect["error"]:
             detail = f" ({exc.message})" if exc.message else ""
             raise Mismatch(
-                f"error category: expected {expect['error']}, got {exc.category}{detail}"
+                f"error category: expected {expect['error']}, got {shown(exc.category)}{detail}"
             ) from None
         if unchanged:
             after = _fingerprint(call, party, of)
@@ -430,7 +430,7 @@ def scenario(call: Call, group: Group, test: Test) -> None:
             where = "setup" if index < len(group["setup"]) else "step"
             number = index if where == "setup" else index - len(group["setup"])
             raise Mismatch(
-                f"{where} {number} ({step['op']} by {step.get('party')}): {exc}"
+                f"{where} {number} ({_name(step['op'])} by {_name(step.get('party'))}): {exc}"
             ) from None
 
 

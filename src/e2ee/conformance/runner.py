@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2ee.conformance.adapter import Adapter, ProtocolFailure
+from e2ee.cli.terminal import clean
+from e2ee.conformance.adapter import Adapter, ProtocolFailure, brief, shown
 from e2ee.conformance.cases import DRIVERS, Mismatch, case_problem, uses_state
 from e2ee.conformance.protocol import (
     AREA_OPS,
@@ -136,7 +137,12 @@ def run(
     verbose: bool = False,
     out: Callable[[str], None] = print,
 ) -> Report:
-    """Run every case against the adapter ``command``; prints results, the summary last."""
+    """Run every case against the adapter ``command``; prints results, the summary last.
+
+    Every line goes through :func:`e2ee.cli.terminal.clean`: adapter and vector text never
+    adds a line (a forged summary) or an escape sequence (hiding the real one).
+    """
+    out = _cleaned(out)
     report = Report()
     directory = default_dir() if vectors is None else vectors
     files = load_vectors(directory, report.problems)
@@ -165,11 +171,13 @@ def run(
         _finish(report, out)
         return report
     capabilities = set(hello["capabilities"])
-    report.adapter = str(hello.get("implementation", " ".join(command)))
+    implementation = hello.get("implementation")
+    report.adapter = shown(implementation if isinstance(implementation, str) else " ".join(command))
     known = {f.area for f in files} | set(AREA_OPS) | {STATE_CAPABILITY}
+    unknown_capabilities = sorted(capabilities - known)
     out(
         f"adapter: {report.adapter}; announces {len(capabilities)} capabilities"
-        + (f" (unknown, ignored: {sorted(capabilities - known)})" if capabilities - known else "")
+        + (f" (unknown, ignored: {brief(unknown_capabilities)})" if unknown_capabilities else "")
     )
     try:
         for vector in files:
@@ -184,15 +192,23 @@ def run(
     return report
 
 
+def _cleaned(out: Callable[[str], None]) -> Callable[[str], None]:
+    def write(text: str) -> None:
+        out(clean(text))
+
+    return write
+
+
 def _run_file(adapter: Adapter, vector: VectorFile, capabilities: set[str]) -> AreaResult:
     result = AreaResult(vector.area)
     drivers = DRIVERS[vector.data["schema"]]
     supported = vector.area in capabilities
     for group, test in _cases(vector):
-        label = f"tcId {test.get('tcId')} ({test.get('comment', '')})"
+        comment = test.get("comment", "")
+        label = f"tcId {brief(test.get('tcId'))} ({_text(comment)})"
         driver = drivers.get(group.get("type", ""))
         if driver is None:
-            result.fail(f"{label}: group type {group.get('type')!r} unknown for this schema")
+            result.fail(f"{label}: group type {brief(group.get('type'))} unknown for this schema")
             continue
         problem = case_problem(test)
         if problem is not None:
@@ -212,19 +228,24 @@ def _run_file(adapter: Adapter, vector: VectorFile, capabilities: set[str]) -> A
         except ProtocolFailure as exc:
             result.fail(f"{label}: adapter failure: {exc}")
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            result.fail(f"{label}: unusable response or vector: {type(exc).__name__}: {exc}")
+            detail = shown(f"{type(exc).__name__}: {exc}")
+            result.fail(f"{label}: unusable response or vector: {detail}")
         else:
             result.passed += 1
     return result
 
 
+def _text(value: Any) -> str:
+    return shown(value) if isinstance(value, str) else brief(value)
+
+
 def _print_area(result: AreaResult, verbose: bool, out: Callable[[str], None]) -> None:
     out(result.line)
-    shown = result.messages if verbose else result.messages[:MAX_REPORTED]
-    for message in shown:
+    listed = result.messages if verbose else result.messages[:MAX_REPORTED]
+    for message in listed:
         out(f"  FAIL {message}")
-    if len(result.messages) > len(shown):
-        out(f"  ... and {len(result.messages) - len(shown)} more (--verbose lists all)")
+    if len(result.messages) > len(listed):
+        out(f"  ... and {len(result.messages) - len(listed)} more (--verbose lists all)")
 
 
 def _finish(report: Report, out: Callable[[str], None]) -> None:
