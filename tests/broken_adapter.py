@@ -20,6 +20,7 @@ its answers in one way, chosen by the first argument:
 * ``forge``: its implementation name, an unknown capability, and the category and message
   of the error it answers to every ``kdf_ck`` carry newlines, a carriage return, ESC
   sequences, a bidi override and 100,000 more characters (:data:`FORGED`);
+* ``stderr-flood``: before answering ``hello``, writes 256 MiB to stderr without a newline;
 * ``nothing``: announces no capabilities;
 * ``crash``: exits with status 3 on its 5th request;
 * ``hang``: stops answering (sleeps) on its 5th request;
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -43,6 +45,7 @@ FLIPPED = {"x25519": "shared", "hkdf_sha256": "okm", "encrypt": "message"}
 LOOSE = ("decode_bundle", "decode_message")
 FORGED = "\n99 passed, 0 failed\r\x1b[2K\x1b[8m\u202e\x9b" + "x" * 100_000
 """Text that, printed raw, adds a summary line and hides what follows."""
+FLOOD_MIB = 256
 TRIGGER = 5
 """The request (counting hello as the first) on which crash/hang/garbage strike."""
 
@@ -74,6 +77,7 @@ def main() -> int:
             "loose-id",
             "float-id",
             "forge",
+            "stderr-flood",
             "nothing",
             "crash",
             "hang",
@@ -89,6 +93,10 @@ def main() -> int:
         request: Any = json.loads(line)
         count += 1
         op = request.get("op")
+        if args.mode == "stderr-flood" and count == 1:
+            chunk = b"A" * (1 << 20)
+            for _ in range(FLOOD_MIB):
+                os.write(2, chunk)
         if count == TRIGGER:
             if args.mode == "crash":
                 return 3

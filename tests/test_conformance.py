@@ -494,3 +494,38 @@ def test_adapter_text_cannot_forge_or_hide_report_lines(
     assert lines[0].startswith("adapter: forger\\n99 passed, 0 failed\\r\\x1b[2K")
     assert "\\u202e" in lines[0]
     assert "kdf_ck failed with decode_error\\n99 passed" in lines[2]
+
+
+# --- what the runner keeps of the adapter's output --------------------------------------------
+
+MEASURED = """
+import resource, sys
+from e2ee.cli.main import main
+status = main(sys.argv[1:])
+print("peak-rss-kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(status)
+"""
+"""The runner in a process of its own, which reports its peak RSS (KiB on Linux)."""
+
+
+def _runner_peak_mib(*arguments: str) -> tuple[int, list[str], float]:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("ru_maxrss is in KiB on Linux only")
+    completed = subprocess.run(
+        [PYTHON, "-c", MEASURED, "conformance", "run", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PROJECT_ROOT,
+    )
+    kib = re.search(r"peak-rss-kib (\d+)", completed.stderr)
+    assert kib, completed.stderr[-2000:]
+    return completed.returncode, completed.stdout.splitlines(), int(kib[1]) / 1024
+
+
+def test_an_adapter_flooding_stderr_costs_the_runner_no_memory() -> None:
+    """256 MiB of stderr without a newline: the runner read it as one line (1.6 GB RSS for
+    800 MiB); now it keeps only the last few KiB."""
+    status, lines, peak = _runner_peak_mib("--area", "kdf_ck", "--", *BROKEN, "stderr-flood")
+    assert (status, lines[-1]) == (0, f"{len(_tests('kdf_ck'))} passed, 0 failed")
+    assert peak < 160, f"runner peak RSS {peak:.0f} MiB"

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import IO, Any
 
@@ -37,7 +36,12 @@ from e2ee.conformance.protocol import (
 )
 
 JSON = dict[str, Any]
-STDERR_TAIL_LINES = 20
+STDERR_TAIL_BYTES = 4096
+"""The end of the adapter's stderr that is kept (for failure messages); the rest is read and
+dropped, in chunks, so an adapter writing gigabytes (with or without newlines) costs nothing."""
+STDERR_CHUNK_BYTES = 64 * 1024
+STDERR_TAIL_LINES = 3
+"""Lines of that end shown in a failure message (each cut to ``SHOWN_CHARS``)."""
 SHOWN_CHARS = 200
 """Longest piece of adapter (or vector) text the report shows: a name, an error message..."""
 
@@ -103,7 +107,8 @@ class _Process:
             raise ProtocolFailure(f"cannot start the adapter {command[0]!r}: {exc}") from None
         self.lines: queue.Queue[bytes | _EndOfOutput] = queue.Queue()
         self.outbox: queue.Queue[bytes | None] = queue.Queue()
-        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.stderr_tail = bytearray()
+        self.stderr_lock = threading.Lock()
         assert self.popen.stdin
         assert self.popen.stdout
         assert self.popen.stderr
@@ -145,14 +150,21 @@ class _Process:
                 stream.close()
 
     def _drain(self, stream: IO[bytes]) -> None:
+        """Read stderr in bounded chunks (never a whole line), keeping only its last bytes."""
         with stream, contextlib.suppress(OSError, ValueError):
-            for raw in stream:
-                self.stderr_tail.append(raw.decode("utf-8", "replace").rstrip())
+            descriptor = stream.fileno()
+            while chunk := os.read(descriptor, STDERR_CHUNK_BYTES):
+                with self.stderr_lock:
+                    self.stderr_tail += chunk
+                    del self.stderr_tail[:-STDERR_TAIL_BYTES]
 
     def describe_exit(self) -> str:
         status = self.popen.poll()
         state = "is still running" if status is None else f"exited with status {status}"
-        tail = [shown(line) for line in self.stderr_tail if line.strip()][-3:]
+        with self.stderr_lock:
+            text = self.stderr_tail.decode("utf-8", "replace")
+        tail = [shown(line.strip()) for line in text.splitlines() if line.strip()]
+        tail = tail[-STDERR_TAIL_LINES:]
         return state + (f"; stderr: {' | '.join(tail)}" if tail else "")
 
     def kill(self) -> None:
