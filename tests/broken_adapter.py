@@ -21,6 +21,9 @@ its answers in one way, chosen by the first argument:
   of the error it answers to every ``kdf_ck`` carry newlines, a carriage return, ESC
   sequences, a bidi override and 100,000 more characters (:data:`FORGED`);
 * ``stderr-flood``: before answering ``hello``, writes 256 MiB to stderr without a newline;
+* ``orphan-exit``: starts a child process that sleeps (keeping the pipes open), writes its
+  pid to ``--pid-file`` and exits at once, without answering;
+* ``orphan-serve``: starts the same child, then answers like ``ok`` and exits at the end;
 * ``nothing``: announces no capabilities;
 * ``crash``: exits with status 3 on its 5th request;
 * ``hang``: stops answering (sleeps) on its 5th request;
@@ -34,8 +37,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from e2ee.conformance.protocol import encode_line
@@ -78,6 +83,8 @@ def main() -> int:
             "float-id",
             "forge",
             "stderr-flood",
+            "orphan-exit",
+            "orphan-serve",
             "nothing",
             "crash",
             "hang",
@@ -85,7 +92,13 @@ def main() -> int:
         ],
     )
     parser.add_argument("--areas", default="")
+    parser.add_argument("--pid-file", default="")
     args = parser.parse_args()
+    if args.mode in ("orphan-exit", "orphan-serve"):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        Path(args.pid_file).write_text(str(child.pid), encoding="ascii")
+        if args.mode == "orphan-exit":
+            return 0
     server = Server()
     calls = 0
     count = 0

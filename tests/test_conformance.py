@@ -3,9 +3,12 @@ protocol, and the runner reports a broken, crashing, hanging or mute adapter as 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -529,3 +532,46 @@ def test_an_adapter_flooding_stderr_costs_the_runner_no_memory() -> None:
     status, lines, peak = _runner_peak_mib("--area", "kdf_ck", "--", *BROKEN, "stderr-flood")
     assert (status, lines[-1]) == (0, f"{len(_tests('kdf_ck'))} passed, 0 failed")
     assert peak < 160, f"runner peak RSS {peak:.0f} MiB"
+
+
+def _gone(pid: int, within: float) -> bool:
+    """Whether process ``pid`` has ended (a zombie waiting for its reaper counts as ended)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        stat = Path(f"/proc/{pid}/stat")
+        with contextlib.suppress(OSError):
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the adapter's process group is killed on POSIX")
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("orphan-exit", (0, len(_tests("kdf_ck")), 1)),
+        ("orphan-serve", (len(_tests("kdf_ck")), 0, 0)),
+    ],
+)
+def test_what_the_adapter_started_ends_with_the_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, mode: str, expected: tuple[int, int, int]
+) -> None:
+    """The adapter's whole process group is killed, also when its leader has already exited
+    (a wrapper that started the real adapter) and after a clean shutdown."""
+    pid_file = tmp_path / "child.pid"
+    adapter = [*BROKEN, mode, "--pid-file", str(pid_file)]
+    try:
+        status, _lines, passed, failed = _run(
+            capsys, adapter, "--startup-timeout", "2", "--max-restarts", "0", *_areas("kdf_ck")
+        )
+        assert (passed, failed, status) == expected
+        assert _gone(int(pid_file.read_text()), within=5)
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the test's own child, if left

@@ -167,15 +167,19 @@ class _Process:
         tail = tail[-STDERR_TAIL_LINES:]
         return state + (f"; stderr: {' | '.join(tail)}" if tail else "")
 
-    def kill(self) -> None:
+    def _kill_group(self) -> None:
+        """SIGKILL the adapter's process group (POSIX), whether or not its leader is still
+        running: a wrapper script that started the real adapter and exited, or anything the
+        adapter left behind, must not outlive the run (or keep its pipes open)."""
+        if os.name == "posix":
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)  # the group outlives its leader
         if self.popen.poll() is None:
-            try:
-                if os.name == "posix":
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                else:  # pragma: no cover - exercised on Windows only
-                    self.popen.kill()
-            except (ProcessLookupError, PermissionError, OSError):
+            with contextlib.suppress(OSError):
                 self.popen.kill()
+
+    def kill(self) -> None:
+        self._kill_group()
         self.outbox.put(None)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
@@ -194,6 +198,7 @@ class _Process:
         except subprocess.TimeoutExpired:
             self.kill()
         else:
+            self._kill_group()  # what the adapter started and left running
             self._join()
 
 
