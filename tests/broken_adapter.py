@@ -24,6 +24,8 @@ its answers in one way, chosen by the first argument:
 * ``orphan-exit``: starts a child process that sleeps (keeping the pipes open), writes its
   pid to ``--pid-file`` and exits at once, without answering;
 * ``orphan-serve``: starts the same child, then answers like ``ok`` and exits at the end;
+* ``stdout-flood``: answers like ``ok``, then, after its answer to ``shutdown``, writes
+  384 MiB more to stdout (48 well-formed lines of 8 MiB) before it exits;
 * ``nothing``: announces no capabilities;
 * ``crash``: exits with status 3 on its 5th request;
 * ``hang``: stops answering (sleeps) on its 5th request;
@@ -83,6 +85,7 @@ def main() -> int:
             "float-id",
             "forge",
             "stderr-flood",
+            "stdout-flood",
             "orphan-exit",
             "orphan-serve",
             "nothing",
@@ -160,6 +163,11 @@ def main() -> int:
                 response["id"] = True
         sys.stdout.buffer.write(encode_line(response))
         sys.stdout.flush()
+        if args.mode == "stdout-flood" and op == "shutdown":
+            line = b"x" * (8 << 20) + b"\n"
+            for _ in range(48):
+                os.write(1, line)
+            return 0
     return 0
 
 

@@ -534,6 +534,14 @@ def test_an_adapter_flooding_stderr_costs_the_runner_no_memory() -> None:
     assert peak < 160, f"runner peak RSS {peak:.0f} MiB"
 
 
+def test_an_adapter_flooding_stdout_at_shutdown_costs_the_runner_no_memory() -> None:
+    """384 MiB written to stdout after the answer to ``shutdown``: the runner queued every line
+    while it waited for the adapter to exit (639 MiB RSS in the review); now it drops them."""
+    status, lines, peak = _runner_peak_mib("--area", "kdf_ck", "--", *BROKEN, "stdout-flood")
+    assert (status, lines[-1]) == (0, f"{len(_tests('kdf_ck'))} passed, 0 failed")
+    assert peak < 160, f"runner peak RSS {peak:.0f} MiB"
+
+
 def _gone(pid: int, within: float) -> bool:
     """Whether process ``pid`` has ended (a zombie waiting for its reaper counts as ended)."""
     deadline = time.monotonic() + within

@@ -5,9 +5,11 @@ output costs one failed request, never a hung run. After such a failure the proc
 (its whole process group on POSIX) and started afresh, with a new ``hello``, for the next
 request, at most ``max_restarts`` times; after that every further request fails at once.
 
-Threads, not ``select``: one reads stdout lines into a queue, one writes requests (so a huge
-request to an adapter that stopped reading cannot block the runner), one keeps the tail of
-stderr for the failure messages.
+Threads, not ``select``: one reads stdout lines into a short queue (a full queue makes it, and
+so the adapter, wait; once the runner expects nothing more from a process, lines are read and
+dropped), one writes requests (so a huge request to an adapter that stopped reading cannot
+block the runner), one keeps the tail of stderr for the failure messages. What the runner
+holds of an adapter's output is therefore bounded, however much it writes.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ from e2ee.conformance.protocol import (
 )
 
 JSON = dict[str, Any]
+LINE_QUEUE_SIZE = 2
+"""Response lines (each at most ``MAX_LINE_BYTES``) read ahead of the runner."""
 STDERR_TAIL_BYTES = 4096
 """The end of the adapter's stderr that is kept (for failure messages); the rest is read and
 dropped, in chunks, so an adapter writing gigabytes (with or without newlines) costs nothing."""
 STDERR_CHUNK_BYTES = 64 * 1024
 STDERR_TAIL_LINES = 3
-"""Lines of that end shown in a failure message (each cut to ``SHOWN_CHARS``)."""
+"""Lines of the kept end of stderr shown in a failure message (each cut to ``SHOWN_CHARS``)."""
 SHOWN_CHARS = 200
 """Longest piece of adapter (or vector) text the report shows: a name, an error message..."""
 
@@ -105,7 +109,9 @@ class _Process:
             )
         except OSError as exc:
             raise ProtocolFailure(f"cannot start the adapter {command[0]!r}: {exc}") from None
-        self.lines: queue.Queue[bytes | _EndOfOutput] = queue.Queue()
+        self.lines: queue.Queue[bytes | _EndOfOutput] = queue.Queue(maxsize=LINE_QUEUE_SIZE)
+        self.done = threading.Event()
+        """Set when the runner expects nothing more: further output is read and dropped."""
         self.outbox: queue.Queue[bytes | None] = queue.Queue()
         self.stderr_tail = bytearray()
         self.stderr_lock = threading.Lock()
@@ -123,20 +129,30 @@ class _Process:
         for thread in self.threads:
             thread.start()
 
+    def _put(self, item: bytes | _EndOfOutput) -> None:
+        """Hand ``item`` to the runner, waiting while the queue is full; drop it once the
+        runner is done with this process."""
+        while not self.done.is_set():
+            try:
+                self.lines.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return
+
     def _read(self, stream: IO[bytes]) -> None:
         with stream:
             try:
                 while True:
                     line = stream.readline(MAX_LINE_BYTES + 1)
                     if not line:
-                        self.lines.put(_EndOfOutput("closed its output"))
+                        self._put(_EndOfOutput("closed its output"))
                         return
                     if len(line) > MAX_LINE_BYTES:
-                        self.lines.put(_EndOfOutput(f"wrote a line over {MAX_LINE_BYTES} bytes"))
+                        self._put(_EndOfOutput(f"wrote a line over {MAX_LINE_BYTES} bytes"))
                         return
-                    self.lines.put(line)
+                    self._put(line)
             except (OSError, ValueError):
-                self.lines.put(_EndOfOutput("closed its output"))
+                self._put(_EndOfOutput("closed its output"))
 
     def _write(self, stream: IO[bytes]) -> None:
         try:
@@ -179,6 +195,7 @@ class _Process:
                 self.popen.kill()
 
     def kill(self) -> None:
+        self.done.set()
         self._kill_group()
         self.outbox.put(None)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -192,6 +209,7 @@ class _Process:
 
     def close(self, grace: float) -> None:
         """End of run: close stdin, give the adapter ``grace`` seconds to exit, then kill."""
+        self.done.set()
         self.outbox.put(None)
         try:
             self.popen.wait(timeout=grace)
