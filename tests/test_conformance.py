@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -583,3 +584,95 @@ def test_what_the_adapter_started_ends_with_the_run(
     finally:
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the test's own child, if left
+
+
+# --- vector files are untrusted input -----------------------------------------------------------
+
+
+def _deep_kdf_ck() -> bytes:
+    text = json.dumps(_vector("kdf_ck"))
+    return (text[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}").encode()
+
+
+def _kdf_ck_with(change: Any) -> dict[str, Any]:
+    data = _vector("kdf_ck")
+    change(data)
+    return data
+
+
+BAD_VECTOR_FILES: dict[str, tuple[Any, str]] = {
+    "nested 100,000 deep": (_deep_kdf_ck, "not a vector file (maximum recursion depth"),
+    "schema is a list": (
+        lambda: _kdf_ck_with(lambda d: d.update(schema=[d["schema"]])),
+        "not a vector file ('schema' is not a string)",
+    ),
+    "a group without tests": (
+        lambda: _kdf_ck_with(lambda d: d["testGroups"][0].pop("tests")),
+        "not a vector file (testGroups[0].tests is not a list)",
+    ),
+    "a group type that is a list": (
+        lambda: _kdf_ck_with(lambda d: d["testGroups"][0].update(type=["KdfCk"])),
+        "not a vector file (testGroups[0].type is not a string)",
+    ),
+    "a case that is not an object": (
+        lambda: _kdf_ck_with(lambda d: d["testGroups"][0]["tests"].append(1)),
+        "not a vector file (testGroups[0].tests holds a member that is not an object)",
+    ),
+    "a file over 16 MiB": (
+        lambda: json.dumps(_vector("kdf_ck")).encode() + b" " * (16 * 1024 * 1024),
+        "unreadable (over 16777216 bytes)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VECTOR_FILES))
+def test_a_malformed_vector_file_is_a_file_level_failure(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str
+) -> None:
+    """Each is one failure named after the file; the other files still run, and the run ends
+    with its summary and exit status 1 (no traceback)."""
+    make, message = BAD_VECTOR_FILES[case]
+    directory = _vector_dir(
+        tmp_path / "vectors", {"kdf_ck.json": make(), "x25519.json": _vector("x25519")}
+    )
+    status, lines, passed, failed = _run(capsys, [*BROKEN, "ok"], "--vectors", str(directory))
+    assert (passed, failed, status) == (len(_tests("x25519")), 1, 1)
+    problems = [line for line in lines if line.startswith("FAIL ")]
+    assert len(problems) == 1
+    assert problems[0].startswith(f"FAIL kdf_ck.json: {message}")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="FIFOs and symlinks as on POSIX")
+@pytest.mark.parametrize("kind", ["directory", "fifo", "symlink"])
+def test_a_vector_file_that_is_not_a_regular_file_is_not_read(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, kind: str
+) -> None:
+    """A directory named ``kdf_ck.json`` raised IsADirectoryError; a FIFO hung the run (read
+    waits for a writer); a symlink could point anywhere. None is opened for reading."""
+    directory = _vector_dir(tmp_path / "vectors", {"x25519.json": _vector("x25519")})
+    target = directory / "kdf_ck.json"
+    if kind == "directory":
+        target.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(target)
+    else:
+        (tmp_path / "elsewhere.json").write_text(json.dumps(_vector("kdf_ck")), encoding="utf-8")
+        target.symlink_to(tmp_path / "elsewhere.json")
+
+    def open_and_close_for_writing() -> None:  # never blocks: ENXIO when no reader waits
+        with contextlib.suppress(OSError):
+            os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK))
+
+    # So that a runner blocked on the FIFO fails this test (it reads end of file) instead of
+    # hanging it.
+    unblock = threading.Timer(10, open_and_close_for_writing if kind == "fifo" else lambda: None)
+    unblock.start()
+    try:
+        start = time.monotonic()
+        status, lines, passed, failed = _run(capsys, [*BROKEN, "ok"], "--vectors", str(directory))
+        assert time.monotonic() - start < 8
+    finally:
+        unblock.cancel()
+        unblock.join()
+    assert (passed, failed, status) == (len(_tests("x25519")), 1, 1)
+    assert "FAIL kdf_ck.json: unreadable (not a regular file)" in lines

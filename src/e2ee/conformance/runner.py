@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,20 +89,96 @@ class VectorFile:
     data: dict[str, Any]
 
 
-def load_vectors(directory: Path, problems: list[str]) -> list[VectorFile]:
-    """The vector files of ``directory`` (sorted by name), checked against the manifest."""
+MAX_VECTOR_FILE_BYTES = 16 * 1024 * 1024
+"""Largest vector file or manifest the runner reads (the bundled files are under 400 KB)."""
+
+
+class UnreadableFile(ValueError):
+    """A vector file or manifest the runner does not read: not a regular file, or too large."""
+
+
+def read_regular_file(path: Path, limit: int = MAX_VECTOR_FILE_BYTES) -> bytes:
+    """The bytes of ``path`` if it is a regular file (not a symlink, directory, FIFO or
+    device) of at most ``limit`` bytes; :class:`UnreadableFile` or ``OSError`` otherwise.
+
+    Never blocks: a FIFO is refused before it is opened, and the file is opened non-blocking
+    and without following a symlink, then checked again, in case it was swapped meanwhile.
+    """
+    if not stat.S_ISREG(path.lstat().st_mode):
+        raise UnreadableFile("not a regular file")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    descriptor = os.open(path, flags | getattr(os, "O_BINARY", 0))
+    with os.fdopen(descriptor, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableFile("not a regular file")
+        if info.st_size > limit:
+            raise UnreadableFile(f"over {limit} bytes")
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise UnreadableFile(f"over {limit} bytes")
+    return data
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    document = json.loads(read_regular_file(path))
+    entries = document.get("files") if isinstance(document, dict) else None
+    if not isinstance(entries, dict):
+        raise ValueError("'files' is not an object")
     manifest: dict[str, str] = {}
-    manifest_path = directory / MANIFEST_NAME
+    for name, entry in entries.items():
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(digest, str):
+            raise ValueError(f"no sha256 string for {brief(name)}")
+        manifest[name] = digest
+    return manifest
+
+
+def _envelope_problem(data: Any) -> str | None:
+    """What keeps ``data`` from being a vector file the runner can walk, or None. Only the
+    envelope is checked (file, groups, cases); a case's own members are checked as it runs."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if not isinstance(data.get("schema"), str):
+        return "'schema' is not a string"
+    groups = data.get("testGroups")
+    if not isinstance(groups, list):
+        return "'testGroups' is not a list"
+    for index, group in enumerate(groups):
+        where = f"testGroups[{index}]"
+        if not isinstance(group, dict):
+            return f"{where} is not an object"
+        if not isinstance(group.get("type"), str):
+            return f"{where}.type is not a string"
+        tests = group.get("tests")
+        if not isinstance(tests, list):
+            return f"{where}.tests is not a list"
+        if not all(isinstance(test, dict) for test in tests):
+            return f"{where}.tests holds a member that is not an object"
+    return None
+
+
+def load_vectors(directory: Path, problems: list[str]) -> list[VectorFile]:
+    """The vector files of ``directory`` (sorted by name), checked against the manifest.
+
+    Vector files are untrusted input: one that cannot be read (not a regular file, too
+    large), parsed (not JSON, nested too deep) or walked (:func:`_envelope_problem`) is a
+    file-level problem, and the run goes on with the others.
+    """
+    manifest: dict[str, str] = {}
     try:
-        entries = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
-        manifest = {str(name): str(entry["sha256"]) for name, entry in entries.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        problems.append(f"{MANIFEST_NAME}: unreadable ({exc})")
+        manifest = _read_manifest(directory / MANIFEST_NAME)
+    except (OSError, ValueError, RecursionError) as exc:
+        problems.append(f"{MANIFEST_NAME}: unreadable ({shown(str(exc))})")
     files: list[VectorFile] = []
     for path in sorted(directory.glob("*.json")):
         if path.name == MANIFEST_NAME:
             continue
-        raw = path.read_bytes()
+        try:
+            raw = read_regular_file(path)
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path.name}: unreadable ({shown(str(exc))})")
+            continue
         expected = manifest.get(path.name)
         if expected is None:
             problems.append(f"{path.name}: not listed in the manifest")
@@ -108,13 +186,15 @@ def load_vectors(directory: Path, problems: list[str]) -> list[VectorFile]:
             problems.append(f"{path.name}: sha256 differs from the manifest")
         try:
             data = json.loads(raw)
-            schema = data["schema"]
-            data["testGroups"]
-        except (ValueError, KeyError, TypeError) as exc:
-            problems.append(f"{path.name}: not a vector file ({exc})")
+        except (ValueError, RecursionError) as exc:
+            problems.append(f"{path.name}: not a vector file ({shown(str(exc))})")
             continue
-        if schema not in DRIVERS:
-            problems.append(f"{path.name}: unknown schema {schema!r}")
+        problem = _envelope_problem(data)
+        if problem is not None:
+            problems.append(f"{path.name}: not a vector file ({problem})")
+            continue
+        if data["schema"] not in DRIVERS:
+            problems.append(f"{path.name}: unknown schema {brief(data['schema'])}")
             continue
         files.append(VectorFile(path.name, area_of(path.name), data))
     if not files:
@@ -165,7 +245,7 @@ def run(
         for vector in files:
             result = AreaResult(vector.area)
             for _group, test in _cases(vector):
-                result.fail(f"tcId {test.get('tcId')}: no adapter ({exc})")
+                result.fail(f"tcId {brief(test.get('tcId'))}: no adapter ({exc})")
             report.areas.append(result)
             _print_area(result, verbose, out)
         _finish(report, out)
@@ -206,28 +286,28 @@ def _run_file(adapter: Adapter, vector: VectorFile, capabilities: set[str]) -> A
     for group, test in _cases(vector):
         comment = test.get("comment", "")
         label = f"tcId {brief(test.get('tcId'))} ({_text(comment)})"
-        driver = drivers.get(group.get("type", ""))
+        driver = drivers.get(group["type"])
         if driver is None:
-            result.fail(f"{label}: group type {brief(group.get('type'))} unknown for this schema")
+            result.fail(f"{label}: group type {brief(group['type'])} unknown for this schema")
             continue
         problem = case_problem(test)
         if problem is not None:
             result.fail(f"{label}: unusable vector: {problem}")
             continue
-        if not supported or (
-            group.get("type") == "ScenarioTest"
-            and STATE_CAPABILITY not in capabilities
-            and uses_state(group, test)
-        ):
-            result.unsupported += 1
-            continue
         try:
+            if not supported or (
+                group["type"] == "ScenarioTest"
+                and STATE_CAPABILITY not in capabilities
+                and uses_state(group, test)
+            ):
+                result.unsupported += 1
+                continue
             driver(adapter.call, group, test)
         except Mismatch as exc:
             result.fail(f"{label}: {exc}")
         except ProtocolFailure as exc:
             result.fail(f"{label}: adapter failure: {exc}")
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
             detail = shown(f"{type(exc).__name__}: {exc}")
             result.fail(f"{label}: unusable response or vector: {detail}")
         else:
