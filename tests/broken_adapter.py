@@ -26,6 +26,7 @@ its answers in one way, chosen by the first argument:
 * ``orphan-serve``: starts the same child, then answers like ``ok`` and exits at the end;
 * ``stdout-flood``: answers like ``ok``, then, after its answer to ``shutdown``, writes
   384 MiB more to stdout (48 well-formed lines of 8 MiB) before it exits;
+* ``deep-hello``: answers ``hello`` with a result holding an array nested 100,000 deep;
 * ``nothing``: announces no capabilities;
 * ``crash``: exits with status 3 on its 5th request;
 * ``hang``: stops answering (sleeps) on its 5th request;
@@ -86,6 +87,7 @@ def main() -> int:
             "forge",
             "stderr-flood",
             "stdout-flood",
+            "deep-hello",
             "orphan-exit",
             "orphan-serve",
             "nothing",
@@ -123,6 +125,11 @@ def main() -> int:
                 sys.stdout.flush()
                 continue
         response = server.handle(request)
+        if args.mode == "deep-hello" and op == "hello":
+            deep = "[" * 100_000 + "]" * 100_000
+            sys.stdout.write(f'{{"id": {request["id"]}, "result": {{"x": {deep}}}}}\n')
+            sys.stdout.flush()
+            continue
         result = response.get("result")
         error = response.get("error")
         if args.mode == "forge" and op == "kdf_ck":

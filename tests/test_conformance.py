@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -676,3 +677,49 @@ def test_a_vector_file_that_is_not_a_regular_file_is_not_read(
         unblock.join()
     assert (passed, failed, status) == (len(_tests("x25519")), 1, 1)
     assert "FAIL kdf_ck.json: unreadable (not a regular file)" in lines
+
+
+# --- JSON nested too deep, ids that are not integers ----------------------------------------------
+
+
+def test_a_hello_nested_too_deep_is_a_protocol_failure(capsys: pytest.CaptureFixture[str]) -> None:
+    status, lines, passed, failed = _run(
+        capsys, [*BROKEN, "deep-hello"], "--max-restarts", "0", *_areas("kdf_ck")
+    )
+    assert (passed, failed, status) == (0, len(_tests("kdf_ck")), 1)
+    assert "response is nested too deep to parse" in lines[0]
+
+
+def _strict_json(line: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_serve_answers_a_request_nested_too_deep_and_goes_on() -> None:
+    from e2ee.conformance.serve import serve
+
+    deep = '{"id": 1, "op": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+    sink = io.BytesIO()
+    assert serve(io.StringIO(deep + '{"id": 2, "op": "shutdown"}\n'), sink) == 0
+    first, second = (_strict_json(line) for line in sink.getvalue().decode().splitlines())
+    assert first["id"] is None
+    assert first["error"]["category"] == "bad_request"
+    assert second == {"id": 2, "result": {}}
+
+
+@pytest.mark.parametrize("request_id", ["NaN", "-Infinity", "1.5", "2.0", "true", '"3"', "[4]"])
+def test_serve_refuses_an_id_that_is_not_an_integer(request_id: str) -> None:
+    """Echoed, ``NaN`` made the response invalid JSON, and ``true`` or ``2.0`` would pass for
+    another request's id; the answer is ``bad_request`` with a null id."""
+    from e2ee.conformance.serve import serve
+
+    sink = io.BytesIO()
+    requests = f'{{"id": {request_id}, "op": "hello"}}\n{{"id": 5, "op": "shutdown"}}\n'
+    assert serve(io.StringIO(requests), sink) == 0
+    first, second = (_strict_json(line) for line in sink.getvalue().decode().splitlines())
+    assert first["id"] is None
+    assert first["error"]["category"] == "bad_request"
+    assert "result" not in first
+    assert second == {"id": 5, "result": {}}

@@ -364,6 +364,8 @@ class Adapter:
 def _parse_response(line: bytes, request_id: int) -> JSON:
     try:
         response = json.loads(line)
+    except RecursionError:
+        raise ProtocolFailure("response is nested too deep to parse") from None
     except ValueError:
         text = line.decode("utf-8", "replace").strip()
         raise ProtocolFailure(f"response is not JSON: {text[:80]!r}") from None

@@ -368,6 +368,10 @@ class Server:
     def handle(self, request: Any) -> JSON:
         """Answer one request object with one response object."""
         request_id = request.get("id") if isinstance(request, dict) else None
+        if request_id is not None and type(request_id) is not int:
+            # Echoed, NaN or Infinity would make the response invalid JSON; true or 2.0
+            # would be taken for another id.
+            return _error(None, "bad_request", "'id' must be an integer")
         try:
             if not isinstance(request, dict):
                 raise RequestError("bad_request", "a request is a JSON object")
@@ -584,7 +588,7 @@ def serve(stdin: IO[str] | None = None, stdout: IO[bytes] | None = None) -> int:
             continue
         try:
             request = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             request = None
             response = _error(None, "bad_request", f"not JSON: {exc}")
         else:
