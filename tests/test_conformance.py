@@ -723,3 +723,26 @@ def test_serve_refuses_an_id_that_is_not_an_integer(request_id: str) -> None:
     assert first["error"]["category"] == "bad_request"
     assert "result" not in first
     assert second == {"id": 5, "result": {}}
+
+
+# --- the report's reader goes away ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_closed_output_ends_the_run_quietly(unbuffered: str) -> None:
+    """``e2ee conformance run ... | head``: once the reader is gone the run stops, with exit
+    status 1 and nothing on stderr; it raised BrokenPipeError (a traceback, or "Exception
+    ignored" and status 120 when the output was buffered until exit)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    with subprocess.Popen(
+        [PYTHON, "-m", "e2ee.cli", "conformance", "run", "--area", "kdf_ck", "--", *SERVE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=PROJECT_ROOT,
+    ) as process:
+        assert process.stdout is not None
+        process.stdout.close()  # before the runner writes anything
+        _out, err = process.communicate(timeout=120)
+    assert err.decode() == ""
+    assert process.returncode == 1

@@ -10,10 +10,12 @@ passed nor failed. Output: one line per area, failure details under it, then as 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import stat
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +62,8 @@ class Report:
     problems: list[str] = field(default_factory=list)
     """File-level problems (each counts as one failure)."""
     adapter: str = ""
+    output_closed: bool = False
+    """The report's reader went away before the end (the run was stopped there)."""
 
     @property
     def passed(self) -> int:
@@ -75,7 +79,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.passed > 0
+        return self.failed == 0 and self.passed > 0 and not self.output_closed
 
     @property
     def summary(self) -> str:
@@ -220,10 +224,72 @@ def run(
     """Run every case against the adapter ``command``; prints results, the summary last.
 
     Every line goes through :func:`e2ee.cli.terminal.clean`: adapter and vector text never
-    adds a line (a forged summary) or an escape sequence (hiding the real one).
+    adds a line (a forged summary) or an escape sequence (hiding the real one). When the
+    output is closed (``e2ee conformance run ... | head``) the run stops there, the adapter is
+    ended, and the report says :attr:`Report.output_closed` (so it is not ``ok``).
     """
-    out = _cleaned(out)
     report = Report()
+    try:
+        _run(
+            report,
+            command,
+            vectors=vectors,
+            timeout=timeout,
+            startup_timeout=startup_timeout,
+            max_restarts=max_restarts,
+            areas=areas,
+            verbose=verbose,
+            out=_guarded(out),
+        )
+    except _OutputClosed:
+        report.output_closed = True
+        if out is print:
+            _silence_stdout()
+    return report
+
+
+class _OutputClosed(Exception):
+    """Whoever reads the report has gone away."""
+
+
+def _guarded(out: Callable[[str], None]) -> Callable[[str], None]:
+    """``out`` with every line cleaned; printed lines are flushed, so that a closed pipe is
+    found at once (and not at exit, as an 'Exception ignored' message)."""
+
+    def write(text: str) -> None:
+        try:
+            out(clean(text))
+            if out is print:
+                sys.stdout.flush()
+        except BrokenPipeError:
+            raise _OutputClosed from None
+
+    return write
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device: what is still buffered for the closed pipe is then
+    dropped quietly when the interpreter flushes it at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, sys.stdout.fileno())
+        finally:
+            os.close(null)
+
+
+def _run(
+    report: Report,
+    command: Sequence[str],
+    *,
+    vectors: Path | None,
+    timeout: float,
+    startup_timeout: float,
+    max_restarts: int,
+    areas: Sequence[str],
+    verbose: bool,
+    out: Callable[[str], None],
+) -> None:
     directory = default_dir() if vectors is None else vectors
     files = load_vectors(directory, report.problems)
     if areas:
@@ -249,7 +315,7 @@ def run(
             report.areas.append(result)
             _print_area(result, verbose, out)
         _finish(report, out)
-        return report
+        return
     capabilities = set(hello["capabilities"])
     implementation = hello.get("implementation")
     report.adapter = shown(implementation if isinstance(implementation, str) else " ".join(command))
@@ -269,14 +335,6 @@ def run(
     if adapter.restarts or adapter.failures:
         out(f"adapter problems: {len(adapter.failures)}, restarts: {adapter.restarts}")
     _finish(report, out)
-    return report
-
-
-def _cleaned(out: Callable[[str], None]) -> Callable[[str], None]:
-    def write(text: str) -> None:
-        out(clean(text))
-
-    return write
 
 
 def _run_file(adapter: Adapter, vector: VectorFile, capabilities: set[str]) -> AreaResult:
