@@ -1,5 +1,5 @@
 """What the CLI prints from the network or a store reaches the terminal with its control
-characters escaped (e2ee.cli.terminal.clean), in the client commands (tests/test_cli_end_to_end.py
+characters escaped (e2ee.terminal.clean), in the client commands (tests/test_cli_end_to_end.py
 drives them against a relay) and in the demo's rich report (here)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from e2ee.cli.demo import render
-from e2ee.cli.terminal import clean
+from e2ee.terminal import clean
 
 # (character, what the terminal must show instead), written out by hand
 ESCAPED = [

@@ -10,7 +10,7 @@ the new safety number is compared and accepted with ``verify``.
 Errors are one line on stderr and a distinct exit status (:data:`EXIT_CODES`). Nothing printed
 is secret: user names, device ids, message texts, safety numbers and public-key fingerprints.
 Every text from the network, the store or the command line is printed through
-:func:`e2ee.cli.terminal.clean`, which escapes control characters: a user id, conversation name,
+:func:`e2ee.terminal.clean`, which escapes control characters: a user id, conversation name,
 message text or event detail can neither add a line to the output nor send the terminal an
 escape sequence.
 """
@@ -29,7 +29,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from e2ee.cli.terminal import clean
 from e2ee.client import Client, Message, ReceiveResult
 from e2ee.client import trust as _trust
 from e2ee.errors import (
@@ -42,6 +41,7 @@ from e2ee.errors import (
 )
 from e2ee.relay.client import RelayClient
 from e2ee.safety import safety_number
+from e2ee.terminal import clean
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -8,7 +8,7 @@ is wiped and linked again, and at the end the relay's database files are searche
 plaintext. Everything reported is public: texts of the demo itself, sizes, counts, device ids,
 event kinds and safety numbers. No key material or token is ever shown. Text that came from
 the relay or a store (user ids, conversations, message texts, error messages) is shown through
-:func:`e2ee.cli.terminal.clean` and, in the rich tables, with its markup escaped.
+:func:`e2ee.terminal.clean` and, in the rich tables, with its markup escaped.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Any
 import httpx
 
 import e2ee
-from e2ee.cli.terminal import clean
 from e2ee.client import Client, PrekeyPolicy
 from e2ee.client.envelope import Envelope
 from e2ee.config import SessionConfig
@@ -37,6 +36,7 @@ from e2ee.errors import E2EEError
 from e2ee.peek import peek
 from e2ee.relay import api
 from e2ee.relay.client import RelayClient
+from e2ee.terminal import clean
 
 DEMO_PREKEYS = PrekeyPolicy(one_time_target=8, refill_below=2)
 """Small prekey batches keep the demo fast; a real client uses the defaults (100)."""

@@ -26,7 +26,6 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
-from e2ee.cli.terminal import clean
 from e2ee.conformance.protocol import (
     DEFAULT_MAX_RESTARTS,
     DEFAULT_STARTUP_TIMEOUT,
@@ -36,6 +35,7 @@ from e2ee.conformance.protocol import (
     PROTOCOL_VERSION,
     encode_line,
 )
+from e2ee.terminal import clean
 
 JSON = dict[str, Any]
 LINE_QUEUE_SIZE = 2
@@ -52,7 +52,7 @@ SHOWN_CHARS = 200
 
 def shown(text: str, limit: int = SHOWN_CHARS) -> str:
     """``text`` as the report may show it: one line of printable characters (controls, ESC,
-    bidi overrides, line separators escaped by :func:`e2ee.cli.terminal.clean`), at most
+    bidi overrides, line separators escaped by :func:`e2ee.terminal.clean`), at most
     ``limit`` characters. An adapter's words must not forge or hide report lines."""
     text = clean(text[: limit + 1])
     return text if len(text) <= limit else text[: limit - 3] + "..."

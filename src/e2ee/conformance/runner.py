@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2ee.cli.terminal import clean
 from e2ee.conformance.adapter import Adapter, ProtocolFailure, brief, shown
 from e2ee.conformance.cases import DRIVERS, Mismatch, case_problem, uses_state
 from e2ee.conformance.protocol import (
@@ -32,6 +29,8 @@ from e2ee.conformance.protocol import (
     STATE_CAPABILITY,
     area_of,
 )
+from e2ee.terminal import clean
+from e2ee.vectors import files as vector_files
 from e2ee.vectors.common import MANIFEST_NAME, default_dir
 
 MAX_REPORTED = 10
@@ -93,39 +92,8 @@ class VectorFile:
     data: dict[str, Any]
 
 
-MAX_VECTOR_FILE_BYTES = 16 * 1024 * 1024
-"""Largest vector file or manifest the runner reads (the bundled files are under 400 KB)."""
-
-
-class UnreadableFile(ValueError):
-    """A vector file or manifest the runner does not read: not a regular file, or too large."""
-
-
-def read_regular_file(path: Path, limit: int = MAX_VECTOR_FILE_BYTES) -> bytes:
-    """The bytes of ``path`` if it is a regular file (not a symlink, directory, FIFO or
-    device) of at most ``limit`` bytes; :class:`UnreadableFile` or ``OSError`` otherwise.
-
-    Never blocks: a FIFO is refused before it is opened, and the file is opened non-blocking
-    and without following a symlink, then checked again, in case it was swapped meanwhile.
-    """
-    if not stat.S_ISREG(path.lstat().st_mode):
-        raise UnreadableFile("not a regular file")
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
-    descriptor = os.open(path, flags | getattr(os, "O_BINARY", 0))
-    with os.fdopen(descriptor, "rb") as stream:
-        info = os.fstat(stream.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise UnreadableFile("not a regular file")
-        if info.st_size > limit:
-            raise UnreadableFile(f"over {limit} bytes")
-        data = stream.read(limit + 1)
-    if len(data) > limit:
-        raise UnreadableFile(f"over {limit} bytes")
-    return data
-
-
-def _read_manifest(path: Path) -> dict[str, str]:
-    document = json.loads(read_regular_file(path))
+def _read_manifest(directory: Path) -> dict[str, str]:
+    document = vector_files.parse_json(vector_files.read_file(directory, MANIFEST_NAME))
     entries = document.get("files") if isinstance(document, dict) else None
     if not isinstance(entries, dict):
         raise ValueError("'files' is not an object")
@@ -171,16 +139,16 @@ def load_vectors(directory: Path, problems: list[str]) -> list[VectorFile]:
     """
     manifest: dict[str, str] = {}
     try:
-        manifest = _read_manifest(directory / MANIFEST_NAME)
-    except (OSError, ValueError, RecursionError) as exc:
+        manifest = _read_manifest(directory)
+    except ValueError as exc:  # vector_files.VectorFileError included
         problems.append(f"{MANIFEST_NAME}: unreadable ({shown(str(exc))})")
     files: list[VectorFile] = []
     for path in sorted(directory.glob("*.json")):
         if path.name == MANIFEST_NAME:
             continue
         try:
-            raw = read_regular_file(path)
-        except (OSError, ValueError) as exc:
+            raw = vector_files.read_file(directory, path.name)
+        except ValueError as exc:  # vector_files.VectorFileError: not read at all
             problems.append(f"{path.name}: unreadable ({shown(str(exc))})")
             continue
         expected = manifest.get(path.name)
@@ -189,8 +157,8 @@ def load_vectors(directory: Path, problems: list[str]) -> list[VectorFile]:
         elif hashlib.sha256(raw).hexdigest() != expected:
             problems.append(f"{path.name}: sha256 differs from the manifest")
         try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
+            data = vector_files.parse_json(raw)
+        except ValueError as exc:
             problems.append(f"{path.name}: not a vector file ({shown(str(exc))})")
             continue
         problem = _envelope_problem(data)
@@ -223,7 +191,7 @@ def run(
 ) -> Report:
     """Run every case against the adapter ``command``; prints results, the summary last.
 
-    Every line goes through :func:`e2ee.cli.terminal.clean`: adapter and vector text never
+    Every line goes through :func:`e2ee.terminal.clean`: adapter and vector text never
     adds a line (a forged summary) or an escape sequence (hiding the real one). When the
     output is closed (``e2ee conformance run ... | head``) the run stops there, the adapter is
     ended, and the report says :attr:`Report.output_closed` (so it is not ``ok``).
