@@ -29,6 +29,7 @@ from e2ee.errors import (
     RelayNotFoundError,
     RelayRateLimitedError,
     RelayTooLargeError,
+    RelayUnavailableError,
 )
 from e2ee.relay import api
 from e2ee.relay.app import create_app
@@ -38,6 +39,7 @@ from e2ee.wire import codec
 from tests.client_support import SMALL_PREKEYS
 from tests.relay_support import (
     BACKENDS,
+    Clock,
     ThreadedRelay,
     User,
     auth,
@@ -283,6 +285,45 @@ def test_a_text_frame_on_the_stream_closes_it_with_1003(asgi: TestClient) -> Non
         with pytest.raises(WebSocketDisconnect) as info:
             ws.receive_bytes()
     assert info.value.code == 1003
+
+
+@pytest.mark.parametrize("cause", ["token_expired", "storage_failed"])
+def test_the_relay_closes_a_stream_with_a_code_that_names_the_cause(
+    monkeypatch: pytest.MonkeyPatch, cause: str
+) -> None:
+    """[REQ-RL-14] 4401 when the token stopped being valid while the stream was open (the
+    client should log in again), 1013 when the relay could not serve it (try again later);
+    before, every close after the stream started said 4401."""
+    storage = MemoryStorage()
+    clock = Clock()
+    relay = make_relay(storage, clock, origin=ASGI_ORIGIN)
+    alice, bob = User.make("alice"), User.make("bob")
+    with TestClient(create_app(relay, storage, sweep=False)) as client:
+        for user in (alice, bob):
+            assert client.put(api.DEVICE_LIST, content=user.list_body()).status_code == 201
+        http_login(client, alice.devices[0], ASGI_ORIGIN)
+        if cause == "storage_failed":
+
+            def failing(*args: Any) -> Any:
+                def job(tx: Any) -> Any:
+                    raise RelayUnavailableError("storage is closed")
+
+                return job
+
+            monkeypatch.setattr(relay, "pending", failing)
+        with client.websocket_connect(api.STREAM, headers=auth(alice.devices[0])) as ws:
+            if cause == "token_expired":
+                clock.advance(relay.config.token_ttl + 1)
+                http_login(client, bob.devices[0], ASGI_ORIGIN)
+                sent = client.post(
+                    api.MESSAGES,
+                    content=send_body(alice, os.urandom(16), bob.devices[0]),
+                    headers=auth(bob.devices[0]),
+                )
+                assert sent.status_code == 200  # it wakes alice's stream, whose token expired
+            with pytest.raises(WebSocketDisconnect) as info:
+                ws.receive_bytes()
+    assert info.value.code == {"token_expired": 4401, "storage_failed": 1013}[cause]
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,19 @@ def routing_refusal(request: Request, exc: Exception) -> Response:
     return response
 
 
+def close_code(pusher: asyncio.Task[None]) -> int:
+    """How the relay closes a stream, by why its pusher (which only ends by an error) ended:
+    4401 when the token is no longer valid (expired, or the device left the list: log in
+    again), 1013 when the relay could not serve it (try again later), 1000 when the pusher is
+    still running (the client's side ended the stream)."""
+    if not pusher.done() or pusher.cancelled():
+        return 1000
+    error = pusher.exception()
+    if isinstance(error, RelayAuthError):
+        return 4401
+    return 1013
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (413) as soon as it is known to exceed ``limit`` bytes."""
     length = request.headers.get("content-length")
@@ -216,8 +229,10 @@ def create_app(
                 await storage.submit(relay.ack_ids(token, ids))
 
         tasks = [asyncio.create_task(pusher()), asyncio.create_task(acker())]
+        code = 1000
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            code = close_code(tasks[0])
         finally:
             subscription.close()
             for task in tasks:
@@ -228,7 +243,7 @@ def create_app(
                 ):
                     await task
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                await websocket.close(code=4401 if tasks[0].done() else 1000)
+                await websocket.close(code=code)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
