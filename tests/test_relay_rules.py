@@ -417,6 +417,29 @@ def test_a_claim_limit_that_cannot_work_is_refused_when_configured() -> None:
         assert (config.claim_burst, config.claim_rate) == (burst, rate)
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "challenge_ttl",
+        "token_ttl",
+        "message_ttl",
+        "idempotency_ttl",
+        "max_queue",
+        "max_envelope_size",
+        "max_send_body",
+        "max_upload_batch",
+        "max_upload_body",
+        "max_stored_one_time",
+    ],
+)
+def test_every_ttl_and_size_is_a_positive_integer(name: str) -> None:
+    """A TTL or a size of 0 or -1 (every token born expired, every send refused), True, or a
+    float is refused when the configuration is made, not met later on a request."""
+    for value in (0, -1, True, 1.5, "60", None):
+        with pytest.raises(ValueError, match=name):
+            RelayConfig(**{name: value})  # type: ignore[arg-type]
+
+
 # --- messages --------------------------------------------------------------------------------
 
 

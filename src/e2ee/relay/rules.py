@@ -59,9 +59,24 @@ _CHALLENGE_LABEL = b"e2ee/v1/relay/challenge\x00"
 _MAX_FETCH_BYTES = 4 * 1024 * 1024
 
 
+_POSITIVE_INTEGERS = (
+    "challenge_ttl",
+    "token_ttl",
+    "message_ttl",
+    "idempotency_ttl",
+    "max_queue",
+    "max_envelope_size",
+    "max_send_body",
+    "max_upload_batch",
+    "max_upload_body",
+    "max_stored_one_time",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class RelayConfig:
-    """Every limit of the relay (spec/relay.md, "Limits")."""
+    """Every limit of the relay (spec/relay.md, "Limits"): each TTL and size an integer of at
+    least 1, checked when the configuration is made."""
 
     origin: str = "http://127.0.0.1:8080"
     challenge_ttl: int = 60
@@ -82,6 +97,10 @@ class RelayConfig:
     0 would divide by zero in every claim and sweep; NaN would turn the limit off."""
 
     def __post_init__(self) -> None:
+        for name in _POSITIVE_INTEGERS:  # a TTL or a size of 0, -1, True or 1.5 is a mistake
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be an integer of at least 1")
         if self.max_upload_body < self.max_upload_batch * 2 * (MLKEM1024_PUBLIC_KEY_SIZE + 80):
             raise ValueError("max_upload_body cannot hold a full batch")
         if type(self.claim_burst) is not int or self.claim_burst < 1:
