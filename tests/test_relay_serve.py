@@ -149,3 +149,22 @@ def test_an_unopenable_database_is_one_line_and_exit_status_1(
     assert out.out == ""
     assert out.err == "e2ee relay serve: relay database cannot be opened\n"
     assert no_server == []
+
+
+def test_an_address_it_cannot_listen_on_is_one_line_and_exit_status_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """README, exit codes: uvicorn exits 3 when it cannot start, which the README reserves for
+    "relay unreachable"; a relay that cannot listen is "any other error" (1), with one line of
+    its own after uvicorn's log line."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status = main(
+            ["relay", "serve", "--port", str(port), "--db", str(tmp_path / "relay.sqlite")]
+        )
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"e2ee relay serve: cannot listen on 127.0.0.1:{port}"
+    assert "Traceback" not in err

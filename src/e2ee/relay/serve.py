@@ -91,16 +91,21 @@ def serve(
     logging.basicConfig(level=logging.WARNING)
     limit_socket_reads()
     try:
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level=log_level,
-            access_log=False,
-            ws="websockets-sansio",
-            ws_max_size=64 * 1024,
-            lifespan="on",
-        )
+        try:
+            uvicorn.run(
+                app,
+                host=host,
+                port=port,
+                log_level=log_level,
+                access_log=False,
+                ws="websockets-sansio",
+                ws_max_size=64 * 1024,
+                lifespan="on",
+            )
+        except SystemExit as exc:  # uvicorn exits 3 when it cannot start (address in use, ...)
+            if exc.code in (0, None):
+                raise
+            raise OSError(f"cannot listen on {host}:{port}") from None
     finally:
         storage.close()
     return 0
