@@ -32,7 +32,7 @@ from e2ee.errors import (
     RelayUnavailableError,
 )
 from e2ee.relay import api
-from e2ee.relay.app import create_app
+from e2ee.relay.app import TOKEN_RECHECK, create_app
 from e2ee.relay.client import RelayClient
 from e2ee.relay.memory import MemoryStorage
 from e2ee.wire import codec
@@ -361,14 +361,24 @@ def test_unknown_routes_and_methods_are_refused_with_cbor_error_bodies(
 
 
 def asgi_request(
-    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
+    app: Any,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes | list[bytes] = b"",
+    read: list[int] | None = None,
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """One HTTP request straight through the ASGI interface, past any server's header parser:
-    (status, headers, body)."""
+    (status, headers, body). A list ``body`` arrives chunk by chunk; ``read`` then collects
+    the size of each chunk the app asked for."""
     sent: list[dict[str, Any]] = []
+    chunks = [body] if isinstance(body, bytes) else list(body)
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
+        chunk = chunks.pop(0) if chunks else b""
+        if read is not None:
+            read.append(len(chunk))
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -406,3 +416,48 @@ def test_a_content_length_of_other_than_ascii_digits_is_malformed(length: bytes)
     assert status == 400
     assert (b"content-type", api.CONTENT_TYPE.encode()) in headers
     assert dec(body)[0] == b"malformed"
+
+
+def test_a_send_body_is_read_only_for_a_token_that_verifies() -> None:
+    """[REQ-RL-19] POST /v1/messages reads no byte of its body (up to 8 MiB) before its token
+    verified: an unknown token is a 401 with nothing read. A token verified once is not
+    verified again before the body for TOKEN_RECHECK seconds (the send's job still does), so
+    sends cost no extra storage turn."""
+    storage = MemoryStorage()
+    clock = Clock()
+    relay = make_relay(storage, clock, origin=ASGI_ORIGIN)
+    app = create_app(relay, storage, sweep=False)
+    alice, bob = User.make("alice"), User.make("bob")
+    with TestClient(app) as client:
+        for user in (alice, bob):
+            assert client.put(api.DEVICE_LIST, content=user.list_body()).status_code == 201
+        http_login(client, alice.devices[0], ASGI_ORIGIN)
+    big = [b"\0" * 65536] * 120  # about 7.5 MiB, under max_send_body
+    length = str(sum(map(len, big))).encode()
+    stranger = [(b"authorization", b"Bearer " + api.encode_token(os.urandom(32)).encode())]
+    read: list[int] = []
+    status, _, answer = asgi_request(
+        app, "POST", api.MESSAGES, [*stranger, (b"content-length", length)], big, read
+    )
+    assert (status, dec(answer)[0]) == (401, b"unauthorized")
+    assert sum(read) == 0
+
+    verifications: list[bytes | None] = []
+    auth_job = relay.auth_job
+
+    def counted(token: bytes | None) -> Any:
+        verifications.append(token)
+        return auth_job(token)
+
+    token = [(b"authorization", auth(alice.devices[0])["authorization"].encode())]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(relay, "auth_job", counted)
+        for _ in range(3):
+            body = send_body(bob, os.urandom(16), alice.devices[0])
+            status, _, _ = asgi_request(app, "POST", api.MESSAGES, token, body)
+            assert status == 200
+        assert len(verifications) == 1
+        clock.advance(TOKEN_RECHECK)
+        body = send_body(bob, os.urandom(16), alice.devices[0])
+        assert asgi_request(app, "POST", api.MESSAGES, token, body)[0] == 200
+        assert len(verifications) == 2

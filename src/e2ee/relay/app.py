@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from e2ee.crypto import primitives
 from e2ee.errors import (
     DecodeError,
     RelayAuthError,
@@ -41,6 +42,10 @@ log = logging.getLogger("e2ee.relay")
 Handler = Callable[[Request], Awaitable[Response]]
 SWEEP_INTERVAL = 60.0
 WS_IDLE = 25.0
+TOKEN_RECHECK = 60
+"""Seconds for which a token verified before a send's body was read lets the next sends'
+bodies be read without a storage turn of their own (each send still verifies it in its job)."""
+TOKENS_REMEMBERED = 4096
 
 
 def cbor(body: bytes, status: int = 200) -> Response:
@@ -119,6 +124,25 @@ def create_app(
     """The ASGI app. ``storage`` must be the one the ``relay`` jobs run on."""
     notify: Notifier = notifier or LocalNotifier()
     cfg = relay.config
+    verified: dict[bytes, int] = {}  # sha256(token) -> when it was last verified
+
+    async def verify_before_body(token: bytes | None) -> None:
+        """Before a send's body (up to max_send_body) is read: its token must be valid. One
+        storage turn for a token not verified in the last TOKEN_RECHECK seconds; none for the
+        sends that follow. The send's job verifies the token again, in its transaction, so a
+        token revoked meanwhile still stores nothing: this only keeps callers without a valid
+        token from making the relay read and parse 8 MiB."""
+        if token is None:
+            raise RelayAuthError("no bearer token")
+        digest = primitives.sha256(token)
+        now = relay.now()
+        seen = verified.get(digest)
+        if seen is not None and 0 <= now - seen < TOKEN_RECHECK:
+            return
+        await storage.submit(relay.auth_job(token))
+        if len(verified) >= TOKENS_REMEMBERED:
+            verified.clear()
+        verified[digest] = now
 
     def guarded(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
@@ -176,8 +200,7 @@ def create_app(
             if not 0 <= after < 2**63 or limit < 1:
                 raise RelayBadRequestError("after or limit out of range", code="malformed")
             return cbor(await storage.submit(relay.fetch(token, after, limit)))
-        if token is None:  # refuse before reading a large body
-            raise RelayAuthError("no bearer token")
+        await verify_before_body(token)  # refuse before reading a large body
         body = await read_body(request, cfg.max_send_body)
         sent = await storage.submit(relay.send(token, body))
         for user, device in sent.wake:
