@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import pytest
 
+from e2ee.account import Account
 from e2ee.errors import (
     E2EEError,
     MismatchedDevicesError,
@@ -30,11 +31,13 @@ from e2ee.relay.postgres import PostgresStorage
 from e2ee.relay.rules import Relay, RelayConfig
 from e2ee.relay.sqlite import SQLiteStorage
 from e2ee.relay.storage import Storage, Tx
+from e2ee.testing import DeterministicProvider
 from e2ee.wire import codec
 from e2ee.wire.messages import PreKeyBundle
 from tests.relay_support import (
     BACKENDS,
     Clock,
+    Device,
     User,
     dumped_bytes,
     login,
@@ -309,6 +312,37 @@ def test_stored_one_time_keys_are_capped(storage: Storage, clock: Clock) -> None
     )
     checked = relay.check_upload(auth, device.upload_body(2, 0))
     refused(storage, RelayTooLargeError, relay.store_upload(device.token, checked), "too_many_keys")
+
+
+def test_one_time_ml_kem_keys_need_a_last_resort_ml_kem_key(storage: Storage, clock: Clock) -> None:
+    """[REQ-RL-36] A bundle without a last-resort ML-KEM key is refused while one-time ML-KEM
+    keys are stored (a claim would give out the bundle alone while they remain, REQ-RL-08),
+    and with one-time ML-KEM keys in the same upload; once none is stored it is accepted."""
+    relay = make_relay(storage, clock)
+    alice, bob = User.make("alice"), User("bob", UserIdentity.generate())
+    bob.devices.append(Device("bob", 1, Account.generate(provider=DeterministicProvider("b1"))))
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    device = bob.devices[0]
+    classic = Account.generate(provider=DeterministicProvider("b1"), post_quantum=False)
+    assert classic.identity_key == device.key  # the same identity, a bundle without ML-KEM
+    auth = storage.run(relay.auth_job(device.token))
+    kem_key = dec(device.upload_body(0, 1))[2][0]
+    without_kem = api.KeyUpload(classic.signed_prekey_bundle().to_bytes(), (), ())
+    with pytest.raises(RelayBadRequestError):  # one-time ML-KEM keys in the same upload
+        relay.check_upload(auth, codec.encode({**dec(without_kem.to_bytes()), 2: [kem_key]}))
+    upload(relay, storage, bob, kem=1)
+    checked = relay.check_upload(auth, without_kem.to_bytes())
+    refused(storage, RelayBadRequestError, relay.store_upload(device.token, checked), "bad_request")
+    claim = codec.encode({0: b"bob", 1: os.urandom(16)})
+    ((_, data),) = dec(storage.run(relay.claim(alice.devices[0].token, claim)))[0]
+    assert PreKeyBundle.from_bytes(data).one_time_kem_prekey is not None
+    storage.run(relay.store_upload(device.token, checked))  # none stored any more
+    counts = dec(storage.run(relay.key_counts(device.token)))
+    assert (counts[0], counts[1], counts[2]) == (0, 0, True)
+    claim = codec.encode({0: b"bob", 1: os.urandom(16)})
+    ((_, data),) = dec(storage.run(relay.claim(alice.devices[0].token, claim)))[0]
+    assert PreKeyBundle.from_bytes(data).kem_prekey is None
 
 
 def test_claims_hand_out_each_key_once_then_the_last_resort(relay: Relay, storage: Storage) -> None:

@@ -126,6 +126,9 @@ class Auth:
         return f"Auth({self.user!r}/{self.device})"
 
 
+_KEM_WITHOUT_LAST_RESORT = "one-time ML-KEM keys without a last-resort ML-KEM key"
+
+
 @dataclass(frozen=True, slots=True)
 class CheckedUpload:
     """An upload whose every signature verified against ``device_key``."""
@@ -133,6 +136,8 @@ class CheckedUpload:
     device_key: bytes
     signed_bundle: bytes
     keys: tuple[tuple[tuple[int, bytes, bytes], ...], tuple[tuple[int, bytes, bytes], ...]]
+    has_kem_prekey: bool
+    """Whether the signed bundle carries a last-resort ML-KEM prekey."""
 
     def __repr__(self) -> str:
         return f"CheckedUpload({len(self.keys[0])} EC, {len(self.keys[1])} ML-KEM)"
@@ -352,14 +357,24 @@ class Relay:
                 f"uploaded key refused: {exc}", code="bad_signature"
             ) from None
         if kem and bundle.kem_prekey is None:
-            raise RelayBadRequestError("one-time ML-KEM keys without a last-resort ML-KEM key")
-        return CheckedUpload(auth.device_key, upload.signed_bundle, (tuple(ec), tuple(kem)))
+            raise RelayBadRequestError(_KEM_WITHOUT_LAST_RESORT)
+        return CheckedUpload(
+            auth.device_key,
+            upload.signed_bundle,
+            (tuple(ec), tuple(kem)),
+            bundle.kem_prekey is not None,
+        )
 
     def store_upload(self, token: bytes | None, checked: CheckedUpload) -> Job[bytes]:
         def job(tx: Tx) -> bytes:
             auth = self.authenticate(tx, token, lock="share")  # it stores the device's keys
             if not hmac.compare_digest(auth.device_key, checked.device_key):
                 raise RelayConflictError("device key changed during upload")
+            # A claim hands out one-time ML-KEM keys only beside a last-resort ML-KEM key
+            # (_bundle): a bundle without one would strand the stored ones, and claims would
+            # then give out the bundle alone while keys remain (REQ-RL-08).
+            if not checked.has_kem_prekey and tx.one_time_count(auth.user, auth.device, KIND_KEM):
+                raise RelayBadRequestError(_KEM_WITHOUT_LAST_RESORT)
             tx.put_signed_bundle(auth.user, auth.device, checked.signed_bundle)
             counts = []
             for kind, keys in ((KIND_EC, checked.keys[0]), (KIND_KEM, checked.keys[1])):
