@@ -5,6 +5,7 @@ the client must stay bounded and raise only typed ``e2ee.errors`` exceptions."""
 from __future__ import annotations
 
 import gzip
+import math
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from websockets.sync.server import ServerConnection, serve
 from e2ee.client import Client
 from e2ee.errors import DecodeError, LocalError, RelayBadRequestError, RelayUnavailableError
 from e2ee.relay import api
+from e2ee.relay import client as relay_client_module
 from e2ee.relay.client import MAX_PAGES, RelayClient
 from e2ee.wire import codec
 
@@ -269,3 +271,63 @@ def test_a_receive_fetches_at_most_max_pages() -> None:
     queue = FakeQueue(lambda after: {0: [[after + 1, b"last"]], 1: False}, bound=1)
     with relay_client(queue, stub) as relay:
         assert not relay.receive().more
+
+
+def test_an_answer_that_trickles_in_is_given_up_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """[REQ-RL-31] httpx's timeout bounds each read, not the answer: a relay that sends one
+    byte per read could hold the caller for as long as the body limit lasts. Each chunk here
+    costs one second of a driven clock; an answer_timeout of 30 s gives up after about 30
+    of the 1,000 chunks, with RelayUnavailableError (the body, read whole, would be refused
+    as malformed CBOR instead)."""
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    class Trickle(httpx.SyncByteStream):
+        served = 0
+
+        def __iter__(self) -> Iterator[bytes]:
+            for _ in range(1000):
+                now[0] += 1.0
+                self.served += 1
+                yield b"\0"
+
+    body = Trickle()
+    monkeypatch.setattr(relay_client_module, "_monotonic", clock)
+    http = httpx.Client(
+        base_url=URL, transport=httpx.MockTransport(lambda _: httpx.Response(200, stream=body))
+    )
+    relay = RelayClient(URL, cast(Client, None), http=http, answer_timeout=30)
+    relay._token = bytes(api.TOKEN_SIZE)
+    with relay, pytest.raises(RelayUnavailableError, match="too slow"):
+        relay.key_counts()
+    assert 30 <= body.served <= 32
+
+
+def test_an_answer_complete_after_its_deadline_is_given_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """[REQ-RL-31] The deadline also holds when the delay was before the body (slow headers):
+    a complete answer that arrived late is not used."""
+    now = [0.0]
+    monkeypatch.setattr(relay_client_module, "_monotonic", lambda: now[0])
+
+    def late(_: httpx.Request) -> httpx.Response:
+        now[0] += 61.0
+        return httpx.Response(200, content=codec.encode({0: 3, 1: 4}))
+
+    http = httpx.Client(base_url=URL, transport=httpx.MockTransport(late))
+    relay = RelayClient(URL, cast(Client, None), http=http)
+    relay._token = bytes(api.TOKEN_SIZE)
+    with relay, pytest.raises(RelayUnavailableError, match="too slow"):
+        relay.key_counts()
+
+
+@pytest.mark.parametrize("value", [0, -1.0, math.inf, math.nan, True, "5"])
+def test_timeouts_must_be_positive_numbers(value: object) -> None:
+    for name in ("timeout", "answer_timeout"):
+        with pytest.raises(ValueError, match=name):
+            RelayClient(URL, cast(Client, None), **{name: value})  # type: ignore[arg-type]

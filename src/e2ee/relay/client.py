@@ -15,11 +15,16 @@ up to a limit ([REQ-RL-31]): a ``Content-Length`` above it is refused before the
 body without one is read until it passes the limit and no further, error bodies are read up to
 a small limit (above it the error is reported from the status alone), and compressed answers
 are neither asked for (``Accept-Encoding: identity``) nor accepted, so no body is ever inflated.
+An answer must also arrive in full within ``answer_timeout`` seconds: httpx's ``timeout`` bounds
+each network read, so a relay sending one byte per read would otherwise hold the caller for as
+long as the body limit lasts.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -54,6 +59,7 @@ _MAX_ERROR_BODY = api.MAX_SMALL_BODY  # an error body is a small map (spec/relay
 MAX_PAGES = 1000
 """Pages one :meth:`RelayClient.receive` call fetches at most (at the default limit of 100,
 ten times the relay's default queue of 10,000 messages)."""
+_monotonic = time.monotonic  # the answer deadline's clock (a test drives it)
 
 
 def origin_of(base_url: str) -> str:
@@ -89,12 +95,21 @@ class RelayClient:
         *,
         http: httpx.Client | None = None,
         timeout: float = 10.0,
+        answer_timeout: float = 60.0,
         retries: int = 3,
     ) -> None:
+        """``timeout`` bounds each network operation (connect, each read and write);
+        ``answer_timeout`` bounds the whole wait for one answer, from sending the request to
+        the last byte of its body (a relay that keeps sending a few bytes at a time is cut
+        off: :class:`RelayUnavailableError`). Both are positive numbers of seconds."""
+        for name, value in (("timeout", timeout), ("answer_timeout", answer_timeout)):
+            if type(value) not in (int, float) or not (0 < value < math.inf):
+                raise ValueError(f"{name} must be a positive number of seconds")
         self.base_url = base_url.rstrip("/")
         self.origin = origin_of(self.base_url)
         self.client = client
         self.retries = retries
+        self.answer_timeout = float(answer_timeout)
         self._http = http or httpx.Client(base_url=self.base_url, timeout=timeout)
         self._token: bytes | None = None
         self._lists: dict[str, DeviceList] = {}
@@ -163,6 +178,7 @@ class RelayClient:
         """Send one request; the answer's status and body, read within its limit. An error
         answer whose body is over its limit or compressed comes back with an empty body (its
         status says enough); such a success answer is refused."""
+        deadline = _monotonic() + self.answer_timeout
         with self._http.stream(
             method, path, content=body, params=params, headers=headers
         ) as response:
@@ -173,7 +189,7 @@ class RelayClient:
                 if error:
                     return status, b""
                 raise RelayBadRequestError("relay answered with a compressed body")
-            data = _read_body(response, _MAX_ERROR_BODY if error else _MAX_RESPONSE)
+            data = _read_body(response, _MAX_ERROR_BODY if error else _MAX_RESPONSE, deadline)
             if data is None:
                 if error:
                     return status, b""
@@ -472,11 +488,13 @@ class RelayClient:
                     return
 
 
-def _read_body(response: httpx.Response, limit: int) -> bytes | None:
+def _read_body(response: httpx.Response, limit: int, deadline: float) -> bytes | None:
     """The body of an identity-encoded answer, or None as soon as it is known to exceed
     ``limit`` bytes: from ``Content-Length`` before anything is read, else once the bytes read
     pass it (at most ``limit`` plus one chunk is held). ``iter_bytes`` decodes nothing here
-    (the encoding was checked) and also serves a body the transport already read."""
+    (the encoding was checked) and also serves a body the transport already read. Past
+    ``deadline`` (a :data:`_monotonic` time) the answer is given up, checked as each chunk
+    arrives and once the body is complete: a read itself waits at most httpx's timeout."""
     length = response.headers.get("content-length")
     if length is not None:
         if not (length.isascii() and length.isdigit()):
@@ -487,10 +505,14 @@ def _read_body(response: httpx.Response, limit: int) -> bytes | None:
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_bytes():
+        if _monotonic() > deadline:
+            raise RelayUnavailableError("relay answer too slow")
         size += len(chunk)
         if size > limit:
             return None
         chunks.append(chunk)
+    if _monotonic() > deadline:
+        raise RelayUnavailableError("relay answer too slow")
     return b"".join(chunks)
 
 
