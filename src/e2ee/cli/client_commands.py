@@ -329,8 +329,10 @@ def cmd_receive(args: argparse.Namespace) -> int:
         for _, category in report.refused:
             _note(f"a message could not be read ({category}); dropped")
         _report_events(home.client)
-        pending = _pending(home.client)
-        if report.kept and pending:
+        if report.more:  # the relay client stops after MAX_PAGES pages (REQ-RL-33)
+            _note("more messages are queued than one receive takes; run `e2ee receive` again")
+        pending = _pending(home.client) if report.kept else []
+        if pending:
             names = ", ".join(pending)
             raise CommandError(
                 EXIT_IDENTITY_CHANGED,
@@ -338,7 +340,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
                 f"`e2ee fingerprint NAME` and run `e2ee verify NAME NUMBER`",
             )
         if not args.follow:
-            if count == 0:
+            if count == 0 and not report.more:
                 raise CommandError(EXIT_NOTHING_TO_RECEIVE, "nothing to receive")
             return EXIT_OK
         return _follow(home, args.idle)
