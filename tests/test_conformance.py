@@ -481,6 +481,28 @@ def test_an_invalid_case_without_an_error_category_fails(
     assert "an invalid case must name its expected 'error' category" in "\n".join(lines)
 
 
+def test_a_result_the_case_cannot_check_fails(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A KdfCk case only computes values: marked ``invalid`` it was run as a computation and
+    passed. A scenario marked ``valid`` whose step expects an error passed too (the step's
+    own expectation was checked, the case's result never). Both are unusable vectors now
+    (e2ee.vectors.outcomes, shared with ``e2ee vectors verify``)."""
+    kdf = _vector("kdf_ck")
+    kdf["testGroups"][0]["tests"][0].update(result="invalid", error="auth_failed")
+    tamper = _vector("conversation_tamper")
+    failing = next(t for g in tamper["testGroups"] for t in g["tests"] if t["result"] == "invalid")
+    failing["result"] = "valid"
+    files = {"kdf_ck.json": kdf, "conversation_tamper.json": tamper}
+    directory = _vector_dir(tmp_path / "vectors", files)
+    status, lines, passed, failed = _run(capsys, SERVE, "--vectors", str(directory))
+    total = len(_tests("kdf_ck")) + len(_tests("conversation_tamper"))
+    assert (passed, failed, status) == (total - 2, 2, 1)
+    report = "\n".join(lines)
+    assert "only computes values, so its result must be valid" in report
+    assert "a scenario marked valid has a step that expects an error" in report
+
+
 # --- adapter text in the report -----------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import pytest
 from e2ee.cli.main import main
 from e2ee.vectors import reference
 from e2ee.vectors.generate import FILES
+from e2ee.vectors.outcomes import result_problem
 from e2ee.vectors.verify import verify_file
 from e2ee.wire.messages import PreKeyBundle
 from tests.conftest import PROJECT_ROOT, WYCHEPROOF_DIR
@@ -497,6 +498,53 @@ def test_an_invalid_case_without_an_error_category_fails(tmp_path: Path, name: s
     assert "names no error" in messages[0]
 
 
+def _first(data: Any, result: str) -> Any:
+    return next(t for g in data["testGroups"] for t in g["tests"] if t["result"] == result)
+
+
+def _computation_marked_invalid(data: Any) -> None:
+    test = data["testGroups"][0]["tests"][0]
+    test["result"], test["error"] = "invalid", "auth_failed"
+
+
+def _failing_scenario_marked_valid(data: Any) -> None:
+    _first(data, "invalid")["result"] = "valid"
+
+
+def _scenario_with_another_error(data: Any) -> None:
+    test = _first(data, "invalid")
+    test["error"] = "decode_error" if test["error"] != "decode_error" else "auth_failed"
+
+
+def _passing_scenario_marked_invalid(data: Any) -> None:
+    test = _first(data, "valid")
+    test["result"], test["error"] = "invalid", "auth_failed"
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "message"),
+    [
+        ("kdf_ck.json", _computation_marked_invalid, "only computes values"),
+        ("hkdf_sha256.json", _computation_marked_invalid, "only computes values"),
+        ("conversation_tamper.json", _failing_scenario_marked_valid, "expects an error"),
+        ("conversation_tamper.json", _scenario_with_another_error, "another error category"),
+        ("conversation_basic.json", _passing_scenario_marked_invalid, "no step that expects"),
+    ],
+)
+def test_a_result_the_case_cannot_check_fails(
+    tmp_path: Path, name: str, edit: Callable[[Any], None], message: str
+) -> None:
+    """A case's result must be one its group type checks (e2ee.vectors.outcomes): a KdfCk or
+    HkdfTest case only computes values, so `invalid` there was ignored and the case passed;
+    a scenario's result and error must agree with what its own steps expect."""
+    data = _load(name)
+    edit(data)
+    passed, messages = _verify_data(tmp_path, name, data)
+    assert passed == data["numberOfTests"] - 1
+    assert len(messages) == 1, messages
+    assert message in messages[0]
+
+
 @contextmanager
 def _deadline(seconds: int) -> Iterator[None]:
     """Fail (instead of hanging) when the block runs longer than ``seconds``."""
@@ -688,3 +736,49 @@ def test_reference_x25519_matches_wycheproof() -> None:
             assert shared.hex() == test["shared"], test["tcId"]
             count += 1
     assert count > 100
+
+
+@pytest.mark.parametrize(
+    ("group", "test", "message"),
+    [
+        ({"setup": "x"}, {"steps": [], "result": "valid"}, "must be arrays of steps"),
+        ({"setup": []}, {"steps": [{"op": "encrypt"}], "result": "valid"}, "must be arrays"),
+        ({"setup": []}, {"steps": [7], "result": "valid"}, "must be arrays of steps"),
+        (
+            {"setup": [{"expect": {"error": "auth_failed"}}]},
+            {"steps": [], "result": "valid"},
+            "setup steps never fail",
+        ),
+        (
+            {"setup": []},
+            {"steps": [{"expect": {"error": "auth_failed"}}], "result": "acceptable"},
+            "a scenario marked acceptable has a step that expects an error",
+        ),
+        (
+            {"setup": []},
+            {
+                "steps": [{"expect": {"error": "auth_failed"}}, {"expect": {"error": "x"}}],
+                "result": "invalid",
+                "error": "auth_failed",
+            },
+            "another error category",
+        ),
+    ],
+)
+def test_scenario_outcomes_that_cannot_hold_are_named(
+    group: dict[str, Any], test: dict[str, Any], message: str
+) -> None:
+    """A scenario file is untrusted: steps that are not step objects are a problem, not an
+    exception, and every step that expects an error must expect the test's error."""
+    problem = result_problem("ScenarioTest", group, test)
+    assert problem is not None
+    assert message in problem
+
+
+def test_consistent_outcomes_are_no_problem() -> None:
+    failing = {"steps": [{"expect": {"error": "auth_failed"}}], "result": "invalid"}
+    assert (
+        result_problem("ScenarioTest", {"setup": []}, {**failing, "error": "auth_failed"}) is None
+    )
+    assert result_problem("ScenarioTest", {"setup": []}, {"steps": [], "result": "valid"}) is None
+    assert result_problem("XdhComp", {}, {"result": "invalid", "error": "auth_failed"}) is None

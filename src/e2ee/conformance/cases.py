@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from e2ee.conformance.adapter import AdapterError, brief, shown
 from e2ee.conformance.protocol import DEBUG_OUTPUTS, PROTOCOL_ERROR_CATEGORIES, STATE_OPS
+from e2ee.vectors.outcomes import result_problem
 
 Group = dict[str, Any]
 Test = dict[str, Any]
@@ -96,18 +97,19 @@ RESULTS = ("valid", "invalid", "acceptable")
 """The values of a case's ``result``."""
 
 
-def case_problem(test: Test) -> str | None:
+def case_problem(group: Group, test: Test) -> str | None:
     """Why a case is unusable as a vector (checked before anything is sent), or None.
 
     A case that may fail (``invalid``, ``acceptable``) names the one ``error`` category that
-    passes: without it, any failure passed, ``internal_error`` included.
+    passes: without it, any failure passed, ``internal_error`` included. Its result must also
+    be one its group type checks (:func:`e2ee.vectors.outcomes.result_problem`).
     """
     result = test.get("result")
     if not isinstance(result, str) or result not in RESULTS:
         return f"'result' must be one of {', '.join(RESULTS)}"
     if result != "valid" and not isinstance(test.get("error"), str):
         return f"an {result} case must name its expected 'error' category"
-    return None
+    return result_problem(group["type"], group, test)
 
 
 def _protocol_error(exc: AdapterError) -> bool:

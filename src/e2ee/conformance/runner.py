@@ -316,7 +316,7 @@ def _run_file(adapter: Adapter, vector: VectorFile, capabilities: set[str]) -> A
         if driver is None:
             result.fail(f"{label}: group type {brief(group['type'])} unknown for this schema")
             continue
-        problem = case_problem(test)
+        problem = case_problem(group, test)
         if problem is not None:
             result.fail(f"{label}: unusable vector: {problem}")
             continue

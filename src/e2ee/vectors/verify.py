@@ -19,6 +19,7 @@ from typing import Any
 from e2ee.vectors.checks import CHECKS, Group, Test
 from e2ee.vectors.common import MANIFEST_NAME, SCHEMA_VERSION, SPEC_VERSION, default_dir
 from e2ee.vectors.files import VectorFileError, is_file_name, parse_json, read_file
+from e2ee.vectors.outcomes import result_problem
 from e2ee.vectors.scenario_play import MAX_OPERATIONS, operations
 from e2ee.wire.codec import is_int
 
@@ -145,8 +146,9 @@ def _is_strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
-def _case_problem(test: Test) -> str | None:
-    """What makes a test object malformed, whatever its group type: None when nothing."""
+def _case_problem(group: Group, test: Test) -> str | None:
+    """What makes a test object malformed, or its result one its group type cannot check:
+    None when nothing."""
     if not isinstance(test.get("comment"), str):
         return "its comment is not a string"
     if not _is_strings(test.get("flags")):
@@ -157,7 +159,7 @@ def _case_problem(test: Test) -> str | None:
         return "its error is not a string"
     if test["result"] == "invalid" and "error" not in test:
         return "an invalid case names no error category"
-    return None
+    return result_problem(group["type"], group, test)
 
 
 def _label(test: Test) -> str:
@@ -203,7 +205,7 @@ def verify_file(path: Path, expected_sha256: str | None) -> FileResult:
     for group, test in cases:
         label = _label(test)
         check = checks.get(group["type"])
-        problem = _case_problem(test)
+        problem = _case_problem(group, test)
         if check is None:
             result.fail(f"{label}: group type {_short(group['type'])} unknown for this schema")
             continue
