@@ -296,6 +296,11 @@ REJECTED: list[tuple[str, str]] = [
     ("a1a000", "map key"),
     ("a1616100", "text key"),
     ("a1f93c0000", "float key"),
+    # integer map keys outside 0..23 (wire.md section 1: a key is its one-byte head)
+    ("a12000", "negative key"),
+    ("a1381800", "negative key"),
+    ("a1181800", "key 24"),
+    ("a11901f400", "key 500"),
     # integers beyond the 64-bit range (only reachable through bignum tags)
     ("c2490100000000000000ff", "out of range"),
     # truncation
@@ -641,6 +646,36 @@ def test_bundle_with_other_version_is_unsupported(version: int) -> None:
         with pytest.raises(UnsupportedVersionError) as info:
             PreKeyBundle.from_bytes(codec.encode(fields))
         assert info.value.version == version
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        # three items, version 2: the version is checked before the element count
+        (bytes.fromhex("830203") + b"\x50" + bytes(16), UnsupportedVersionError),
+        (bytes.fromhex("8202ff"), DecodeError),  # the CBOR profile first: 0xff is no item
+        (bytes.fromhex("8302036161"), DecodeError),  # a text string breaks the profile
+        (bytes.fromhex("8102"), DecodeError),  # fewer than two items: no version to check
+        (bytes.fromhex("8202"), DecodeError),  # truncated
+    ],
+)
+def test_message_decoding_order(data: bytes, error: type[E2EEError]) -> None:
+    """[REQ-WIRE-05] The CBOR profile first (a flat array), then at least two items, then the
+    version, before the type, the element count and the fields."""
+    with pytest.raises(error) as info:
+        parse_message(data)
+    assert type(info.value) is error
+
+
+def test_a_version_2_bundle_with_an_unknown_key_is_unsupported() -> None:
+    """[REQ-WIRE-05] A bundle's allowed keys depend on the version: key 15 is unknown in version
+    1, but a version-2 bundle that has it is refused for its version."""
+    fields: dict[int, Any] = codec.decode(bundles()[0], max_size=MAX_BUNDLE_SIZE)
+    with pytest.raises(UnsupportedVersionError):
+        PreKeyBundle.from_bytes(codec.encode({**fields, 0: 2, 15: b"x"}))
+    with pytest.raises(DecodeError) as info:  # version 1: the unknown key is the problem
+        PreKeyBundle.from_bytes(codec.encode({**fields, 15: b"x"}))
+    assert type(info.value) is DecodeError
 
 
 def test_missing_or_mistyped_version_is_a_plain_decode_error() -> None:
