@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import gzip
 import math
+import socket
 import threading
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import cast
@@ -331,3 +333,61 @@ def test_timeouts_must_be_positive_numbers(value: object) -> None:
     for name in ("timeout", "answer_timeout"):
         with pytest.raises(ValueError, match=name):
             RelayClient(URL, cast(Client, None), **{name: value})  # type: ignore[arg-type]
+
+
+def test_an_answer_whose_headers_trickle_in_is_given_up_at_its_deadline() -> None:
+    """[REQ-RL-31] httpx bounds each read of the status line and headers by its timeout only,
+    so a relay sending a header byte every 50 ms (well within the 5 s read timeout) would hold
+    the caller until its 100 KiB header limit. The answer deadline bounds every read: with an
+    answer_timeout of 0.5 s the call gives up while the header bytes still trickle, not after
+    this relay's 3 s of them (when the body deadline alone would refuse the complete answer)."""
+    body = codec.encode({0: 3, 1: 4})
+    sent = [0]
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def relay() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += connection.recv(4096)
+            try:
+                connection.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(60):
+                    connection.sendall(b"a")
+                    sent[0] += 1
+                    time.sleep(0.05)
+                connection.sendall(
+                    b"\r\ncontent-type: application/cbor\r\ncontent-length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
+            except OSError:  # the client gave up and closed the connection
+                pass
+
+    server = threading.Thread(target=relay, daemon=True)
+    server.start()
+    relay_client_ = RelayClient(
+        f"http://127.0.0.1:{port}", cast(Client, None), timeout=5, answer_timeout=0.5, retries=0
+    )
+    relay_client_._token = bytes(api.TOKEN_SIZE)
+    with relay_client_, pytest.raises(RelayUnavailableError, match="too slow"):
+        relay_client_.key_counts()
+    server.join(timeout=10)
+    listener.close()
+    assert not server.is_alive()
+    assert sent[0] < 60  # cut off while the headers trickled, not once they were complete
+
+
+def test_a_callers_own_http_client_keeps_its_transport() -> None:
+    """[REQ-RL-31] The deadline is put in front of the network reads only of the httpx client
+    the relay client makes itself; a transport without connection pools (httpx.MockTransport)
+    is left alone and its answers are bounded once their body starts."""
+    mock = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(200)))
+    assert relay_client_module._install_deadline(mock) is None
+    with RelayClient(URL, cast(Client, None)) as own:
+        assert own._deadline is not None
+    with RelayClient(URL, cast(Client, None), http=mock) as given:
+        assert given._deadline is None

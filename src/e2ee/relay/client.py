@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -60,6 +63,105 @@ MAX_PAGES = 1000
 """Pages one :meth:`RelayClient.receive` call fetches at most (at the default limit of 100,
 ten times the relay's default queue of 10,000 messages)."""
 _monotonic = time.monotonic  # the answer deadline's clock (a test drives it)
+
+
+class _AnswerDeadline:
+    """The deadline of the answer in progress (None between answers): every connect, read
+    and write waits at most until then, as well as at most its own timeout. httpx bounds each
+    read by its timeout only, so without this a relay trickling the status line and headers
+    would hold the caller for as long as httpcore's 100 KiB header limit lasts. Past the
+    deadline it raises :class:`RelayUnavailableError`, which httpx passes through unmapped (so
+    the request is not retried)."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+
+    def remaining(self, timeout: float | None) -> float | None:
+        if self.deadline is None:
+            return timeout
+        left = self.deadline - _monotonic()
+        if left <= 0:
+            raise RelayUnavailableError("relay answer too slow")
+        return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend, clock: _AnswerDeadline) -> None:
+        self.inner = inner
+        self.clock = clock
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        stream = self.inner.connect_tcp(
+            host, port, self.clock.remaining(timeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream, self.clock)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        stream = self.inner.connect_unix_socket(path, self.clock.remaining(timeout), socket_options)
+        return _DeadlineStream(stream, self.clock)
+
+    def sleep(self, seconds: float) -> None:
+        self.inner.sleep(seconds)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream, clock: _AnswerDeadline) -> None:
+        self.inner = inner
+        self.clock = clock
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        try:
+            return self.inner.read(max_bytes, self.clock.remaining(timeout))
+        except httpcore.ReadTimeout:
+            self.clock.remaining(None)  # raises if the deadline, not the timeout, ran out
+            raise
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        try:
+            self.inner.write(buffer, self.clock.remaining(timeout))
+        except httpcore.WriteTimeout:
+            self.clock.remaining(None)
+            raise
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self.inner.start_tls(ssl_context, server_hostname, self.clock.remaining(timeout))
+        return _DeadlineStream(stream, self.clock)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.inner.get_extra_info(info)
+
+
+def _install_deadline(http: httpx.Client) -> _AnswerDeadline | None:
+    """Put the deadline in front of the network backend of every connection pool of ``http``
+    (its transport and any proxy mounts). httpx has no public way to give its transports a
+    network backend, so this reaches into their pools; None when their layout is not the one
+    this was written for (the body is still bounded by :func:`_read_body`, and a test in
+    tests/test_relay_client.py fails, so an httpx upgrade that changes it is noticed)."""
+    transports = [getattr(http, "_transport", None), *getattr(http, "_mounts", {}).values()]
+    pools: list[Any] = [getattr(t, "_pool", None) for t in transports if t is not None]
+    if not pools or not all(hasattr(pool, "_network_backend") for pool in pools):
+        return None
+    clock = _AnswerDeadline()
+    for pool in pools:
+        pool._network_backend = _DeadlineBackend(pool._network_backend, clock)
+    return clock
 
 
 def origin_of(base_url: str) -> str:
@@ -111,6 +213,9 @@ class RelayClient:
         self.retries = retries
         self.answer_timeout = float(answer_timeout)
         self._http = http or httpx.Client(base_url=self.base_url, timeout=timeout)
+        # Only a client made here gets the deadline on every read; a caller's own ``http``
+        # keeps its transport, and its answers are bounded in time once their body starts.
+        self._deadline = _install_deadline(self._http) if http is None else None
         self._token: bytes | None = None
         self._lists: dict[str, DeviceList] = {}
 
@@ -179,6 +284,23 @@ class RelayClient:
         answer whose body is over its limit or compressed comes back with an empty body (its
         status says enough); such a success answer is refused."""
         deadline = _monotonic() + self.answer_timeout
+        if self._deadline is not None:
+            self._deadline.deadline = deadline
+        try:
+            return self._exchange_within(method, path, body, params, headers, deadline)
+        finally:
+            if self._deadline is not None:
+                self._deadline.deadline = None
+
+    def _exchange_within(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        params: dict[str, str] | None,
+        headers: dict[str, str],
+        deadline: float,
+    ) -> tuple[int, bytes]:
         with self._http.stream(
             method, path, content=body, params=params, headers=headers
         ) as response:
