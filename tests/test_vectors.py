@@ -111,6 +111,33 @@ def test_manifest_lists_every_file_with_its_sha256() -> None:
     )
 
 
+README_ROW = re.compile(r"^\| `(\w+\.json)` \| (\w+) \| (\d+) \| (\d+) \| (\d+) \|$")
+README_TOTAL = re.compile(
+    r"^\| \*\*total: (\d+)\*\* \| \| \*\*(\d+)\*\* \| \*\*(\d+)\*\* \| \*\*(\d+)\*\* \|$"
+)
+
+
+def test_readme_table_matches_the_files() -> None:
+    """The file table of test_vectors/README.md gives every file's schema and its valid,
+    invalid and acceptable counts, and their totals, as the files have them."""
+    lines = (VECTORS / "README.md").read_text(encoding="utf-8").splitlines()
+    rows = {m[1]: m.groups()[1:] for m in map(README_ROW.match, lines) if m}
+    totals = [m.groups() for m in map(README_TOTAL.match, lines) if m]
+    manifest = _load("MANIFEST.json")
+    files = sorted(name for name in manifest["files"] if "/" not in name)
+    assert sorted(rows) == files
+    sums = [0, 0, 0]
+    for name in files:
+        data = _load(name)
+        results = [t["result"] for g in data["testGroups"] for t in g["tests"]]
+        counts = [results.count(r) for r in ("valid", "invalid", "acceptable")]
+        schema = data["schema"].removesuffix("_schema_v1.json")
+        assert rows[name] == (schema, *map(str, counts)), name
+        assert sum(counts) == data["numberOfTests"], name
+        sums = [a + b for a, b in zip(sums, counts, strict=True)]
+    assert totals == [tuple(map(str, [manifest["numberOfTests"], *sums]))]
+
+
 # --- (d) JSON Schemas --------------------------------------------------------------------------
 
 
@@ -628,7 +655,7 @@ def test_an_encrypt_step_repeated_more_than_max_skip_plus_one_times_is_refused(
 def test_a_scenario_file_that_replays_too_many_operations_is_refused(tmp_path: Path) -> None:
     """Every test replays its group's setup, so a file with a long setup and many tests asked
     for work that grows as their product. A file replays at most 20,000 operations
-    (test_vectors/README.md); conversation_limits.json, the largest, replays about 8,100."""
+    (test_vectors/README.md); conversation_limits.json, the largest, replays 8,156."""
     data = _load("conversation_limits.json")
     for copies, failures in ((2, 0), (3, 1)):
         tests = data["numberOfTests"] * copies

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 from e2ee import limits
 from e2ee.vectors import reference as ref
 from e2ee.vectors.common import JSON, envelope, note
 from e2ee.vectors.gen_handshakes import SCENARIO_HEADER, rebuild
-from e2ee.vectors.gen_primitives import flip, rnd
+from e2ee.vectors.gen_kdf import _kdf_ck, _kdf_rk, _kdf_rk_he
+from e2ee.vectors.gen_primitives import _message_encrypt, flip, rnd
 from e2ee.vectors.scenario_record import (
     Scenario,
     ScenarioCase,
@@ -16,7 +18,10 @@ from e2ee.vectors.scenario_record import (
     TestFn,
     scenario_group,
 )
-from e2ee.wire.messages import parse_message
+from e2ee.wire.messages import message_prefix, parse_message
+
+_COUNTERS = struct.Struct(">II")
+"""PN and N, as a clear header ends (spec/ratchet.md section 5)."""
 
 CONVERSATION_NOTES = {
     "Pqxdh": note("BASIC", "The session was established with PQXDH."),
@@ -61,6 +66,31 @@ CONVERSATION_NOTES = {
         "The session is saved and restored mid-conversation (plain or sealed with a state key).",
     ),
     "CorruptState": note("MODIFIED_PARAMETER", "Saved state that must not load (state_corrupt)."),
+    "MaxCounter": note(
+        "EDGE_CASE",
+        "A header (sealed under the receiver's current header key with header encryption) "
+        "whose message number N is MAX_COUNTER = 2^32 - 1, on the receiver's current chain. "
+        "spec/ratchet.md [REQ-DR-25]: refused with decode_error before any other step. A "
+        "receiver that skips this rule refuses it as too_many_skipped instead.",
+    ),
+    "InvalidRatchetKey": note(
+        "CONFIDENTIALITY",
+        "A header (sealed under the receiver's next header key with header encryption) whose "
+        "ratchet key is 32 zero bytes: X25519 with it is all zero (spec/primitives.md "
+        "[REQ-PRIM-04]). On an established session the key is refused with auth_failed "
+        "(spec/ratchet.md section 6 step 9) and the session is unchanged. The ciphertext is "
+        "sealed with the message key that the all-zero DH output leads to, so a receiver that "
+        "does not reject the key decrypts the message instead of refusing it.",
+    ),
+    "NoReceivingChain": note(
+        "AUTH_BYPASS",
+        "The initiator has not yet received a reply, so it has no receiving chain, and gets a "
+        "clear header whose ratchet key is its DHr (the responder's signed prekey): the "
+        "message names the current chain, which has no CKr. spec/ratchet.md [REQ-DR-14]: "
+        "auth_failed, session unchanged. The ciphertext is sealed with the message key that a "
+        "receiver treating the message as the start of a new chain (a DH ratchet step with "
+        "DH(DHs, DHr)) would derive, so such a receiver decrypts it instead of refusing it.",
+    ),
 }
 
 GREET = b"Hello Bob, this is Alice."
@@ -617,6 +647,124 @@ def _reseal(message: bytes) -> bytes:
     return rebuild(message, parts={"header": nonce + sealed})
 
 
+def _forge(prefix: bytes, header: bytes, message_key: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    """A message of ``prefix`` (the wire bytes before the header) and ``header`` (as sent)
+    whose ciphertext authenticates under ``message_key`` (spec/ratchet.md section 5: the tag
+    covers AD || prefix || bstr(header) || C). Written with the reference functions."""
+    mac_prefix = prefix + ref.cbor_head(2, len(header)) + header
+    ciphertext = _message_encrypt(message_key, plaintext, ad + mac_prefix)
+    return mac_prefix + ref.cbor_head(2, len(ciphertext)) + ciphertext
+
+
+def _seal_header(sc: Scenario, key: bytes, header: bytes, ad: bytes, prefix: bytes) -> bytes:
+    """A header sealed as spec/ratchet.md [REQ-DR-05] does: nonce || XChaCha20-Poly1305."""
+    nonce = rnd(sc.namespace, "forged header nonce", 24)
+    return nonce + ref.xchacha20poly1305_encrypt(key, nonce, header, ad + prefix)
+
+
+def _header_field_cases(header_encryption: bool) -> list[ScenarioCase]:
+    """Headers with a field no sender writes, on Bob's established session (Alice's next
+    message is genuine and still decrypts afterwards)."""
+
+    def counter_max(sc: Scenario) -> None:
+        message = sc.encrypt("alice", b"the genuine message")
+        r = sc.session("bob")._ratchet
+        assert r.dhr is not None
+        header = r.dhr + _COUNTERS.pack(0, limits.MAX_COUNTER)
+        prefix = message_prefix(parse_message(message).session_id, None)
+        if header_encryption:
+            assert r.hkr is not None
+            header = _seal_header(sc, r.hkr, header, r.associated_data, prefix)
+        forged = prefix + ref.cbor_head(2, len(header)) + header
+        forged += ref.cbor_head(2, 32) + rnd(sc.namespace, "forged ciphertext", 32)
+        sc.decrypt(
+            "bob",
+            forged,
+            error="decode_error",
+            comment="the current chain's ratchet key with N = MAX_COUNTER",
+        )
+        sc.decrypt("bob", message, comment="the genuine message")
+
+    def zero_ratchet_key(sc: Scenario) -> None:
+        message = sc.encrypt("alice", b"the genuine message")
+        r = sc.session("bob")._ratchet
+        header = bytes(32) + _COUNTERS.pack(r.nr, 0)
+        prefix = message_prefix(parse_message(message).session_id, None)
+        unchecked_dh = ref.x25519(r.dhs_private, bytes(32))  # all zero
+        if header_encryption:
+            assert r.nhkr is not None
+            chain_key = _kdf_rk_he(r.root_key, unchecked_dh)[1]
+            header = _seal_header(sc, r.nhkr, header, r.associated_data, prefix)
+        else:
+            chain_key = _kdf_rk(r.root_key, unchecked_dh)[1]
+        forged = _forge(
+            prefix, header, _kdf_ck(chain_key)[1], b"from ratchet key zero", r.associated_data
+        )
+        sc.decrypt(
+            "bob",
+            forged,
+            error="auth_failed",
+            comment="a new chain with the ratchet key 0^32",
+        )
+        sc.decrypt("bob", message, comment="the genuine message")
+
+    return [
+        ScenarioCase(
+            "counter-max",
+            "a header with the message number N = MAX_COUNTER",
+            ["MaxCounter"],
+            counter_max,
+        ),
+        ScenarioCase(
+            "zero-ratchet-key",
+            "a header with the ratchet key 0^32 (X25519 gives all zero)",
+            ["InvalidRatchetKey"],
+            zero_ratchet_key,
+        ),
+    ]
+
+
+def _awaiting_reply_setup(sc: Scenario) -> None:
+    sc.generate_account("bob")
+    sc.one_time_prekeys("bob", 1)
+    bundle = sc.bundle("bob")
+    sc.generate_account("alice")
+    sc.start("alice", bundle, header_encryption=False)
+    sc.memo["first"] = sc.encrypt("alice", GREET)
+    sc.accept("bob", sc.memo["first"])
+
+
+def _awaiting_reply_cases() -> list[ScenarioCase]:
+    def dhr_without_chain(sc: Scenario) -> None:
+        reply = sc.encrypt("bob", b"Hi Alice!")
+        r = sc.session("alice")._ratchet
+        assert r.dhr is not None
+        assert r.ckr is None
+        header = r.dhr + _COUNTERS.pack(0, 0)
+        new_chain_dh = ref.x25519(r.dhs_private, r.dhr)
+        chain_key = _kdf_rk(r.root_key, new_chain_dh)[1]
+        prefix = message_prefix(parse_message(reply).session_id, None)
+        forged = _forge(
+            prefix, header, _kdf_ck(chain_key)[1], b"on a chain you do not have", r.associated_data
+        )
+        sc.decrypt(
+            "alice",
+            forged,
+            error="auth_failed",
+            comment="ratchet key = Alice's DHr (Bob's signed prekey), N = 0, before any reply",
+        )
+        sc.decrypt("alice", reply, comment="Bob's genuine reply")
+
+    return [
+        ScenarioCase(
+            "dhr-without-receiving-chain",
+            "before the first reply, a clear header whose ratchet key is the initiator's DHr",
+            ["Pqxdh", "NoHeaderEncryption", "NoReceivingChain"],
+            dhr_without_chain,
+        )
+    ]
+
+
 def tamper_file() -> JSON:
     return _file(
         "tamper",
@@ -625,6 +773,16 @@ def tamper_file() -> JSON:
         [
             _group("conversation/tamper", "pqxdh-he", _tamper_cases(True)),
             _group("conversation/tamper", "x3dh-plain", _tamper_cases(False)),
+            # later additions, in groups of their own so that the tcIds above stay as they were
+            _group("conversation/tamper-header", "pqxdh-he", _header_field_cases(True)),
+            _group("conversation/tamper-header", "x3dh-plain", _header_field_cases(False)),
+            scenario_group(
+                "conversation/tamper/awaiting-reply",
+                "PQXDH session, header encryption off; setup: handshake and first message, "
+                "no reply yet",
+                _awaiting_reply_setup,
+                _awaiting_reply_cases(),
+            ),
         ],
     )
 

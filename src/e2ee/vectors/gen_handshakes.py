@@ -9,7 +9,15 @@ from typing import Any
 from e2ee import limits
 from e2ee.vectors import reference as ref
 from e2ee.vectors.common import JSON, NOW, envelope, note
-from e2ee.vectors.gen_primitives import flip, okem_payload, opk_payload, rnd, spk_payload
+from e2ee.vectors.gen_kdf import _kdf_ck, _kdf_rk
+from e2ee.vectors.gen_primitives import (
+    _message_encrypt,
+    flip,
+    okem_payload,
+    opk_payload,
+    rnd,
+    spk_payload,
+)
 from e2ee.vectors.scenario_record import Scenario, ScenarioCase, TestFn, scenario_group
 from e2ee.wire import codec
 from e2ee.wire.messages import InitialFields, PreKeyBundle, message_prefix, parse_message
@@ -71,6 +79,24 @@ HANDSHAKE_NOTES = {
     "InvalidKey": note("MODIFIED_PARAMETER", "An identity or ML-KEM key that fails validation."),
     "Policy": note("DEFINED", "A configuration policy (allow_x3dh, require_header_encryption)."),
     "Malformed": note("MODIFIED_PARAMETER", "The input does not decode."),
+    "MixedOrderKey": note(
+        "EDGE_CASE",
+        "The initiator identity key is replaced by the initiator's own key plus a point of "
+        "small order: canonical and on the curve, but not in the prime-order subgroup "
+        "(identity_keys.json, MixedOrder). The responder must refuse it before any DH "
+        "(spec/handshake.md [REQ-HS-20]): handshake_failed. One that skips the check computes "
+        "the same DH outputs (X25519 clamping removes the small-order part) and fails only at "
+        "the session id, with auth_failed.",
+    ),
+    "InvalidRatchetKey": note(
+        "CONFIDENTIALITY",
+        "The first message's clear header carries the ratchet key 0^32, X25519 of which is all "
+        "zero (spec/primitives.md [REQ-PRIM-04]). The handshake itself succeeds; the first "
+        "decryption refuses the key with auth_failed, which accept_session reports "
+        "(spec/handshake.md section 7 step 13; spec/ratchet.md section 6 step 9), with the "
+        "account unchanged. The ciphertext is sealed with the message key that the all-zero DH "
+        "output leads to, so a responder that does not reject the key accepts the message.",
+    ),
 }
 
 # --- crafting bundles and initial messages ----------------------------------------------------
@@ -601,6 +627,35 @@ def rejections_file() -> JSON:
 
         return go
 
+    def mixed_order_initiator(sc: Scenario, first: bytes) -> bytes:
+        torsion = ref.ed25519_small_order_points()[3]
+        mixed = ref.ed25519_mixed_order_key(_seed(sc, "alice"), torsion)
+        return rebuild(first, fields={"identity_key": mixed})
+
+    def zero_ratchet_key_first(sc: Scenario) -> None:
+        sc.start("alice", sc.memo["bundle"], header_encryption=False)
+        first = sc.encrypt("alice", b"Hello Bob")
+        handshake = next(s for s in reversed(sc.steps) if s["op"] == "start_session")
+        secrets = handshake["expect"]["handshake"]
+        root_key = bytes.fromhex(secrets["rootKey"])
+        ad = bytes.fromhex(secrets["associatedData"])
+        parsed = parse_message(first)
+        assert parsed.initial is not None
+        header = bytes(32) + parsed.header[32:]  # PN = N = 0
+        # the responder starts with RK = SK and DHs = its signed prekey (spec/ratchet.md 3)
+        unchecked_dh = ref.x25519(bytes(32), bytes(32))  # all zero, whatever the scalar
+        message_key = _kdf_ck(_kdf_rk(root_key, unchecked_dh)[1])[1]
+        prefix = message_prefix(parsed.session_id, parsed.initial.encode())
+        mac_prefix = prefix + codec.encode_bytes(header)
+        ciphertext = _message_encrypt(message_key, b"from ratchet key zero", ad + mac_prefix)
+        sc.accept(
+            "bob",
+            mac_prefix + codec.encode_bytes(ciphertext),
+            error="auth_failed",
+            comment="the first message's clear header has the ratchet key 0^32",
+        )
+        sc.accept("bob", first, comment="the genuine message is still accepted")
+
     def require_he(sc: Scenario) -> None:
         sc.start("alice", sc.memo["bundle"], header_encryption=False)
         first = sc.encrypt("alice", b"no header encryption")
@@ -857,6 +912,18 @@ def rejections_file() -> JSON:
             "initial message with protocol version 2",
             ["Malformed"],
             r(lambda sc, first: b"\x8c\x02" + first[2:], "unsupported_version"),
+        ),
+        _c(
+            "mixed-order-initiator",
+            "initiator identity key of mixed order (its own key plus a point of order 8)",
+            ["InvalidKey", "MixedOrderKey"],
+            r(mixed_order_initiator, "handshake_failed", then_genuine=True),
+        ),
+        _c(
+            "zero-ratchet-key-first",
+            "header encryption off; the first message's ratchet key is 0^32",
+            ["NoHeaderEncryption", "InvalidRatchetKey"],
+            zero_ratchet_key_first,
         ),
     ]
     return envelope(

@@ -373,6 +373,15 @@ SIGNATURE_NOTES = {
     ),
     "WrongLength": note("MODIFIED_PARAMETER", "The signature is not 64 bytes."),
     "ZeroSignature": note("MODIFIED_PARAMETER", "64 zero bytes."),
+    "SmallOrderRValidEquation": note(
+        "SIGNATURE_MALLEABILITY",
+        "R is the neutral element (01 00..00, of small order) and S = k * a mod L (k = "
+        "SHA-512(R || A || M) mod L, a the signer's secret scalar), so the cofactorless "
+        "equation [S]B = R + [k]A holds and a verifier that checks only the equation (OpenSSL "
+        "does) accepts the signature. spec/primitives.md [REQ-PRIM-07] rejects every "
+        "small-order R: signature_invalid. The SmallOrderR cases fail the equation as well, so "
+        "they do not show whether the R check is made.",
+    ),
 }
 
 _U32 = struct.Struct(">I")
@@ -674,6 +683,30 @@ def ed25519_file() -> JSON:
                     fields=forgery_fields,
                     **payload_fields(opk_of(forgery_fields)),
                     signature=hx(neutral + bytes(32)),
+                    error="signature_invalid",
+                )
+            ],
+        }
+    )
+    # R of small order with the cofactorless equation holding: only the small-order R rule
+    # rejects it (a group of its own, so that the tcIds of the cases above stay as they were)
+    neutral_r_fields = opks[0]
+    neutral_r_payload = opk_of(neutral_r_fields)
+    groups.append(
+        {
+            "type": "BundleSignatureVerify",
+            "purpose": "one-time-prekey",
+            "label": hx(limits.SIG_LABEL_ONE_TIME_PREKEY),
+            "identityKey": hx(identity),
+            "kemPublicKeys": {},
+            "tests": [
+                case(
+                    "R = neutral element, S = k * a mod L: the cofactorless equation holds",
+                    ["SmallOrderRValidEquation"],
+                    "invalid",
+                    fields=neutral_r_fields,
+                    **payload_fields(neutral_r_payload),
+                    signature=hx(ref.ed25519_neutral_r_signature(seed, neutral_r_payload)),
                     error="signature_invalid",
                 )
             ],

@@ -54,6 +54,24 @@ WIRE_NOTES = {
     "HeaderModeMismatch": note(
         "MODIFIED_PARAMETER", "The header size does not match the header-encryption flag."
     ),
+    "TooDeep": note(
+        "CAN_OF_WORMS",
+        f"Arrays nested deeper than MAX_CBOR_DEPTH = {limits.MAX_CBOR_DEPTH} (spec/wire.md "
+        "section 1), within the structure's size limit. A decoder without a depth limit "
+        "recurses once per level and may exhaust its stack; it must refuse the input.",
+    ),
+    "NonIntegerKey": note(
+        "CAN_OF_WORMS",
+        "A map key that is not an integer (true, a text string), placed where canonical order "
+        "puts it. Map keys are integers 0..23 (spec/wire.md section 1). In some languages true "
+        "equals 1, so a decoder that builds a dictionary first may read `true: 1` as the key 1.",
+    ),
+    "Undefined": note(
+        "CAN_OF_WORMS",
+        "The simple value undefined (0xf7) where null (0xf6) is allowed. Only false, true and "
+        "null are admitted (spec/wire.md section 1); decoders that map undefined to their null "
+        "accept it, giving the message a second encoding.",
+    ),
 }
 
 
@@ -80,7 +98,10 @@ def cmap(pairs: list[tuple[bytes, bytes]]) -> bytes:
     return ref.cbor_head(5, len(pairs)) + b"".join(k + v for k, v in pairs)
 
 
-NULL, TRUE, FALSE = b"\xf6", b"\xf5", b"\xf4"
+MAX_CIPHERTEXT_SIZE = (limits.MAX_PLAINTEXT_SIZE // 16 + 1) * 16 + limits.MESSAGE_TAG_SIZE
+"""spec/wire.md [REQ-WIRE-12]: a padded MAX_PLAINTEXT_SIZE plaintext plus the tag (262176)."""
+
+NULL, TRUE, FALSE, UNDEFINED = b"\xf6", b"\xf5", b"\xf4", b"\xf7"
 
 # --- bundles --------------------------------------------------------------------------------
 
@@ -357,6 +378,21 @@ def bundle_file() -> JSON:
             error="decode_error",
         )
     )
+    bad(
+        "4000 nested one-element arrays around 0 (4001 bytes, within MAX_BUNDLE_SIZE)",
+        ["TooDeep"],
+        b"\x81" * 4000 + b"\x00",
+    )
+    bad(
+        "extra map key true (0xf5) with the value 1, after key 11",
+        ["NonIntegerKey"],
+        cmap([*base, (TRUE, uint(1))]),
+    )
+    bad(
+        'extra map key "a" (a text string), after key 11',
+        ["NonIntegerKey"],
+        cmap([*base, (ref.cbor_head(3, 1) + b"a", uint(0))]),
+    )
     return envelope(
         schema="e2ee_wire_bundle_schema_v1.json",
         algorithm="e2ee-prekey-bundle",
@@ -620,6 +656,22 @@ def initial_message_file() -> JSON:
         _swap(items, "headerEncryption", TRUE),
     )
     bad("header of 41 bytes", ["WrongLength"], _swap(items, "header", bstr(bytes(41))))
+    no_one_time = _message_items(ns, initial=True, header_encryption=False)
+    bad(
+        "one-time prekey id undefined (0xf7) instead of null",
+        ["Undefined"],
+        _swap(no_one_time, "oneTimePrekeyId", UNDEFINED),
+    )
+    bad(
+        "ML-KEM prekey id and ciphertext undefined (0xf7) instead of null",
+        ["Undefined"],
+        array(
+            [
+                UNDEFINED if n in ("kemPrekeyId", "kemCiphertext") else item
+                for n, item, _ in no_one_time
+            ]
+        ),
+    )
     return envelope(
         schema="e2ee_wire_message_schema_v1.json",
         algorithm="e2ee-initial-message",
@@ -674,6 +726,24 @@ def normal_message_file() -> JSON:
         _swap(items, "type", uint(2)),
     )
     bad("header as true", ["WrongItemType"], _swap(items, "header", TRUE))
+    # The size limits (spec/wire.md [REQ-WIRE-12], section 6). The lengths keep the ciphertext
+    # a tag plus whole blocks, so only the limit refuses them.
+    size = MAX_CIPHERTEXT_SIZE + 16
+    bad(
+        f"ciphertext of MAX_CIPHERTEXT_SIZE + 16 = {size} bytes (the message is within "
+        "MAX_MESSAGE_SIZE)",
+        ["TooLarge"],
+        _swap(items, "ciphertext", bstr(bytes(size))),
+    )
+    fixed = len(_drop(items, "ciphertext")) + 5  # the rest of the message and a 5-byte head
+    size = -(-(limits.MAX_MESSAGE_SIZE + 1 - fixed - 16) // 16) * 16 + 16
+    oversized = _swap(items, "ciphertext", bstr(bytes(size)))
+    assert len(oversized) > limits.MAX_MESSAGE_SIZE
+    bad(
+        f"message of {len(oversized)} bytes, over MAX_MESSAGE_SIZE = {limits.MAX_MESSAGE_SIZE}",
+        ["TooLarge"],
+        oversized,
+    )
     return envelope(
         schema="e2ee_wire_message_schema_v1.json",
         algorithm="e2ee-normal-message",

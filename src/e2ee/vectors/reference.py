@@ -190,6 +190,21 @@ def ed25519_sign(seed: bytes, message: bytes) -> bytes:
     return big_r + s.to_bytes(32, "little")
 
 
+def ed25519_neutral_r_signature(seed: bytes, message: bytes) -> bytes:
+    """A signature with R = the neutral element (encoded 01 00..00, a point of small order)
+    that satisfies the cofactorless equation [S]B = R + [k]A: S = k * a mod L, with
+    k = SHA-512(R || A || M) mod L and a the signer's clamped secret scalar. A verifier that
+    checks only the equation accepts it; a strict one (RFC 8032 plus the small-order R rule of
+    libsodium) rejects it. Not a forgery: it needs the secret scalar."""
+    a, _prefix = _ed_secret(seed)
+    public = ed_encode(_ed_mul(a, ED_BASE))
+    big_r = ed_encode((0, 1, 1, 0))
+    k = int.from_bytes(hashlib.sha512(big_r + public + message).digest(), "little") % ED_L
+    s = k * a % ED_L
+    assert ed_encode(_ed_add(_ed_mul(s, ED_BASE), _ed_mul(ED_L - k, _ed_mul(a, ED_BASE)))) == big_r
+    return big_r + s.to_bytes(32, "little")
+
+
 def ed25519_public_to_x25519(public_key: bytes) -> bytes:
     """u = (1 + y) / (1 - y) (RFC 7748 section 4.1 birational map)."""
     y = int.from_bytes(public_key, "little") & ((1 << 255) - 1)

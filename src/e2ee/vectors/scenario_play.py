@@ -36,7 +36,7 @@ largest ``repeat`` the generator writes; a larger one would only cost time."""
 
 MAX_OPERATIONS = 20_000
 """The most operations the scenario tests of one file replay (see :func:`operations`): 2.5
-times the 8,148 of the largest committed file, conversation_limits.json. Each test replays
+times the 8,156 of the largest committed file, conversation_limits.json. Each test replays
 its group's setup, so the work grows with setup length times the number of tests; without a
 bound a file of a few MiB could ask for days."""
 
