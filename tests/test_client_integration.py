@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from e2ee.account import Account
 from e2ee.client import Client
 from e2ee.client.envelope import Envelope
 from e2ee.errors import (
@@ -142,6 +143,32 @@ def test_relay_cannot_add_a_listening_device(world: World) -> None:
     envelope = Envelope("alice", 7, "bob", 1, bytes(16), envelopes[0].payload)
     with pytest.raises(UnknownDeviceError):
         bob.receive(envelope.to_bytes())
+
+
+def test_a_bundle_is_checked_against_the_list_current_when_it_is_used(world: World) -> None:
+    """[REQ-CL-19] send checks a fetched bundle against the list of its first transaction and
+    uses it in a second one. A newer list accepted in between (a receive on another thread)
+    that gives the device another key makes the bundle wrong for it: refused, nothing sent,
+    nothing stored."""
+    [alice] = world.user("alice")
+    [bob] = world.user("bob")
+    (state,) = bob.store.conn.execute("SELECT state FROM user_identity").fetchone()
+    bob_user = UserIdentity.from_bytes(state)
+    new_key = Account.generate().identity_key
+    rekeyed = bob_user.sign_device_list("bob", 2, {1: new_key}).to_bytes()
+
+    class RacingDirectory:
+        def device_list(self, user: str) -> bytes | None:
+            return world.directory.device_list(user)
+
+        def bundle(self, user: str, device: int) -> bytes | None:
+            data = world.directory.bundle(user, device)
+            alice.process_device_list(rekeyed, "bob")  # accepted while the bundle was fetched
+            return data
+
+    with pytest.raises(UnknownDeviceError):
+        alice.send("bob", b"secret", RacingDirectory())
+    assert alice.sessions_with("bob", 1) == []
 
 
 def test_misaddressed_and_unknown_session_messages_are_refused(world: World) -> None:

@@ -520,6 +520,10 @@ class Client:
                                 f"no session with {user!r}/{device} and no bundle to start one"
                             )
                         continue  # an own device without a bundle misses this copy
+                    if found.identity_key != key:
+                        # The bundle was checked against the list of the first transaction; a
+                        # newer list accepted meanwhile may give this device another key.
+                        raise UnknownDeviceError("bundle does not belong to the listed device")
                     account = account or self._account(conn)
                     session = account.start_session(
                         found, config=self._config, provider=self._store.provider, now=now
