@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import httpx
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
@@ -282,6 +283,41 @@ def test_a_text_frame_on_the_stream_closes_it_with_1003(asgi: TestClient) -> Non
     http_login(asgi, alice.devices[0], ASGI_ORIGIN)
     with asgi.websocket_connect(api.STREAM, headers=auth(alice.devices[0])) as ws:
         ws.send_text("{0: [1]}")
+        with pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_bytes()
+    assert info.value.code == 1003
+
+
+@pytest.mark.parametrize(
+    "ack",
+    [
+        {0: [b"x"]},  # not an integer
+        {0: [1, -1]},  # negative
+        {0: [2**64 - 1]},  # past the largest message id
+        {0: [True]},  # a boolean is not a message id
+        {0: list(range(1, api.MAX_ACK_IDS + 2))},  # more ids than one ack may hold
+        {0: 1},  # not an array
+        {1: [1]},  # the wrong key
+        [1],  # not a map
+    ],
+)
+def test_a_malformed_ack_on_the_stream_closes_it_with_1003(asgi: TestClient, ack: object) -> None:
+    """[REQ-RL-18] An ack frame follows the rules of POST /v1/ack: ids that are not message
+    ids, or more than MAX_ACK_IDS of them, close the stream with 1003 (unsupported data)
+    instead of being dropped or cut off silently while the stream goes on (a message queued
+    after the ack would then be pushed)."""
+    alice, bob = User.make("alice"), User.make("bob")
+    for user in (alice, bob):
+        assert asgi.put(api.DEVICE_LIST, content=user.list_body()).status_code == 201
+        http_login(asgi, user.devices[0], ASGI_ORIGIN)
+    with asgi.websocket_connect(api.STREAM, headers=auth(alice.devices[0])) as ws:
+        ws.send_bytes(cbor2.dumps(ack))
+        sent = asgi.post(
+            api.MESSAGES,
+            content=send_body(alice, os.urandom(16), bob.devices[0]),
+            headers=auth(bob.devices[0]),
+        )
+        assert sent.status_code == 200
         with pytest.raises(WebSocketDisconnect) as info:
             ws.receive_bytes()
     assert info.value.code == 1003

@@ -117,6 +117,13 @@ def bytes_field(value: Value, size: int | None = None, *, maximum: int | None = 
     return value
 
 
+def ack_ids(data: bytes, *, limit: int) -> list[int]:
+    """The message ids of an acknowledgement ``{0: [id*]}``, an HTTP body or a WebSocket
+    frame: at most ``MAX_ACK_IDS`` integers from 0 to 2^63 - 1; anything else is refused."""
+    value = decode_map(data, {0}, limit=limit)
+    return [uint_field(i, 2**63 - 1) for i in list_field(value[0], MAX_ACK_IDS)]
+
+
 def uint_field(value: Value, maximum: int = MAX_COUNTER) -> int:
     if type(value) is not int or not 0 <= value <= maximum:
         raise RelayBadRequestError("malformed integer field", code="malformed")

@@ -24,7 +24,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from e2ee.crypto import primitives
 from e2ee.errors import (
-    DecodeError,
     RelayAuthError,
     RelayBadRequestError,
     RelayError,
@@ -240,15 +239,11 @@ def create_app(
                 if not isinstance(data, bytes):  # a text frame: acks are binary CBOR
                     await websocket.close(code=1003)
                     return
-                try:
-                    value = codec.decode(data, max_size=api.WS_ACK_MAX)
-                except DecodeError:
+                try:  # the same rules as POST /v1/ack: nothing is dropped or cut silently
+                    ids = api.ack_ids(data, limit=api.WS_ACK_MAX)
+                except RelayError:
                     await websocket.close(code=1003)
                     return
-                if not isinstance(value, dict) or set(value) != {0} or type(value[0]) is not list:
-                    await websocket.close(code=1003)
-                    return
-                ids = [i for i in value[0] if type(i) is int and 0 <= i < 2**63][: api.MAX_ACK_IDS]
                 await storage.submit(relay.ack_ids(token, ids))
 
         tasks = [asyncio.create_task(pusher()), asyncio.create_task(acker())]

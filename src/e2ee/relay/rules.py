@@ -590,9 +590,7 @@ class Relay:
         return rows, more
 
     def ack(self, token: bytes | None, body: bytes) -> Job[bytes]:
-        v = api.decode_map(body, {0}, limit=api.MAX_SMALL_BODY)
-        ids = [api.uint_field(i, 2**63 - 1) for i in api.list_field(v[0], api.MAX_ACK_IDS)]
-        return self.ack_ids(token, ids)
+        return self.ack_ids(token, api.ack_ids(body, limit=api.MAX_SMALL_BODY))
 
     def ack_ids(self, token: bytes | None, ids: Sequence[int]) -> Job[bytes]:
         def job(tx: Tx) -> bytes:
