@@ -625,6 +625,10 @@ def test_approving_and_verifying_take_the_key_that_was_compared(world: World) ->
     assert snapshot(alice) == before
     assert alice.approve_identity("bob", key=later.public_key) is True
     assert alice.identity_key_of("bob") == later.public_key
+    before = snapshot(alice)
+    with pytest.raises(LocalError):  # nothing pending any more: an error, with key= too
+        alice.approve_identity("bob", key=later.public_key)
+    assert snapshot(alice) == before
 
     before = snapshot(alice)
     assert not alice.mark_verified("bob", key=compared.public_key)

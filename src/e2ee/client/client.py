@@ -405,7 +405,7 @@ class Client:
 
         With ``key`` (the pending key the user compared safety numbers for), only that key is
         accepted: if another key became pending meanwhile, nothing changes and the result is
-        False."""
+        False. Without any pending change: :class:`LocalError`, with or without ``key``."""
         with self._store.transaction() as conn:
             known = trust.identity(conn, user_id)
             if known is None or known[2] is None:
@@ -580,7 +580,8 @@ class Client:
         if a one-time prekey was used), record the message id, append the message to the inbox
         and the events to the event log, forget ids older than ``processed_retention``, commit.
         An envelope already processed is reported as a duplicate without decrypting. On any
-        error nothing changed (retry or drop it)."""
+        error nothing changed (retry or drop it), except that under the ``"block"`` policy a
+        refused new identity key is remembered as pending (REQ-CL-28)."""
         envelope = Envelope.from_bytes(data)
         store = self._store
         try:

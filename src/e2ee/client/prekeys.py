@@ -2,8 +2,8 @@
 
 * One-time EC and ML-KEM prekeys: when fewer than ``refill_below`` unpublished ones of either
   kind remain, generate enough to get back to ``one_time_target`` (within the account's cap).
-* Signed prekey (with its signed last-resort ML-KEM companion): rotated when older than
-  ``rotate_after`` seconds; the core keeps the replaced one for its grace period
+* Signed prekey (with its signed last-resort ML-KEM companion): rotated once it is at least
+  ``rotate_after`` seconds old; the core keeps the replaced one for its grace period
   (``SIGNED_PREKEY_GRACE_PERIOD``) so initial messages already in flight still open.
 * :class:`PrekeyUpload` is what the directory needs next: the current signed bundle (without
   one-time keys) and the unpublished one-time keys. After the directory accepted it, the client

@@ -5,13 +5,15 @@
 * Another key for a known user:
 
   - policy ``"block"``: :class:`~e2ee.errors.UntrustedIdentityError`; nothing is accepted from
-    or sent to that user under the new key. The new key is remembered as *pending* (in its own
-    transaction, after the failed one rolled back); :meth:`e2ee.client.Client.approve_identity`
-    accepts it.
-  - policy ``"warn"``: the new key replaces the old one, event ``identity_changed``.
+    or sent to that user under the new key (existing sessions with the old key's devices keep
+    delivering). The new key is remembered as *pending* (in its own transaction, after the
+    failed one rolled back); :meth:`e2ee.client.Client.approve_identity` accepts it and deletes
+    every session with that user.
+  - policy ``"warn"``: the new key replaces the old one, event ``identity_changed``; sessions are
+    then pruned against the new list (a device listed again under the same key keeps its).
 
-  In both cases "verified" is cleared when the key is replaced, and the old key's device list
-  and sessions are dropped (they belong to the old identity).
+  In both cases "verified" is cleared when the key is replaced and the old key's device list is
+  dropped (spec/client.md, REQ-CL-30).
 """
 
 from __future__ import annotations
