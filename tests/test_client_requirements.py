@@ -33,6 +33,7 @@ from e2ee.identity import UserIdentity
 from e2ee.limits import HEADER_NONCE_SIZE, TYPE_SEALED_STATE
 from e2ee.session import Session
 from e2ee.wire import codec
+from e2ee.wire.messages import PreKeyBundle
 from tests.client_support import World, snapshot
 
 STORE_KEY = bytes(range(32))
@@ -292,6 +293,30 @@ def test_sender_device_must_be_listed_before_anything_is_decrypted(
     assert decrypted == []
     assert bob.receive(envelope.to_bytes()).message is not None
     assert decrypted == [True]
+
+
+def test_a_session_whose_peer_key_is_not_the_listed_device_key_is_refused(world: World) -> None:
+    """[REQ-CL-08] After decrypting, the session's peer identity key must be the key the
+    sender's list gives for the sender device: Mallory, whose key is on no list, claims Bob's
+    bundle and sends a well-formed initial message in an envelope claiming alice/1 (a listed
+    device). Bob refuses it with UnknownDeviceError and keeps nothing of it."""
+    [alice] = world.user("alice")
+    [bob] = world.user("bob")
+    world.send(alice, "bob", b"hello")
+    assert [m.body for m in world.deliver(bob)] == [b"hello"]  # Bob holds Alice's list
+    mallory = Account.generate()
+    assert mallory.identity_key != alice.device_key
+    bundle = world.directory.bundle("bob", 1)
+    assert bundle is not None
+    session = mallory.start_session(PreKeyBundle.from_bytes(bundle))
+    message_id = b"\x42" * 16
+    wire = session.encrypt(Content(message_id, "bob", b"send the money to mallory").to_bytes())
+    forged = Envelope("alice", 1, "bob", 1, message_id, wire)
+    before = snapshot(bob)
+    with pytest.raises(UnknownDeviceError, match="listed device key"):
+        bob.receive(forged.to_bytes())
+    assert snapshot(bob) == before
+    assert [m.body for m in bob.inbox()] == [b"hello"]
 
 
 def test_routing_fields_rewritten_in_transit_are_refused(world: World) -> None:
