@@ -30,7 +30,7 @@ from e2ee.relay.memory import MemoryStorage
 from e2ee.relay.postgres import PostgresStorage
 from e2ee.relay.rules import Relay, RelayConfig
 from e2ee.relay.sqlite import SQLiteStorage
-from e2ee.relay.storage import Storage, Tx
+from e2ee.relay.storage import KIND_EC, KIND_KEM, Storage, Tx
 from e2ee.testing import DeterministicProvider
 from e2ee.wire import codec
 from e2ee.wire.messages import PreKeyBundle
@@ -269,6 +269,58 @@ def test_removing_a_device_purges_its_queue_and_keys(relay: Relay, storage: Stor
     assert storage.run(lambda tx: tx.fetch("bob", gone.device_id, 0, 10, 0, 1 << 20)) == []
     assert storage.run(lambda tx: tx.one_time_count("bob", gone.device_id, 0)) == 0
     assert storage.run(lambda tx: tx.signed_bundle("bob", gone.device_id)) is None
+
+
+def test_re_keying_a_device_purges_it_like_removing_it(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-17] A newer list that keeps device 2 under a new identity key (a reinstall after
+    loss or theft) purges everything of the old key: its token, its queue, its one-time keys
+    of both kinds and their high-water marks, and its stored claim and send results. The new
+    key's device starts afresh: a claim or send reusing the old key's ids is a new request,
+    and its key ids are not taken for re-uploads of the old key's."""
+    alice, bob = User.make("alice"), User.make("bob", 2)
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    upload(relay, storage, alice, ec=3, kem=3)
+    upload(relay, storage, bob, ec=3, kem=3)
+    a1, old = alice.devices[0], bob.devices[1]
+    storage.run(relay.send(a1.token, send_body(bob, os.urandom(16), a1)))
+    claim_body = codec.encode({0: b"alice", 1: b"k" * 16})
+    first_claim = storage.run(relay.claim(old.token, claim_body))
+    message_id = os.urandom(16)
+    storage.run(relay.send(old.token, send_body(alice, message_id, old)))
+    assert storage.run(lambda tx: tx.high_water("bob", 2, KIND_EC)) > 0  # there is a mark
+    assert dec(storage.run(relay.key_counts(a1.token)))[0] == 2
+
+    new = Device("bob", 2, Account.generate())
+    assert new.key != old.key
+    bob.devices[1] = new
+    bob.counter += 1
+    storage.run(relay.publish_device_list(bob.list_body()))
+
+    refused(storage, RelayAuthError, relay.auth_job(old.token))
+    assert storage.run(lambda tx: tx.queue_length("bob", 2)) == 0
+    assert storage.run(lambda tx: tx.fetch("bob", 2, 0, 10, 0, 1 << 20)) == []
+    assert storage.run(lambda tx: tx.signed_bundle("bob", 2)) is None
+    for kind in (KIND_EC, KIND_KEM):
+        assert storage.run(lambda tx, kind=kind: tx.one_time_count("bob", 2, kind)) == 0
+        assert storage.run(lambda tx, kind=kind: tx.high_water("bob", 2, kind)) == 0
+    # device 1 keeps everything
+    assert storage.run(lambda tx: tx.queue_length("bob", 1)) == 1
+    assert storage.run(lambda tx: tx.one_time_count("bob", 1, KIND_EC)) == 3
+
+    login(relay, storage, new)
+    # The old key's claim result is gone: the same claim id claims a fresh key of Alice's.
+    again = storage.run(relay.claim(new.token, claim_body))
+    assert again != first_claim
+    assert dec(storage.run(relay.key_counts(a1.token)))[0] == 1
+    # The old key's send result is gone: the same client message id is stored again.
+    storage.run(relay.send(new.token, send_body(alice, message_id, new)))
+    rows = dec(storage.run(relay.fetch(a1.token, 0, 10)))[0]
+    assert [dec(e)[6] for _, e in rows] == [message_id, message_id]
+    # The old key's high-water marks are gone: the new key's ids 1..3 are stored.
+    upload(relay, storage, User("bob", bob.identity, [new]), ec=3, kem=3)
+    counts = dec(storage.run(relay.key_counts(new.token)))
+    assert (counts[0], counts[1], counts[2]) == (3, 3, True)
 
 
 # --- keys ------------------------------------------------------------------------------------
