@@ -366,6 +366,37 @@ def test_stored_one_time_keys_are_capped(storage: Storage, clock: Clock) -> None
     refused(storage, RelayTooLargeError, relay.store_upload(device.token, checked), "too_many_keys")
 
 
+def test_a_re_upload_after_a_crash_never_brings_a_claimed_key_back(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-07] A client that crashed before it marked its keys uploaded sends the same
+    batch again: ids at or below the highest id accepted are ignored, so the keys claims
+    handed out in between are not stored again and no key is ever handed out twice."""
+    alice, bob = User.make("alice"), User.make("bob")
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    device = bob.devices[0]
+    body = device.upload_body(3, 3)
+    uploaded = (sorted(k[0] for k in dec(body)[1]), sorted(k[0] for k in dec(body)[2]))
+    checked = relay.check_upload(storage.run(relay.auth_job(device.token)), body)
+    assert dec(storage.run(relay.store_upload(device.token, checked))) == {0: 3, 1: 3}
+
+    def claim() -> tuple[int | None, int | None]:
+        request = codec.encode({0: b"bob", 1: os.urandom(16)})
+        ((_, data),) = dec(storage.run(relay.claim(alice.devices[0].token, request)))[0]
+        bundle = PreKeyBundle.from_bytes(data)
+        return bundle.one_time_prekey_id, bundle.one_time_kem_prekey_id
+
+    claimed = [claim() for _ in range(3)]  # every key of the batch is handed out
+    stored = dec(storage.run(relay.store_upload(device.token, checked)))  # the same batch again
+    claimed.append(claim())
+    ec = [c[0] for c in claimed if c[0] is not None]
+    kem = [c[1] for c in claimed if c[1] is not None]
+    assert (sorted(ec), sorted(kem)) == uploaded  # each key handed out exactly once
+    assert claimed[-1] == (None, None)  # none left: the last resort
+    assert stored == {0: 0, 1: 0}  # nothing of the batch was new
+
+
 def test_one_time_ml_kem_keys_need_a_last_resort_ml_kem_key(storage: Storage, clock: Clock) -> None:
     """[REQ-RL-36] A bundle without a last-resort ML-KEM key is refused while one-time ML-KEM
     keys are stored (a claim would give out the bundle alone while they remain, REQ-RL-08),
