@@ -600,6 +600,28 @@ def test_send_is_idempotent_per_client_message_id(relay: Relay, storage: Storage
     assert len(dec(storage.run(relay.fetch(bob.devices[0].token, 0, 10)))[0]) == 1
 
 
+def test_one_client_message_id_sent_to_two_recipient_users_is_stored_for_both(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-13] The idempotency key holds the recipient user: a message to bob and the copy
+    for the sender's own other device (RelayClient.send posts both under one client message
+    id), or a message to carol under the same id, are different requests, each stored; only
+    a retry to the same recipient is answered without storing."""
+    alice, bob, carol = User.make("alice", 2), User.make("bob"), User.make("carol")
+    for u in (alice, bob, carol):
+        register(relay, storage, u)
+    a1, a2 = alice.devices
+    message_id = os.urandom(16)
+    for recipient in (bob, alice, carol):
+        sent = storage.run(relay.send(a1.token, send_body(recipient, message_id, a1)))
+        assert dec(sent.body) == {0: 1}
+    storage.run(relay.send(a1.token, send_body(carol, message_id, a1)))  # a retry
+    for device in (bob.devices[0], a2, carol.devices[0]):
+        rows = dec(storage.run(relay.fetch(device.token, 0, 10)))[0]
+        assert [dec(e)[6] for _, e in rows] == [message_id]  # stored once
+        assert [dec(e)[4] for _, e in rows] == [device.user.encode()]
+
+
 def test_mismatched_devices_are_named_and_nothing_is_stored(relay: Relay, storage: Storage) -> None:
     """[REQ-RL-12]"""
     alice, bob = User.make("alice"), User.make("bob", 3)
