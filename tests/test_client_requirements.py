@@ -170,6 +170,33 @@ def test_inbox_bodies_are_sealed_under_the_documented_subkey_and_associated_data
         bob.inbox()
 
 
+def test_every_inbox_body_is_sealed_under_a_fresh_nonce(world: World) -> None:
+    """[REQ-CL-03] Each sealed inbox body starts with its own random 24-byte nonce: two
+    messages with the same body, and the same body sealed twice under the same associated
+    data, never share a nonce (a repeated XChaCha20-Poly1305 nonce under K_inbox would give
+    away the XOR of the bodies and the authentication key)."""
+    bob = Client.create(world.path("bob"), "bob", key=STORE_KEY)
+    world.publish(bob)
+    [alice] = world.user("alice")
+    for _ in range(2):
+        world.send(alice, "bob", b"the same body")
+    assert [m.body for m in world.deliver(bob)] == [b"the same body"] * 2
+    sealed = [row[0] for row in bob.store.conn.execute("SELECT body FROM inbox ORDER BY seq")]
+    subkey = primitives.hkdf_sha256(bytes(32), STORE_KEY, b"e2ee/v1/client-store/inbox", 32)
+    nonces = []
+    for blob, message in zip(sealed, bob.inbox(), strict=True):
+        nonce = blob[:24]
+        ad = b"alice\x001\x00" + message.message_id
+        assert primitives.xchacha20poly1305_decrypt(subkey, nonce, blob[24:], ad) == (
+            b"the same body"
+        )
+        nonces.append(nonce)
+    again = [bob.store.seal(b"the same body", b"one ad") for _ in range(2)]
+    nonces += [blob[:24] for blob in again]
+    assert len(set(nonces)) == 4
+    assert bytes(24) not in nonces
+
+
 def test_every_change_is_one_transaction_and_an_error_rolls_it_back(world: World) -> None:
     """REQ-CL-04"""
     [alice] = world.user("alice")
