@@ -299,6 +299,29 @@ def test_a_processed_envelope_is_a_duplicate_and_is_not_decrypted(
     assert snapshot(bob) == before
 
 
+def test_a_duplicate_does_not_accept_the_device_list_it_carries(world: World) -> None:
+    """[REQ-CL-07] A processed envelope replayed with the sender's newer signed list attached
+    is a duplicate before the list is looked at: the list is not accepted, no event is
+    stored, the store is byte-identical."""
+    [alice] = world.user("alice")
+    [bob] = world.user("bob")
+    [envelope] = alice.send("bob", b"hi", world.directory)
+    assert bob.receive(envelope.to_bytes()).message is not None
+    bob.take_events()
+    world.link(alice, "alice")  # alice's list is now newer, with a second device
+    newer = world.directory.device_list("alice")
+    assert newer is not None and newer != envelope.sender_device_list
+    replay = dataclasses.replace(envelope, sender_device_list=newer)
+    before = snapshot(bob)
+    result = bob.receive(replay.to_bytes())
+    assert (result.duplicate, result.message, result.events) == (True, None, ())
+    assert snapshot(bob) == before
+    assert stored_counter(bob, "alice") == 1
+    # The list itself is acceptable: delivered on its own, it is taken.
+    bob.process_device_list(newer, "alice")
+    assert stored_counter(bob, "alice") == 2
+
+
 def test_sender_device_must_be_listed_before_anything_is_decrypted(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
