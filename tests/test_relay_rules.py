@@ -486,6 +486,29 @@ def test_claims_are_rate_limited_per_claimer_and_target(
     storage.run(claim(alice))
 
 
+def test_a_retried_claim_costs_no_rate_limit_token(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-11] A retry is answered from the stored result before the bucket is looked
+    at: after one claim and `burst` retries of it, the claimer still has `burst - 1` claims
+    left, the one after them is refused."""
+    alice, bob = User.make("alice"), User.make("bob")
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    upload(relay, storage, bob, ec=3)
+    token = alice.devices[0].token
+    burst = relay.config.claim_burst
+    body = codec.encode({0: b"bob", 1: b"r" * 16})
+    first = storage.run(relay.claim(token, body))
+    for _ in range(burst):
+        assert storage.run(relay.claim(token, body)) == first
+
+    def claim() -> Any:
+        return relay.claim(token, codec.encode({0: b"bob", 1: os.urandom(16)}))
+
+    for _ in range(burst - 1):
+        storage.run(claim())
+    refused(storage, RelayRateLimitedError, claim())
+
+
 def test_sweep_drops_only_buckets_idle_long_enough_to_be_full(
     relay: Relay, storage: Storage, clock: Clock
 ) -> None:
