@@ -22,6 +22,7 @@ from e2ee.crypto import primitives
 from e2ee.errors import (
     AuthenticationError,
     DeviceListError,
+    LinkError,
     LocalError,
     NoSessionError,
     StateError,
@@ -29,7 +30,7 @@ from e2ee.errors import (
     UnknownDeviceError,
     UntrustedIdentityError,
 )
-from e2ee.identity import UserIdentity
+from e2ee.identity import SignedDeviceList, UserIdentity
 from e2ee.limits import HEADER_NONCE_SIZE, TYPE_SEALED_STATE
 from e2ee.session import Session
 from e2ee.wire import codec
@@ -521,6 +522,53 @@ def test_the_link_code_never_travels(world: World) -> None:
     new.complete_link(approval)
     with pytest.raises(LocalError):
         _ = new.link_code  # forgotten once linked
+
+
+def test_approving_a_request_whose_device_key_is_already_listed_is_refused(world: World) -> None:
+    """[REQ-CL-21] A link request whose device key the list already names (the same request
+    approved a second time) is a LinkError: no second device id is issued for the key, no
+    list is signed, nothing is stored."""
+    [primary] = world.user("alice")
+    new = Client.create_linked(world.path("alice"), "alice")
+    request, code = new.link_request(), new.link_code
+    approval = primary.approve_link(request, code)
+    before = snapshot(primary)
+    with pytest.raises(LinkError, match="already linked"):
+        primary.approve_link(request, code)
+    assert snapshot(primary) == before
+    new.complete_link(approval)
+    assert new.device_id == 2
+    listed = SignedDeviceList.from_bytes(primary.device_list()).device_list
+    assert listed.devices == ((1, primary.device_key), (2, new.device_key))
+
+
+def test_an_approval_whose_list_does_not_name_this_device_is_refused(world: World) -> None:
+    """[REQ-CL-22] An approval whose tag' matches this device's request and code, but whose
+    list, signed by the user key, names another key under the approved device id, or this
+    device's key only under another id, or is another user's list, is a LinkError: the user
+    key is not trusted, no list or device id adopted, the code and request kept."""
+    [primary] = world.user("alice")
+    new = Client.create_linked(world.path("alice"), "alice")
+    request, code = new.link_request(), new.link_code
+    approval = primary.approve_link(request, code)
+    identity = user_identity_of(primary)
+    parsed = LinkRequest.from_bytes(request)
+    other = Account.generate().identity_key
+    forged_lists = [
+        identity.sign_device_list("alice", 2, {1: primary.device_key, 2: other}),
+        identity.sign_device_list("alice", 2, {1: primary.device_key, 3: new.device_key}),
+        identity.sign_device_list("mallory", 2, {1: primary.device_key, 2: new.device_key}),
+    ]
+    before = snapshot(new)
+    for signed in forged_lists:
+        forged = LinkApproval.make(parsed, code, 2, signed.to_bytes()).to_bytes()
+        with pytest.raises(LinkError, match="does not name this device"):
+            new.complete_link(forged)
+        assert snapshot(new) == before
+    assert new.device_id is None
+    assert new.link_code == code
+    new.complete_link(approval)  # the genuine approval still completes the link
+    assert new.device_id == 2
 
 
 def test_tag_and_fingerprint_comparisons_are_constant_time(
