@@ -253,6 +253,27 @@ def test_device_lists_are_newer_only_and_signed_by_the_registered_key(
         storage.run(relay.get_device_list(alice.devices[0].token, "nobody"))
 
 
+def test_a_different_list_with_the_stored_counter_is_refused(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-05] Only an identical copy of the stored list may come with its counter: a
+    different list signed by the registered key with the same counter (here one adding a
+    device) is refused with 409 stale_device_list, and nothing changes."""
+    alice = User.make("alice")
+    register(relay, storage, alice)
+    stored = alice.signed_list()
+    alice.devices.append(Device("alice", 2, Account.generate()))
+    assert alice.counter == 1 and alice.signed_list() != stored
+    refused(
+        storage,
+        RelayConflictError,
+        relay.publish_device_list(alice.list_body()),
+        "stale_device_list",
+    )
+    fetched = dec(storage.run(relay.get_device_list(alice.devices[0].token, "alice")))[0]
+    assert fetched == stored
+
+
 def test_removing_a_device_purges_its_queue_and_keys(relay: Relay, storage: Storage) -> None:
     """[REQ-RL-17]"""
     alice, bob = User.make("alice"), User.make("bob", 2)
