@@ -265,6 +265,23 @@ def test_envelope_for_another_device_or_from_this_device_is_refused(world: World
     assert bob[0].receive(envelope.to_bytes()).message is not None
 
 
+def test_the_addressing_is_checked_before_the_duplicate_check(world: World) -> None:
+    """[REQ-CL-06] Bob's device 2 processed its copy of a message; the copy for device 1
+    (same sender, same message id) handed to device 2 is refused as not addressed to it
+    (UnknownDeviceError), not reported as a duplicate that a transport would drop."""
+    [alice] = world.user("alice")
+    bob = world.user("bob", devices=2)
+    copies = {e.recipient_device: e for e in alice.send("bob", b"x", world.directory)}
+    assert copies[1].message_id == copies[2].message_id
+    assert bob[1].receive(copies[2].to_bytes()).message is not None
+    assert bob[1].receive(copies[2].to_bytes()).duplicate  # its own copy again: a duplicate
+    before = snapshot(bob[1])
+    with pytest.raises(UnknownDeviceError, match="not addressed"):
+        bob[1].receive(copies[1].to_bytes())
+    assert snapshot(bob[1]) == before
+    assert bob[0].receive(copies[1].to_bytes()).message is not None
+
+
 def test_a_processed_envelope_is_a_duplicate_and_is_not_decrypted(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
