@@ -191,6 +191,32 @@ def test_stale_forged_and_misbound_challenges_are_refused(
     assert info.value.code == "challenge_expired"
 
 
+def test_a_challenge_issued_for_one_user_is_refused_for_another(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-02] The challenge's tag binds the user: one issued for alice/1, answered with a
+    valid signature by bob/1 (same device id) for bob, is refused (401), nothing stored; a
+    challenge issued for bob/1 logs him in."""
+    alice, bob = User.make("alice"), User.make("bob")
+    for u in (alice, bob):
+        storage.run(relay.publish_device_list(u.list_body()))
+    b1 = bob.devices[0]
+
+    def answer(challenge: bytes) -> bytes:
+        payload = api.login_payload(relay.config.origin, challenge, "bob", 1)
+        return codec.encode({0: b"bob", 1: 1, 2: challenge, 3: b1.sign_login(payload)})
+
+    for_alice = dec(relay.challenge(codec.encode({0: b"alice", 1: 1})))[0]
+    before = snapshot(storage)
+    with pytest.raises(RelayAuthError) as info:
+        storage.run(relay.login(answer(for_alice)))
+    assert (info.value.status, info.value.code) == (401, "unauthorized")
+    assert snapshot(storage) == before
+    for_bob = dec(relay.challenge(codec.encode({0: b"bob", 1: 1})))[0]
+    token = dec(storage.run(relay.login(answer(for_bob))))[0]
+    assert storage.run(relay.auth_job(token)).user == "bob"
+
+
 def test_a_device_not_on_the_newest_list_cannot_log_in(relay: Relay, storage: Storage) -> None:
     """[REQ-RL-04]"""
     alice = User.make("alice", 2)
