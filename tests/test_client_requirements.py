@@ -328,7 +328,8 @@ def test_a_duplicate_does_not_accept_the_device_list_it_carries(world: World) ->
     bob.take_events()
     world.link(alice, "alice")  # alice's list is now newer, with a second device
     newer = world.directory.device_list("alice")
-    assert newer is not None and newer != envelope.sender_device_list
+    assert newer is not None
+    assert newer != envelope.sender_device_list
     replay = dataclasses.replace(envelope, sender_device_list=newer)
     before = snapshot(bob)
     result = bob.receive(replay.to_bytes())
