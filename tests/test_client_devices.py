@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,26 @@ def test_prekey_lifecycle(tmp_path: Path) -> None:
     assert rotated.signed_bundle != signed_before
     with pytest.raises(ValueError, match="refill_below"):
         PrekeyPolicy(one_time_target=2, refill_below=3)
+
+
+def test_a_low_ml_kem_supply_alone_triggers_a_refill(tmp_path: Path) -> None:
+    """[REQ-CL-34] The refill looks at the smaller of the two unpublished supplies: with six
+    unpublished EC prekeys but no unpublished ML-KEM prekey (only the ML-KEM ones were
+    published), u = 0 is below refill_below, so target - u = 6 more of each kind are
+    generated and offered beside the EC keys still waiting."""
+    policy = PrekeyPolicy(one_time_target=6, refill_below=3, rotate_after=3600)
+    now = 1_800_000_000
+    client = Client.create(tmp_path / "a.sqlite", "alice", prekey_policy=policy, now=now)
+    first = client.prekeys_to_upload(now=now)
+    assert (len(first.one_time), len(first.one_time_kem)) == (6, 6)
+    client.mark_uploaded(dataclasses.replace(first, one_time=()))
+    assert client.prekey_counts() == (6, 0)
+    refill = client.prekeys_to_upload(now=now + 10)
+    assert (len(refill.one_time), len(refill.one_time_kem)) == (12, 6)
+    waiting = {i for i, _, _ in first.one_time}
+    assert waiting < {i for i, _, _ in refill.one_time}  # the unpublished EC keys are kept
+    assert not set(first.prekey_ids) & {i for i, _, _ in refill.one_time_kem}  # new ML-KEM keys
+    assert client.prekey_counts() == (12, 6)
 
 
 def test_corrupt_event_record_is_a_state_error() -> None:

@@ -22,6 +22,7 @@ from e2ee.crypto import primitives
 from e2ee.errors import (
     AuthenticationError,
     DeviceListError,
+    LinkError,
     LocalError,
     NoSessionError,
     StateError,
@@ -29,10 +30,11 @@ from e2ee.errors import (
     UnknownDeviceError,
     UntrustedIdentityError,
 )
-from e2ee.identity import UserIdentity
+from e2ee.identity import SignedDeviceList, UserIdentity
 from e2ee.limits import HEADER_NONCE_SIZE, TYPE_SEALED_STATE
 from e2ee.session import Session
 from e2ee.wire import codec
+from e2ee.wire.messages import PreKeyBundle
 from tests.client_support import World, snapshot
 
 STORE_KEY = bytes(range(32))
@@ -169,6 +171,33 @@ def test_inbox_bodies_are_sealed_under_the_documented_subkey_and_associated_data
         bob.inbox()
 
 
+def test_every_inbox_body_is_sealed_under_a_fresh_nonce(world: World) -> None:
+    """[REQ-CL-03] Each sealed inbox body starts with its own random 24-byte nonce: two
+    messages with the same body, and the same body sealed twice under the same associated
+    data, never share a nonce (a repeated XChaCha20-Poly1305 nonce under K_inbox would give
+    away the XOR of the bodies and the authentication key)."""
+    bob = Client.create(world.path("bob"), "bob", key=STORE_KEY)
+    world.publish(bob)
+    [alice] = world.user("alice")
+    for _ in range(2):
+        world.send(alice, "bob", b"the same body")
+    assert [m.body for m in world.deliver(bob)] == [b"the same body"] * 2
+    sealed = [row[0] for row in bob.store.conn.execute("SELECT body FROM inbox ORDER BY seq")]
+    subkey = primitives.hkdf_sha256(bytes(32), STORE_KEY, b"e2ee/v1/client-store/inbox", 32)
+    nonces = []
+    for blob, message in zip(sealed, bob.inbox(), strict=True):
+        nonce = blob[:24]
+        ad = b"alice\x001\x00" + message.message_id
+        assert primitives.xchacha20poly1305_decrypt(subkey, nonce, blob[24:], ad) == (
+            b"the same body"
+        )
+        nonces.append(nonce)
+    again = [bob.store.seal(b"the same body", b"one ad") for _ in range(2)]
+    nonces += [blob[:24] for blob in again]
+    assert len(set(nonces)) == 4
+    assert bytes(24) not in nonces
+
+
 def test_every_change_is_one_transaction_and_an_error_rolls_it_back(world: World) -> None:
     """REQ-CL-04"""
     [alice] = world.user("alice")
@@ -236,6 +265,23 @@ def test_envelope_for_another_device_or_from_this_device_is_refused(world: World
     assert bob[0].receive(envelope.to_bytes()).message is not None
 
 
+def test_the_addressing_is_checked_before_the_duplicate_check(world: World) -> None:
+    """[REQ-CL-06] Bob's device 2 processed its copy of a message; the copy for device 1
+    (same sender, same message id) handed to device 2 is refused as not addressed to it
+    (UnknownDeviceError), not reported as a duplicate that a transport would drop."""
+    [alice] = world.user("alice")
+    bob = world.user("bob", devices=2)
+    copies = {e.recipient_device: e for e in alice.send("bob", b"x", world.directory)}
+    assert copies[1].message_id == copies[2].message_id
+    assert bob[1].receive(copies[2].to_bytes()).message is not None
+    assert bob[1].receive(copies[2].to_bytes()).duplicate  # its own copy again: a duplicate
+    before = snapshot(bob[1])
+    with pytest.raises(UnknownDeviceError, match="not addressed"):
+        bob[1].receive(copies[1].to_bytes())
+    assert snapshot(bob[1]) == before
+    assert bob[0].receive(copies[1].to_bytes()).message is not None
+
+
 def test_a_processed_envelope_is_a_duplicate_and_is_not_decrypted(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -271,6 +317,30 @@ def test_a_processed_envelope_is_a_duplicate_and_is_not_decrypted(
     assert snapshot(bob) == before
 
 
+def test_a_duplicate_does_not_accept_the_device_list_it_carries(world: World) -> None:
+    """[REQ-CL-07] A processed envelope replayed with the sender's newer signed list attached
+    is a duplicate before the list is looked at: the list is not accepted, no event is
+    stored, the store is byte-identical."""
+    [alice] = world.user("alice")
+    [bob] = world.user("bob")
+    [envelope] = alice.send("bob", b"hi", world.directory)
+    assert bob.receive(envelope.to_bytes()).message is not None
+    bob.take_events()
+    world.link(alice, "alice")  # alice's list is now newer, with a second device
+    newer = world.directory.device_list("alice")
+    assert newer is not None
+    assert newer != envelope.sender_device_list
+    replay = dataclasses.replace(envelope, sender_device_list=newer)
+    before = snapshot(bob)
+    result = bob.receive(replay.to_bytes())
+    assert (result.duplicate, result.message, result.events) == (True, None, ())
+    assert snapshot(bob) == before
+    assert stored_counter(bob, "alice") == 1
+    # The list itself is acceptable: delivered on its own, it is taken.
+    bob.process_device_list(newer, "alice")
+    assert stored_counter(bob, "alice") == 2
+
+
 def test_sender_device_must_be_listed_before_anything_is_decrypted(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -292,6 +362,30 @@ def test_sender_device_must_be_listed_before_anything_is_decrypted(
     assert decrypted == []
     assert bob.receive(envelope.to_bytes()).message is not None
     assert decrypted == [True]
+
+
+def test_a_session_whose_peer_key_is_not_the_listed_device_key_is_refused(world: World) -> None:
+    """[REQ-CL-08] After decrypting, the session's peer identity key must be the key the
+    sender's list gives for the sender device: Mallory, whose key is on no list, claims Bob's
+    bundle and sends a well-formed initial message in an envelope claiming alice/1 (a listed
+    device). Bob refuses it with UnknownDeviceError and keeps nothing of it."""
+    [alice] = world.user("alice")
+    [bob] = world.user("bob")
+    world.send(alice, "bob", b"hello")
+    assert [m.body for m in world.deliver(bob)] == [b"hello"]  # Bob holds Alice's list
+    mallory = Account.generate()
+    assert mallory.identity_key != alice.device_key
+    bundle = world.directory.bundle("bob", 1)
+    assert bundle is not None
+    session = mallory.start_session(PreKeyBundle.from_bytes(bundle))
+    message_id = b"\x42" * 16
+    wire = session.encrypt(Content(message_id, "bob", b"send the money to mallory").to_bytes())
+    forged = Envelope("alice", 1, "bob", 1, message_id, wire)
+    before = snapshot(bob)
+    with pytest.raises(UnknownDeviceError, match="listed device key"):
+        bob.receive(forged.to_bytes())
+    assert snapshot(bob) == before
+    assert [m.body for m in bob.inbox()] == [b"hello"]
 
 
 def test_routing_fields_rewritten_in_transit_are_refused(world: World) -> None:
@@ -446,6 +540,53 @@ def test_the_link_code_never_travels(world: World) -> None:
     new.complete_link(approval)
     with pytest.raises(LocalError):
         _ = new.link_code  # forgotten once linked
+
+
+def test_approving_a_request_whose_device_key_is_already_listed_is_refused(world: World) -> None:
+    """[REQ-CL-21] A link request whose device key the list already names (the same request
+    approved a second time) is a LinkError: no second device id is issued for the key, no
+    list is signed, nothing is stored."""
+    [primary] = world.user("alice")
+    new = Client.create_linked(world.path("alice"), "alice")
+    request, code = new.link_request(), new.link_code
+    approval = primary.approve_link(request, code)
+    before = snapshot(primary)
+    with pytest.raises(LinkError, match="already linked"):
+        primary.approve_link(request, code)
+    assert snapshot(primary) == before
+    new.complete_link(approval)
+    assert new.device_id == 2
+    listed = SignedDeviceList.from_bytes(primary.device_list()).device_list
+    assert listed.devices == ((1, primary.device_key), (2, new.device_key))
+
+
+def test_an_approval_whose_list_does_not_name_this_device_is_refused(world: World) -> None:
+    """[REQ-CL-22] An approval whose tag' matches this device's request and code, but whose
+    list, signed by the user key, names another key under the approved device id, or this
+    device's key only under another id, or is another user's list, is a LinkError: the user
+    key is not trusted, no list or device id adopted, the code and request kept."""
+    [primary] = world.user("alice")
+    new = Client.create_linked(world.path("alice"), "alice")
+    request, code = new.link_request(), new.link_code
+    approval = primary.approve_link(request, code)
+    identity = user_identity_of(primary)
+    parsed = LinkRequest.from_bytes(request)
+    other = Account.generate().identity_key
+    forged_lists = [
+        identity.sign_device_list("alice", 2, {1: primary.device_key, 2: other}),
+        identity.sign_device_list("alice", 2, {1: primary.device_key, 3: new.device_key}),
+        identity.sign_device_list("mallory", 2, {1: primary.device_key, 2: new.device_key}),
+    ]
+    before = snapshot(new)
+    for signed in forged_lists:
+        forged = LinkApproval.make(parsed, code, 2, signed.to_bytes()).to_bytes()
+        with pytest.raises(LinkError, match="does not name this device"):
+            new.complete_link(forged)
+        assert snapshot(new) == before
+    assert new.device_id is None
+    assert new.link_code == code
+    new.complete_link(approval)  # the genuine approval still completes the link
+    assert new.device_id == 2
 
 
 def test_tag_and_fingerprint_comparisons_are_constant_time(

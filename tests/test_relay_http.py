@@ -261,6 +261,36 @@ def test_the_client_acknowledges_only_after_a_durable_receive(
     bob.close()
 
 
+def test_an_envelope_waiting_for_an_identity_approval_stays_queued(
+    server: ThreadedRelay, tmp_path: Path
+) -> None:
+    """[REQ-RL-22] Bob (trust policy block) knows another identity key for alice than the one
+    her message comes with: the receive raises UntrustedIdentityError, which is no fault of
+    the envelope, so it stays queued (not acknowledged, not refused) and is delivered once Bob
+    approved the new key."""
+    earlier = Client.create(tmp_path / "a0.sqlite", "alice", prekey_policy=SMALL_PREKEYS)
+    alice = Client.create(tmp_path / "a.sqlite", "alice", prekey_policy=SMALL_PREKEYS)
+    bob = Client.create(tmp_path / "b.sqlite", "bob", policy="block", prekey_policy=SMALL_PREKEYS)
+    bob.process_device_list(earlier.device_list(), "alice")  # alice's key as Bob first saw it
+    assert bob.identity_key_of("alice") == earlier.user_key != alice.user_key
+    with RelayClient(server.url, alice) as ra, RelayClient(server.url, bob) as rb:
+        for r in (ra, rb):
+            r.publish_device_list()
+            r.publish_prekeys()
+        ra.send("bob", b"after the key change")
+        for _ in range(2):  # not refused for good: it is offered again
+            report = rb.receive()
+            assert (report.kept, report.acked, report.results, report.refused) == (1, 0, [], [])
+        assert bob.inbox() == []
+        assert bob.approve_identity("alice", key=alice.user_key)
+        report = rb.receive()
+        assert (report.kept, report.acked, report.refused) == (0, 1, [])
+        assert [r.message.body for r in report.results if r.message] == [b"after the key change"]
+        assert rb.receive().acked == 0  # nothing left on the relay
+    for client in (earlier, alice, bob):
+        client.close()
+
+
 # --- the app in process (Starlette's TestClient) ---------------------------------------------
 
 ASGI_ORIGIN = "http://testserver"

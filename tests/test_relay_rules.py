@@ -30,7 +30,7 @@ from e2ee.relay.memory import MemoryStorage
 from e2ee.relay.postgres import PostgresStorage
 from e2ee.relay.rules import Relay, RelayConfig
 from e2ee.relay.sqlite import SQLiteStorage
-from e2ee.relay.storage import Storage, Tx
+from e2ee.relay.storage import KIND_EC, KIND_KEM, Storage, Tx
 from e2ee.testing import DeterministicProvider
 from e2ee.wire import codec
 from e2ee.wire.messages import PreKeyBundle
@@ -191,6 +191,32 @@ def test_stale_forged_and_misbound_challenges_are_refused(
     assert info.value.code == "challenge_expired"
 
 
+def test_a_challenge_issued_for_one_user_is_refused_for_another(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-02] The challenge's tag binds the user: one issued for alice/1, answered with a
+    valid signature by bob/1 (same device id) for bob, is refused (401), nothing stored; a
+    challenge issued for bob/1 logs him in."""
+    alice, bob = User.make("alice"), User.make("bob")
+    for u in (alice, bob):
+        storage.run(relay.publish_device_list(u.list_body()))
+    b1 = bob.devices[0]
+
+    def answer(challenge: bytes) -> bytes:
+        payload = api.login_payload(relay.config.origin, challenge, "bob", 1)
+        return codec.encode({0: b"bob", 1: 1, 2: challenge, 3: b1.sign_login(payload)})
+
+    for_alice = dec(relay.challenge(codec.encode({0: b"alice", 1: 1})))[0]
+    before = snapshot(storage)
+    with pytest.raises(RelayAuthError) as info:
+        storage.run(relay.login(answer(for_alice)))
+    assert (info.value.status, info.value.code) == (401, "unauthorized")
+    assert snapshot(storage) == before
+    for_bob = dec(relay.challenge(codec.encode({0: b"bob", 1: 1})))[0]
+    token = dec(storage.run(relay.login(answer(for_bob))))[0]
+    assert storage.run(relay.auth_job(token)).user == "bob"
+
+
 def test_a_device_not_on_the_newest_list_cannot_log_in(relay: Relay, storage: Storage) -> None:
     """[REQ-RL-04]"""
     alice = User.make("alice", 2)
@@ -253,6 +279,28 @@ def test_device_lists_are_newer_only_and_signed_by_the_registered_key(
         storage.run(relay.get_device_list(alice.devices[0].token, "nobody"))
 
 
+def test_a_different_list_with_the_stored_counter_is_refused(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-05] Only an identical copy of the stored list may come with its counter: a
+    different list signed by the registered key with the same counter (here one adding a
+    device) is refused with 409 stale_device_list, and nothing changes."""
+    alice = User.make("alice")
+    register(relay, storage, alice)
+    stored = alice.signed_list()
+    alice.devices.append(Device("alice", 2, Account.generate()))
+    assert alice.counter == 1
+    assert alice.signed_list() != stored
+    refused(
+        storage,
+        RelayConflictError,
+        relay.publish_device_list(alice.list_body()),
+        "stale_device_list",
+    )
+    fetched = dec(storage.run(relay.get_device_list(alice.devices[0].token, "alice")))[0]
+    assert fetched == stored
+
+
 def test_removing_a_device_purges_its_queue_and_keys(relay: Relay, storage: Storage) -> None:
     """[REQ-RL-17]"""
     alice, bob = User.make("alice"), User.make("bob", 2)
@@ -269,6 +317,61 @@ def test_removing_a_device_purges_its_queue_and_keys(relay: Relay, storage: Stor
     assert storage.run(lambda tx: tx.fetch("bob", gone.device_id, 0, 10, 0, 1 << 20)) == []
     assert storage.run(lambda tx: tx.one_time_count("bob", gone.device_id, 0)) == 0
     assert storage.run(lambda tx: tx.signed_bundle("bob", gone.device_id)) is None
+
+
+def test_re_keying_a_device_purges_it_like_removing_it(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-17] A newer list that keeps device 2 under a new identity key (a reinstall after
+    loss or theft) purges everything of the old key: its token, its queue, its one-time keys
+    of both kinds and their high-water marks, and its stored claim and send results. The new
+    key's device starts afresh: a claim or send reusing the old key's ids is a new request,
+    and its key ids are not taken for re-uploads of the old key's."""
+    alice, bob = User.make("alice"), User.make("bob", 2)
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    upload(relay, storage, alice, ec=3, kem=3)
+    upload(relay, storage, bob, ec=3, kem=3)
+    a1, old = alice.devices[0], bob.devices[1]
+    storage.run(relay.send(a1.token, send_body(bob, os.urandom(16), a1)))
+    claim_body = codec.encode({0: b"alice", 1: b"k" * 16})
+    first_claim = storage.run(relay.claim(old.token, claim_body))
+    message_id = os.urandom(16)
+    storage.run(relay.send(old.token, send_body(alice, message_id, old)))
+    assert storage.run(lambda tx: tx.high_water("bob", 2, KIND_EC)) > 0  # there is a mark
+    assert dec(storage.run(relay.key_counts(a1.token)))[0] == 2
+
+    new = Device("bob", 2, Account.generate())
+    assert new.key != old.key
+    bob.devices[1] = new
+    bob.counter += 1
+    storage.run(relay.publish_device_list(bob.list_body()))
+
+    refused(storage, RelayAuthError, relay.auth_job(old.token))
+    assert storage.run(lambda tx: tx.queue_length("bob", 2)) == 0
+    assert storage.run(lambda tx: tx.fetch("bob", 2, 0, 10, 0, 1 << 20)) == []
+    assert storage.run(lambda tx: tx.signed_bundle("bob", 2)) is None
+
+    def keys_and_marks(tx: Tx) -> list[int]:  # one-time keys, then high-water marks
+        counts = [tx.one_time_count("bob", 2, kind) for kind in (KIND_EC, KIND_KEM)]
+        return counts + [tx.high_water("bob", 2, kind) for kind in (KIND_EC, KIND_KEM)]
+
+    assert storage.run(keys_and_marks) == [0, 0, 0, 0]
+    # device 1 keeps everything
+    assert storage.run(lambda tx: tx.queue_length("bob", 1)) == 1
+    assert storage.run(lambda tx: tx.one_time_count("bob", 1, KIND_EC)) == 3
+
+    login(relay, storage, new)
+    # The old key's claim result is gone: the same claim id claims a fresh key of Alice's.
+    again = storage.run(relay.claim(new.token, claim_body))
+    assert again != first_claim
+    assert dec(storage.run(relay.key_counts(a1.token)))[0] == 1
+    # The old key's send result is gone: the same client message id is stored again.
+    storage.run(relay.send(new.token, send_body(alice, message_id, new)))
+    rows = dec(storage.run(relay.fetch(a1.token, 0, 10)))[0]
+    assert [dec(e)[6] for _, e in rows] == [message_id, message_id]
+    # The old key's high-water marks are gone: the new key's ids 1..3 are stored.
+    upload(relay, storage, User("bob", bob.identity, [new]), ec=3, kem=3)
+    counts = dec(storage.run(relay.key_counts(new.token)))
+    assert (counts[0], counts[1], counts[2]) == (3, 3, True)
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -312,6 +415,37 @@ def test_stored_one_time_keys_are_capped(storage: Storage, clock: Clock) -> None
     )
     checked = relay.check_upload(auth, device.upload_body(2, 0))
     refused(storage, RelayTooLargeError, relay.store_upload(device.token, checked), "too_many_keys")
+
+
+def test_a_re_upload_after_a_crash_never_brings_a_claimed_key_back(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-07] A client that crashed before it marked its keys uploaded sends the same
+    batch again: ids at or below the highest id accepted are ignored, so the keys claims
+    handed out in between are not stored again and no key is ever handed out twice."""
+    alice, bob = User.make("alice"), User.make("bob")
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    device = bob.devices[0]
+    body = device.upload_body(3, 3)
+    uploaded = (sorted(k[0] for k in dec(body)[1]), sorted(k[0] for k in dec(body)[2]))
+    checked = relay.check_upload(storage.run(relay.auth_job(device.token)), body)
+    assert dec(storage.run(relay.store_upload(device.token, checked))) == {0: 3, 1: 3}
+
+    def claim() -> tuple[int | None, int | None]:
+        request = codec.encode({0: b"bob", 1: os.urandom(16)})
+        ((_, data),) = dec(storage.run(relay.claim(alice.devices[0].token, request)))[0]
+        bundle = PreKeyBundle.from_bytes(data)
+        return bundle.one_time_prekey_id, bundle.one_time_kem_prekey_id
+
+    claimed = [claim() for _ in range(3)]  # every key of the batch is handed out
+    stored = dec(storage.run(relay.store_upload(device.token, checked)))  # the same batch again
+    claimed.append(claim())
+    ec = [c[0] for c in claimed if c[0] is not None]
+    kem = [c[1] for c in claimed if c[1] is not None]
+    assert (sorted(ec), sorted(kem)) == uploaded  # each key handed out exactly once
+    assert claimed[-1] == (None, None)  # none left: the last resort
+    assert stored == {0: 0, 1: 0}  # nothing of the batch was new
 
 
 def test_one_time_ml_kem_keys_need_a_last_resort_ml_kem_key(storage: Storage, clock: Clock) -> None:
@@ -401,6 +535,29 @@ def test_claims_are_rate_limited_per_claimer_and_target(
     storage.run(claim(carol))  # another claimer has its own bucket
     clock.advance(2 / relay.config.claim_rate)
     storage.run(claim(alice))
+
+
+def test_a_retried_claim_costs_no_rate_limit_token(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-11] A retry is answered from the stored result before the bucket is looked
+    at: after one claim and `burst` retries of it, the claimer still has `burst - 1` claims
+    left, the one after them is refused."""
+    alice, bob = User.make("alice"), User.make("bob")
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    upload(relay, storage, bob, ec=3)
+    token = alice.devices[0].token
+    burst = relay.config.claim_burst
+    body = codec.encode({0: b"bob", 1: b"r" * 16})
+    first = storage.run(relay.claim(token, body))
+    for _ in range(burst):
+        assert storage.run(relay.claim(token, body)) == first
+
+    def claim() -> Any:
+        return relay.claim(token, codec.encode({0: b"bob", 1: os.urandom(16)}))
+
+    for _ in range(burst - 1):
+        storage.run(claim())
+    refused(storage, RelayRateLimitedError, claim())
 
 
 def test_sweep_drops_only_buckets_idle_long_enough_to_be_full(
@@ -515,6 +672,28 @@ def test_send_is_idempotent_per_client_message_id(relay: Relay, storage: Storage
     storage.run(relay.send(alice.devices[0].token, body))
     storage.run(relay.send(alice.devices[0].token, body))
     assert len(dec(storage.run(relay.fetch(bob.devices[0].token, 0, 10)))[0]) == 1
+
+
+def test_one_client_message_id_sent_to_two_recipient_users_is_stored_for_both(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-13] The idempotency key holds the recipient user: a message to bob and the copy
+    for the sender's own other device (RelayClient.send posts both under one client message
+    id), or a message to carol under the same id, are different requests, each stored; only
+    a retry to the same recipient is answered without storing."""
+    alice, bob, carol = User.make("alice", 2), User.make("bob"), User.make("carol")
+    for u in (alice, bob, carol):
+        register(relay, storage, u)
+    a1, a2 = alice.devices
+    message_id = os.urandom(16)
+    for recipient in (bob, alice, carol):
+        sent = storage.run(relay.send(a1.token, send_body(recipient, message_id, a1)))
+        assert dec(sent.body) == {0: 1}
+    storage.run(relay.send(a1.token, send_body(carol, message_id, a1)))  # a retry
+    for device in (bob.devices[0], a2, carol.devices[0]):
+        rows = dec(storage.run(relay.fetch(device.token, 0, 10)))[0]
+        assert [dec(e)[6] for _, e in rows] == [message_id]  # stored once
+        assert [dec(e)[4] for _, e in rows] == [device.user.encode()]
 
 
 def test_mismatched_devices_are_named_and_nothing_is_stored(relay: Relay, storage: Storage) -> None:

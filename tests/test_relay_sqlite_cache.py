@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from e2ee.account import Account
+from e2ee.errors import RelayAuthError
 from e2ee.relay import sqlite as relay_sqlite
 from e2ee.relay.sqlite import SQLiteStorage
 from e2ee.relay.storage import TokenRow, Tx
-from tests.relay_support import Device, User, make_relay, one_batch
+from tests.relay_support import Device, User, login, make_relay, one_batch
 
 ROW = TokenRow("alice", 1, b"k" * 32, 2**40)
 
@@ -110,3 +111,29 @@ def test_a_cached_device_list_cannot_be_changed_by_a_reader(storage: SQLiteStora
     with pytest.raises(TypeError):
         storage.run(change_list)
     assert storage.run(read_list("alice")) == (1, [1])  # every later reader sees the stored list
+
+
+def test_a_device_purged_by_a_list_published_on_this_storage_cannot_authenticate(
+    storage: SQLiteStorage,
+) -> None:
+    """[REQ-RL-30] [REQ-RL-04] A purge done through this storage's own connection drops what
+    it keeps: with device 2's token row and Bob's list cached, a list without device 2 is
+    published on the same storage, and device 2's token is refused at once, and so is a new
+    login by it (neither answered from a copy of the rows the publication replaced)."""
+    relay = make_relay(storage)
+    bob = User.make("bob", 2)
+    storage.run(relay.publish_device_list(bob.list_body()))
+    for device in bob.devices:
+        login(relay, storage, device)
+    gone = bob.devices[1]
+    assert storage.run(relay.auth_job(gone.token)).device == 2  # its token row is cached
+    assert storage.run(read_list("bob")) == (1, [1, 2])  # and so is the list
+    bob.devices.pop()
+    bob.counter += 1
+    storage.run(relay.publish_device_list(bob.list_body()))
+    with pytest.raises(RelayAuthError):
+        storage.run(relay.auth_job(gone.token))
+    with pytest.raises(RelayAuthError):
+        login(relay, storage, gone)
+    assert storage.run(read_list("bob")) == (2, [1])
+    assert storage.run(relay.auth_job(bob.devices[0].token)).device == 1
