@@ -287,36 +287,26 @@ class RelayClient:
         if self._deadline is not None:
             self._deadline.deadline = deadline
         try:
-            return self._exchange_within(method, path, body, params, headers, deadline)
+            with self._http.stream(
+                method, path, content=body, params=params, headers=headers
+            ) as response:
+                status = response.status_code
+                error = status >= 400
+                encoding = response.headers.get("content-encoding", "identity")
+                if encoding.strip().lower() != "identity":
+                    if error:
+                        return status, b""
+                    raise RelayBadRequestError("relay answered with a compressed body")
+                limit = _MAX_ERROR_BODY if error else _MAX_RESPONSE
+                data = _read_body(response, limit, deadline)
+                if data is None:
+                    if error:
+                        return status, b""
+                    raise RelayBadRequestError("relay answer too large")
+                return status, data
         finally:
             if self._deadline is not None:
                 self._deadline.deadline = None
-
-    def _exchange_within(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        params: dict[str, str] | None,
-        headers: dict[str, str],
-        deadline: float,
-    ) -> tuple[int, bytes]:
-        with self._http.stream(
-            method, path, content=body, params=params, headers=headers
-        ) as response:
-            status = response.status_code
-            error = status >= 400
-            encoding = response.headers.get("content-encoding", "identity")
-            if encoding.strip().lower() != "identity":
-                if error:
-                    return status, b""
-                raise RelayBadRequestError("relay answered with a compressed body")
-            data = _read_body(response, _MAX_ERROR_BODY if error else _MAX_RESPONSE, deadline)
-            if data is None:
-                if error:
-                    return status, b""
-                raise RelayBadRequestError("relay answer too large")
-            return status, data
 
     @staticmethod
     def _map(data: bytes) -> dict[int, object]:
