@@ -10,7 +10,7 @@ from e2ee.vectors import reference as ref
 from e2ee.vectors.common import JSON, envelope, note
 from e2ee.vectors.gen_handshakes import SCENARIO_HEADER, rebuild
 from e2ee.vectors.gen_kdf import _kdf_ck, _kdf_rk, _kdf_rk_he
-from e2ee.vectors.gen_primitives import _message_encrypt, flip, rnd
+from e2ee.vectors.gen_primitives import flip, forge_message, rnd
 from e2ee.vectors.scenario_record import (
     Scenario,
     ScenarioCase,
@@ -647,15 +647,6 @@ def _reseal(message: bytes) -> bytes:
     return rebuild(message, parts={"header": nonce + sealed})
 
 
-def _forge(prefix: bytes, header: bytes, message_key: bytes, plaintext: bytes, ad: bytes) -> bytes:
-    """A message of ``prefix`` (the wire bytes before the header) and ``header`` (as sent)
-    whose ciphertext authenticates under ``message_key`` (spec/ratchet.md section 5: the tag
-    covers AD || prefix || bstr(header) || C). Written with the reference functions."""
-    mac_prefix = prefix + ref.cbor_head(2, len(header)) + header
-    ciphertext = _message_encrypt(message_key, plaintext, ad + mac_prefix)
-    return mac_prefix + ref.cbor_head(2, len(ciphertext)) + ciphertext
-
-
 def _seal_header(sc: Scenario, key: bytes, header: bytes, ad: bytes, prefix: bytes) -> bytes:
     """A header sealed as spec/ratchet.md [REQ-DR-05] does: nonce || XChaCha20-Poly1305."""
     nonce = rnd(sc.namespace, "forged header nonce", 24)
@@ -697,7 +688,7 @@ def _header_field_cases(header_encryption: bool) -> list[ScenarioCase]:
             header = _seal_header(sc, r.nhkr, header, r.associated_data, prefix)
         else:
             chain_key = _kdf_rk(r.root_key, unchecked_dh)[1]
-        forged = _forge(
+        forged = forge_message(
             prefix, header, _kdf_ck(chain_key)[1], b"from ratchet key zero", r.associated_data
         )
         sc.decrypt(
@@ -744,7 +735,7 @@ def _awaiting_reply_cases() -> list[ScenarioCase]:
         new_chain_dh = ref.x25519(r.dhs_private, r.dhr)
         chain_key = _kdf_rk(r.root_key, new_chain_dh)[1]
         prefix = message_prefix(parse_message(reply).session_id, None)
-        forged = _forge(
+        forged = forge_message(
             prefix, header, _kdf_ck(chain_key)[1], b"on a chain you do not have", r.associated_data
         )
         sc.decrypt(

@@ -11,8 +11,8 @@ from e2ee.vectors import reference as ref
 from e2ee.vectors.common import JSON, NOW, envelope, note
 from e2ee.vectors.gen_kdf import _kdf_ck, _kdf_rk
 from e2ee.vectors.gen_primitives import (
-    _message_encrypt,
     flip,
+    forge_message,
     okem_payload,
     opk_payload,
     rnd,
@@ -646,11 +646,9 @@ def rejections_file() -> JSON:
         unchecked_dh = ref.x25519(bytes(32), bytes(32))  # all zero, whatever the scalar
         message_key = _kdf_ck(_kdf_rk(root_key, unchecked_dh)[1])[1]
         prefix = message_prefix(parsed.session_id, parsed.initial.encode())
-        mac_prefix = prefix + codec.encode_bytes(header)
-        ciphertext = _message_encrypt(message_key, b"from ratchet key zero", ad + mac_prefix)
         sc.accept(
             "bob",
-            mac_prefix + codec.encode_bytes(ciphertext),
+            forge_message(prefix, header, message_key, b"from ratchet key zero", ad),
             error="auth_failed",
             comment="the first message's clear header has the ratchet key 0^32",
         )

@@ -832,6 +832,17 @@ def _message_encrypt(message_key: bytes, plaintext: bytes, ad: bytes) -> bytes:
     return _seal_raw(message_key, ref.aes256_cbc_encrypt_raw(enc, iv, ref.pkcs7(plaintext)), ad)
 
 
+def forge_message(
+    prefix: bytes, header: bytes, message_key: bytes, plaintext: bytes, ad: bytes
+) -> bytes:
+    """A message of ``prefix`` (the wire bytes before the header) and ``header`` (as sent)
+    whose ciphertext authenticates under ``message_key`` (spec/ratchet.md section 5: the tag
+    covers AD || prefix || bstr(header) || C). Written with the reference functions."""
+    mac_prefix = prefix + ref.cbor_head(2, len(header)) + header
+    ciphertext = _message_encrypt(message_key, plaintext, ad + mac_prefix)
+    return mac_prefix + ref.cbor_head(2, len(ciphertext)) + ciphertext
+
+
 def message_aead_file() -> JSON:
     ns = "message aead"
     valid: list[JSON] = []
