@@ -797,15 +797,16 @@ def test_scenario_outcomes_that_cannot_hold_are_named(
 ) -> None:
     """A scenario file is untrusted: steps that are not step objects are a problem, not an
     exception, and every step that expects an error must expect the test's error."""
-    problem = result_problem("ScenarioTest", group, test)
+    problem = result_problem({"type": "ScenarioTest", **group}, test)
     assert problem is not None
     assert message in problem
 
 
 def test_consistent_outcomes_are_no_problem() -> None:
     failing = {"steps": [{"expect": {"error": "auth_failed"}}], "result": "invalid"}
+    scenario = {"type": "ScenarioTest", "setup": []}
+    assert result_problem(scenario, {**failing, "error": "auth_failed"}) is None
+    assert result_problem(scenario, {"steps": [], "result": "valid"}) is None
     assert (
-        result_problem("ScenarioTest", {"setup": []}, {**failing, "error": "auth_failed"}) is None
+        result_problem({"type": "XdhComp"}, {"result": "invalid", "error": "auth_failed"}) is None
     )
-    assert result_problem("ScenarioTest", {"setup": []}, {"steps": [], "result": "valid"}) is None
-    assert result_problem("XdhComp", {}, {"result": "invalid", "error": "auth_failed"}) is None

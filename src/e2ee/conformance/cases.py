@@ -109,7 +109,7 @@ def case_problem(group: Group, test: Test) -> str | None:
         return f"'result' must be one of {', '.join(RESULTS)}"
     if result != "valid" and not isinstance(test.get("error"), str):
         return f"an {result} case must name its expected 'error' category"
-    return result_problem(group["type"], group, test)
+    return result_problem(group, test)
 
 
 def _protocol_error(exc: AdapterError) -> bool:

@@ -48,12 +48,13 @@ def _step_errors(steps: Any) -> list[Any] | None:
     return errors
 
 
-def result_problem(group_type: str, group: dict[str, Any], test: dict[str, Any]) -> str | None:
-    """Why ``test``'s ``result`` (and ``error``) cannot be what its group type checks, or None.
+def result_problem(group: dict[str, Any], test: dict[str, Any]) -> str | None:
+    """Why ``test``'s ``result`` (and ``error``) cannot be what its group's type checks, or
+    None.
 
     The caller has checked that ``result`` is one of valid, invalid, acceptable.
     """
-    result = test.get("result")
+    group_type, result = group.get("type"), test.get("result")
     if group_type in COMPUTATIONS and result != "valid":
         return f"a {group_type} case only computes values, so its result must be valid"
     if group_type != SCENARIO:

@@ -159,7 +159,7 @@ def _case_problem(group: Group, test: Test) -> str | None:
         return "its error is not a string"
     if test["result"] == "invalid" and "error" not in test:
         return "an invalid case names no error category"
-    return result_problem(group["type"], group, test)
+    return result_problem(group, test)
 
 
 def _label(test: Test) -> str:
