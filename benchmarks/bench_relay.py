@@ -98,10 +98,10 @@ def ceiling_app() -> Any:
 def serve_ceiling(port: int) -> None:
     import uvicorn
 
-    from e2ee.relay.serve import limit_socket_reads
+    from e2ee.relay.serve import limit_socket_reads, server_options
 
     limit_socket_reads()  # as ``e2ee relay serve`` does: the same HTTP stack
-    uvicorn.run(ceiling_app(), host=HOST, port=port, log_level="warning", access_log=False)
+    uvicorn.run(ceiling_app(), host=HOST, port=port, log_level="warning", **server_options())
 
 
 # --- server processes ------------------------------------------------------------------------

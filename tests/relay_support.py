@@ -398,6 +398,7 @@ class ThreadedRelay:
         import uvicorn
 
         from e2ee.relay.app import create_app
+        from e2ee.relay.serve import server_options
 
         self.port = port or free_port()
         self.storage = storage
@@ -407,9 +408,7 @@ class ThreadedRelay:
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
-            ws="websockets-sansio",
-            ws_max_size=64 * 1024,
-            lifespan="on",
+            **server_options(),  # the stack ``e2ee relay serve`` runs
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -11,6 +11,7 @@ import uvicorn
 
 from benchmarks import bench_relay
 from e2ee.relay import api
+from e2ee.relay.serve import server_options
 from tests.relay_support import free_port, threaded_relay
 
 
@@ -30,7 +31,11 @@ def test_load_generator_runs_each_workload_without_errors(
 def test_ceiling_answers_like_the_relay_without_storage() -> None:
     port = free_port()
     config = uvicorn.Config(
-        bench_relay.ceiling_app(), host="127.0.0.1", port=port, log_level="warning"
+        bench_relay.ceiling_app(),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        **server_options(),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -104,6 +104,19 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return calls
 
 
+def test_serve_names_its_http_stack_and_bounds_the_request_head(
+    no_server: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """[REQ-RL-37] uvicorn's "auto" picks httptools whenever it is importable (uvicorn's
+    "standard" extra), and that parser buffers headers without a limit: the relay names h11,
+    with the spec's 16 KiB bound, and asyncio's loop, whatever else is installed."""
+    assert main(["relay", "serve", "--db", str(tmp_path / "relay.sqlite")]) == 0
+    (options,) = no_server
+    assert options["http"] == "h11"
+    assert options["h11_max_incomplete_event_size"] == 16 * 1024
+    assert options["loop"] == "asyncio"
+
+
 @pytest.mark.parametrize(
     ("name", "bad", "good"),
     [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -193,6 +194,39 @@ def test_security_cases_over_the_real_relay(server: RelayProcess) -> None:
         assert dec(r.content)[0] == own
         assert len(dec(http.get(api.MESSAGES, headers=auth(c1)).content)[0]) == 1
         assert len(dec(http.get(api.MESSAGES, headers=auth(c2)).content)[0]) == 1 - own
+
+
+def _answer_to_raw_request(url: str, head: bytes) -> bytes:
+    """Send ``head`` on a fresh connection and read until the relay closes it or answers
+    (bounded: 10 s per read, so a relay that waits for more bytes fails the test)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                return answer  # no answer: the relay is still buffering
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def test_a_request_head_past_16_kib_is_refused(server: RelayProcess) -> None:
+    """[REQ-RL-37] A head still incomplete past 16 KiB is refused with 400 and the connection
+    closed; a complete head under it is served. (httptools, which uvicorn's "auto" picks when it
+    is installed, as it is here, took the oversized head and waited for more.)"""
+    pad = b"x-pad: " + b"a" * (15 * 1024) + b"\r\n"
+    served = _answer_to_raw_request(
+        server.url, b"GET " + api.HEALTH.encode() + b" HTTP/1.1\r\nhost: r\r\n" + pad + b"\r\n"
+    )
+    assert served.startswith(b"HTTP/1.1 200 ")
+    unfinished = b"GET " + api.HEALTH.encode() + b" HTTP/1.1\r\nhost: r\r\nx-pad: "
+    refused = _answer_to_raw_request(server.url, unfinished + b"a" * (16 * 1024))
+    assert refused.startswith(b"HTTP/1.1 400 ")
+    assert b"connection: close" in refused.lower()
 
 
 # --- concurrent claims from several processes ------------------------------------------------
