@@ -484,6 +484,29 @@ def test_a_content_length_of_other_than_ascii_digits_is_malformed(length: bytes)
     assert dec(body)[0] == b"malformed"
 
 
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [
+        (b"0" * 15 + b"10", 200),  # 10 with leading zeros: Content-Length is 1*DIGIT
+        (b"0" * 15 + b"16385", 413),
+        (b"9" * 13, 413),  # a length with more digits than any limit is over it, not malformed
+        (b"1" + b"0" * 5000, 413),  # past Python's 4,300-digit int() bound: no ValueError, no 500
+    ],
+)
+def test_a_content_length_is_read_as_its_value(length: bytes, status: int) -> None:
+    """[REQ-RL-19] Only the value of Content-Length counts: leading zeros do not make it
+    malformed, and a length above the limit is 413 however many digits it has (a length of
+    more than 12 characters was 400 malformed)."""
+    storage = MemoryStorage()
+    app = create_app(make_relay(storage, origin=ASGI_ORIGIN), storage, sweep=False)
+    body = codec.encode({0: b"alice", 1: 1})
+    assert len(body) == 10  # the length the first case names
+    got, _, answer = asgi_request(app, "POST", api.CHALLENGE, [(b"content-length", length)], body)
+    assert got == status
+    if status == 413:
+        assert dec(answer)[0] == b"too_large"
+
+
 def test_a_send_body_is_read_only_for_a_token_that_verifies() -> None:
     """[REQ-RL-19] POST /v1/messages reads no byte of its body (up to 8 MiB) before its token
     verified: an unknown token is a 401 with nothing read. A token verified once is not

@@ -96,9 +96,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None:
         # ASCII digits only: str.isdigit() is also true for "²" (a latin-1 header byte)
-        if not (length.isascii() and length.isdigit()) or len(length) > 12:
+        if not (length.isascii() and length.isdigit()):
             raise RelayBadRequestError("malformed Content-Length", code="malformed")
-        if int(length) > limit:
+        # leading zeros are allowed (1*DIGIT); more significant digits than the limit has is
+        # over it, without converting a number of up to 16 KiB of digits
+        significant = length.lstrip("0")
+        if len(significant) > len(str(limit)) or int(significant or "0") > limit:
             raise RelayTooLargeError(f"body is over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
