@@ -94,6 +94,7 @@ AREA_OPS: dict[str, tuple[str, ...]] = {
     "handshake_pqxdh": SCENARIO_OPS + SCENARIO_CONTROL_OPS,
     "handshake_x3dh": SCENARIO_OPS + SCENARIO_CONTROL_OPS,
     "handshake_rejections": SCENARIO_OPS + SCENARIO_CONTROL_OPS,
+    "handshake_replay_memory": SCENARIO_OPS + SCENARIO_CONTROL_OPS,
     "conversation_basic": SCENARIO_OPS + SCENARIO_CONTROL_OPS,
     "conversation_out_of_order": SCENARIO_OPS + SCENARIO_CONTROL_OPS,
     "conversation_limits": SCENARIO_OPS + SCENARIO_CONTROL_OPS,

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from e2ee import limits
+from e2ee.config import SessionConfig
 from e2ee.vectors import reference as ref
 from e2ee.vectors.common import JSON, NOW, envelope, note
 from e2ee.vectors.gen_kdf import _kdf_ck, _kdf_rk
@@ -18,7 +19,14 @@ from e2ee.vectors.gen_primitives import (
     rnd,
     spk_payload,
 )
-from e2ee.vectors.scenario_record import Scenario, ScenarioCase, TestFn, scenario_group
+from e2ee.vectors.providers import LabelledRecorder
+from e2ee.vectors.scenario_record import (
+    IntentError,
+    Scenario,
+    ScenarioCase,
+    TestFn,
+    scenario_group,
+)
 from e2ee.wire import codec
 from e2ee.wire.messages import InitialFields, PreKeyBundle, message_prefix, parse_message
 
@@ -96,6 +104,32 @@ HANDSHAKE_NOTES = {
         "(spec/handshake.md section 7 step 13; spec/ratchet.md section 6 step 9), with the "
         "account unchanged. The ciphertext is sealed with the message key that the all-zero DH "
         "output leads to, so a responder that does not reject the key accepts the message.",
+    ),
+    "ReplayMemory": note(
+        "AUTH_BYPASS",
+        "Before the test, Bob accepted MAX_BASE_KEYS_PER_PREKEY - 1 = 999 first messages "
+        "without a one-time prekey on one signed prekey, each with its own base key. The "
+        "responder must remember every one of those base keys for as long as it keeps the "
+        "signed prekey, and must not evict any (spec/handshake.md [REQ-HS-24]): a responder "
+        "with a smaller or evicting memory (an LRU of a few hundred keys) accepts the first "
+        "of them again.",
+    ),
+    "AutomaticRotation": note(
+        "FUNCTIONALITY",
+        "The 1,000th remembered base key fills the current signed prekey's replay memory, and "
+        "accepting that message rotates the signed prekey (spec/handshake.md [REQ-HS-22], "
+        "[REQ-HS-24], section 9): its random values list the new signed prekey's key, the "
+        "next bundle names the new signed prekey, and the replaced one stays for its grace "
+        "period. A responder that never rotates, or rotates one message early or late, "
+        "differs in the random values or in the bundle.",
+    ),
+    "FullReplayMemory": note(
+        "DEFINED",
+        "The replaced signed prekey's replay memory is full (1,000 base keys). A fresh first "
+        "message without a one-time prekey for it must be refused with handshake_failed, a "
+        "replayed one with duplicate_message (the duplicate check comes first: "
+        "spec/handshake.md section 7 step 7, [REQ-HS-19]), both with the account unchanged; "
+        "a first message that uses a one-time prekey is accepted and remembers nothing.",
     ),
 }
 
@@ -949,5 +983,214 @@ def rejections_file() -> JSON:
                 _responder_setup,
                 responder,
             ),
+        ],
+    )
+
+
+# --- replay memory ------------------------------------------------------------------------------
+
+REPLAY_MEMORY = "handshake/replay-memory"
+
+
+def _first_message(sc: Scenario, number: int) -> bytes:
+    """Alice's first message number ``number`` for Bob's first bundle: X3DH, no one-time
+    prekey, header encryption off, plaintext ``#<number>``, and a base key of its own (the
+    values are labelled in a namespace per number, so message n is the same in every test).
+    Only Bob's accept_session is recorded: 1,000 recorded start_session steps would make the
+    file several times larger and test nothing about the responder's memory. Each test's
+    setup asks for the same 999 messages again: they are made once (a pure function of the
+    key below)."""
+    alice = sc.account("alice")
+    key = (alice.identity_key, sc.memo["bundle"], number)
+    if key not in _FIRST_MESSAGES:
+        _FIRST_MESSAGES[key] = _make_first_message(sc, number)
+    return _FIRST_MESSAGES[key]
+
+
+_FIRST_MESSAGES: dict[tuple[bytes, bytes, int], bytes] = {}
+
+
+def _make_first_message(sc: Scenario, number: int) -> bytes:
+    provider = LabelledRecorder(f"{REPLAY_MEMORY}/first message #{number}")
+    provider.expect(["alice base key private", "alice ratchet key #1 private"])
+    session = sc.account("alice").start_session(
+        PreKeyBundle.from_bytes(sc.memo["bundle"]),
+        config=SessionConfig(header_encryption=False, allow_x3dh=True),
+        provider=provider,
+        now=NOW,
+    )
+    message = session.encrypt(b"#%d" % number, provider=provider)
+    provider.take()
+    return message
+
+
+def _replay_memory_setup(sc: Scenario) -> None:
+    sc.generate_account(
+        "bob",
+        post_quantum=False,
+        comment="classic, so that the first messages are small X3DH ones; no one-time prekeys",
+    )
+    sc.memo["bundle"] = sc.bundle("bob")
+    sc.generate_account("alice", post_quantum=False)
+    last = limits.MAX_BASE_KEYS_PER_PREKEY - 1
+    for number in range(1, last + 1):
+        comment = ""
+        if number == 1:
+            comment = (
+                f"first messages #1 to #{last}: X3DH to signed prekey 1, no one-time prekey, "
+                "each with a base key of its own; expect lists plaintext and session id only"
+            )
+        sc.accept("bob", _first_message(sc, number), debug=False, comment=comment)
+    again = sc.bundle(
+        "bob", comment=f"{last} base keys remembered: no rotation yet, the same bundle"
+    )
+    if again != sc.memo["bundle"]:  # pragma: no cover - intent guard
+        raise IntentError(f"{REPLAY_MEMORY}: the signed prekey changed before its memory was full")
+
+
+def _fill(sc: Scenario) -> None:
+    """Accept first message #1000: the signed prekey's memory is full and it is replaced."""
+    sc.accept(
+        "bob",
+        _first_message(sc, limits.MAX_BASE_KEYS_PER_PREKEY),
+        debug=False,
+        rotates=True,
+        comment="the 1,000th base key fills signed prekey 1's replay memory: Bob rotates "
+        "(random: the new signed prekey's private key)",
+    )
+
+
+def replay_memory_cases() -> list[ScenarioCase]:
+    """Three cases, not one per check: each replays the 1,003 steps of the setup, and the
+    whole file is replayed by every run of ``vectors verify`` and of the conformance runner.
+    Checks with the same outcome share a case (a case has at most one error category)."""
+    full = limits.MAX_BASE_KEYS_PER_PREKEY
+
+    def replay(sc: Scenario) -> None:
+        sc.accept(
+            "bob",
+            _first_message(sc, 1),
+            error="duplicate_message",
+            comment=f"first message #1 again, after {full - 2} later base keys: an evicting "
+            "memory has forgotten it",
+        )
+        _fill(sc)
+        for number in (1, full):
+            sc.accept(
+                "bob",
+                _first_message(sc, number),
+                error="duplicate_message",
+                comment=f"first message #{number} again, now that signed prekey 1 is "
+                "replaced and its memory full: the duplicate check comes before the "
+                "capacity check",
+            )
+
+    def rotation(sc: Scenario) -> None:
+        _fill(sc)
+        sc.one_time_prekeys("bob", 1)
+        bundle = sc.bundle("bob", comment="names the new signed prekey 2 (and one-time prekey 3)")
+        new = PreKeyBundle.from_bytes(bundle)
+        if new.signed_prekey_id == bundle_of(sc).signed_prekey_id:
+            raise IntentError(f"{REPLAY_MEMORY}: the bundle still names the old signed prekey")
+        sc.start(
+            "alice",
+            strip(new, one_time=True).to_bytes(),
+            header_encryption=False,
+            allow_x3dh=True,
+            comment="the new signed prekey 2 without the one-time prekey",
+        )
+        first = sc.encrypt("alice", b"to the new signed prekey")
+        sc.accept(
+            "bob",
+            first,
+            comment="signed prekey 2 has a memory of its own, and it is empty",
+        )
+        sc.decrypt("alice", sc.encrypt("bob", b"hi"))
+        assembled = replace(
+            bundle_of(sc),
+            one_time_prekey_id=new.one_time_prekey_id,
+            one_time_prekey=new.one_time_prekey,
+            one_time_prekey_signature=new.one_time_prekey_signature,
+        )
+        sc.start(
+            "alice",
+            assembled.to_bytes(),
+            header_encryption=False,
+            allow_x3dh=True,
+            comment="the replaced signed prekey 1 with Bob's one-time prekey 3 (each keeps "
+            "its own valid signature, as a relay may assemble bundles)",
+            base_key_label="alice base key #2 private",
+        )
+        first = sc.encrypt("alice", b"with a one-time prekey")
+        sc.accept(
+            "bob",
+            first,
+            comment="uses a one-time prekey: accepted although signed prekey 1's memory is full",
+        )
+        sc.decrypt("alice", sc.encrypt("bob", b"hi again"))
+
+    def fresh_on_full(sc: Scenario) -> None:
+        _fill(sc)
+        sc.accept(
+            "bob",
+            _first_message(sc, full + 1),
+            error="handshake_failed",
+            comment=f"first message #{full + 1}: a new base key for the replaced signed "
+            "prekey 1, whose memory is full (within its grace period)",
+        )
+
+    return [
+        _c(
+            "replay",
+            f"first message #1 replayed after {full - 1} first messages without a one-time "
+            "prekey to one signed prekey, and again (with #1000) once #1000 has filled the "
+            "memory",
+            ["X3dh", "Replay", "ReplayMemory", "FullReplayMemory"],
+            replay,
+        ),
+        _c(
+            "rotation",
+            "the 1,000th first message fills the memory and rotates the signed prekey; the "
+            "new one accepts a first message, and the replaced one still accepts one that "
+            "uses a one-time prekey",
+            ["X3dh", "OneTimePrekey", "ReplayMemory", "AutomaticRotation", "FullReplayMemory"],
+            rotation,
+        ),
+        _c(
+            "full-memory-refuses-new",
+            "a new first message without a one-time prekey for the replaced signed prekey "
+            "whose memory is full",
+            ["X3dh", "ReplayMemory", "FullReplayMemory"],
+            fresh_on_full,
+        ),
+    ]
+
+
+def replay_memory_file() -> JSON:
+    return envelope(
+        schema="e2ee_scenario_schema_v1.json",
+        algorithm="X3DH",
+        header=[
+            "The replay memory of a signed prekey (spec/handshake.md section 8, [REQ-HS-19], "
+            "[REQ-HS-22], [REQ-HS-24]): every base key of a first message without a one-time "
+            "prekey is remembered, none is evicted, the 1,000th fills the memory and rotates "
+            "the signed prekey, and the replaced prekey then refuses new first messages "
+            "without a one-time prekey. X3DH with a classic account keeps the file small; "
+            "the memory is the same for PQXDH with the last-resort ML-KEM prekey.",
+            "The setup's 999 accept_session steps list only plaintext and sessionId in "
+            "`expect` (no handshake or ratchet debug outputs); their messages were made "
+            "by Alice's account with start_session, which is not recorded.",
+            *SCENARIO_HEADER,
+        ],
+        notes=HANDSHAKE_NOTES,
+        groups=[
+            scenario_group(
+                REPLAY_MEMORY,
+                "Bob: a classic account without one-time prekeys; Alice: a classic account. "
+                "Bob has accepted first messages #1 to #999 of Alice (X3DH to signed prekey 1, "
+                "no one-time prekey, each with a base key of its own); his bundle is unchanged",
+                _replay_memory_setup,
+                replay_memory_cases(),
+            )
         ],
     )

@@ -42,6 +42,7 @@ FILES: dict[str, Callable[[], JSON]] = {
     "handshake_pqxdh.json": gen_handshakes.pqxdh_file,
     "handshake_x3dh.json": gen_handshakes.x3dh_file,
     "handshake_rejections.json": gen_handshakes.rejections_file,
+    "handshake_replay_memory.json": gen_handshakes.replay_memory_file,
     "conversation_basic.json": gen_conversations.basic_file,
     "conversation_out_of_order.json": gen_conversations.out_of_order_file,
     "conversation_limits.json": gen_conversations.limits_file,

@@ -164,13 +164,18 @@ class Scenario:
 
         self._run(step, None, action)
 
-    def rotate(self, name: str, *, now: int) -> None:
+    def _signed_prekey_labels(self, name: str) -> list[str]:
+        """The draws of a new signed prekey (a rotation, asked for or automatic)."""
         account = self.account(name)
         next_id = account._next_prekey_id
         labels = [f"{name} signed prekey #{next_id} private"]
         if account.post_quantum:
             labels.append(f"{name} ML-KEM prekey #{next_id + 1} seed")
-        self.provider.expect(labels)
+        return labels
+
+    def rotate(self, name: str, *, now: int) -> None:
+        account = self.account(name)
+        self.provider.expect(self._signed_prekey_labels(name))
         step: JSON = {"op": "rotate_signed_prekey", "party": name, "now": now}
 
         def action() -> JSON:
@@ -179,16 +184,18 @@ class Scenario:
 
         self._run(step, None, action)
 
-    def bundle(self, name: str) -> bytes:
+    def bundle(self, name: str, *, comment: str = "") -> bytes:
         out: list[bytes] = []
         self.provider.expect([])
+        step: JSON = {"op": "prekey_bundle", "party": name}
+        _comment(step, comment)
 
         def action() -> JSON:
             data = self.account(name).prekey_bundle().to_bytes()
             out.append(data)
             return {"bundle": hx(data)}
 
-        self._run({"op": "prekey_bundle", "party": name}, None, action)
+        self._run(step, None, action)
         return out[0]
 
     def save_account(self, name: str) -> bytes:
@@ -223,7 +230,11 @@ class Scenario:
         now: int = NOW,
         error: str | None = None,
         comment: str = "",
+        base_key_label: str = "",
     ) -> None:
+        """Start a session. ``base_key_label`` names the base key's draw (default ``<name>
+        base key private``): a second handshake in one test needs a label of its own, or it
+        draws the same base key again."""
         account = self.account(name)
         kem_labels: list[str] = []
         try:
@@ -234,7 +245,8 @@ class Scenario:
             kem_labels = [f"{name} ML-KEM encapsulation to prekey #{kem_id}"]
         except E2EEError:
             pass
-        self.provider.expect([f"{name} base key private", self._ratchet_label(name)], kem_labels)
+        base_key = base_key_label or f"{name} base key private"
+        self.provider.expect([base_key, self._ratchet_label(name)], kem_labels)
         config = {"headerEncryption": header_encryption, "allowX3dh": allow_x3dh}
         step: JSON = {"op": "start_session", "party": name, "bundle": hx(bundle)}
         step.update({"config": config, "now": now})
@@ -268,9 +280,18 @@ class Scenario:
         now: int = NOW,
         error: str | None = None,
         comment: str = "",
+        rotates: bool = False,
+        debug: bool = True,
     ) -> bytes | None:
+        """Accept an initial message. ``rotates``: the author expects it to fill the signed
+        prekey's replay memory, so that the account rotates its signed prekey (and draws the
+        new one's keys) as it commits. ``debug=False`` leaves the debug outputs (``handshake``,
+        ``ratchet``) out of ``expect``, for the many bulk steps of a file that must stay small."""
         account = self.account(name)
-        self.provider.expect([self._ratchet_label(name)])
+        labels = [self._ratchet_label(name)]
+        if rotates:
+            labels += self._signed_prekey_labels(name)
+        self.provider.expect(labels)
         step: JSON = {"op": "accept_session", "party": name, "message": hx(message)}
         step["config"] = {"requireHeaderEncryption": require_header_encryption}
         step["now"] = now
@@ -278,6 +299,7 @@ class Scenario:
         out: list[bytes] = []
 
         def action() -> JSON:
+            before = account.signed_prekey_bundle().signed_prekey_id
             with capture_handshake() as calls:
                 session, plaintext = account.accept_session(
                     message,
@@ -285,14 +307,19 @@ class Scenario:
                     provider=self.provider,
                     now=now,
                 )
+            rotated = account.signed_prekey_bundle().signed_prekey_id != before
+            if rotated != rotates:
+                raise IntentError(
+                    f"{self.namespace}: accept_session "
+                    f"{'did not rotate' if rotates else 'rotated'} the signed prekey"
+                )
             self.party(name).session = session
             out.append(plaintext)
-            return {
-                "plaintext": hx(plaintext),
-                "sessionId": hx(session.session_id),
-                "handshake": calls[0],
-                "ratchet": ratchet_snapshot(session),
-            }
+            result: JSON = {"plaintext": hx(plaintext), "sessionId": hx(session.session_id)}
+            if debug:
+                result["handshake"] = calls[0]
+                result["ratchet"] = ratchet_snapshot(session)
+            return result
 
         ok = self._run(step, error, action, account.to_bytes, "accountUnchanged")
         return out[0] if ok else None
