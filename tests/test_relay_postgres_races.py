@@ -2,7 +2,8 @@
 "PostgreSQL storage"): one transaction is stopped between two of its statements, holding what
 it has locked, while another runs; then it goes on. No timing decides the outcome: the second
 transaction is let run until it finished or waits for a lock (seen in ``pg_blocking_pids``),
-and every wait is bounded, so a regression fails instead of hanging.
+and every wait is bounded, so a regression fails instead of hanging. The transaction a job
+runs in (its isolation level, its commit, its reruns) is checked here too.
 
 Needs a PostgreSQL server (``E2EE_TEST_POSTGRES_URL``; ``.ci/postgres.sh`` starts one): skipped
 without one, failed without one in CI."""
@@ -150,6 +151,36 @@ def finished_or_waiting(pg: Pg, running: Running) -> str:
                 return "waiting"
         time.sleep(0.005)  # polling an observed state: the outcome does not depend on it
     raise AssertionError("the job neither finished nor waited for a lock")
+
+
+# --- the transaction of a job (REQ-RL-23) -----------------------------------------------------
+
+
+def test_a_job_runs_read_committed_and_commits_after_the_wal_flush_whatever_the_defaults() -> None:
+    """[REQ-RL-23] The connection's defaults (here its options, as a role's or database's
+    settings would) ask for SERIALIZABLE transactions and commits that do not wait for the WAL
+    flush; the storage's jobs still run READ COMMITTED, and their commit returns only once the
+    WAL is flushed (``synchronous_commit`` on). Before, the jobs took whatever the server was
+    configured with, so "accepted" did not mean durable."""
+    url = postgres_database()
+    defaults = (
+        url + "%20-cdefault_transaction_isolation%3Dserializable%20-csynchronous_commit%3Doff"
+    )
+    show = b"SELECT current_setting('transaction_isolation'), current_setting('synchronous_commit')"
+    try:
+        with psycopg.connect(defaults) as conn:
+            assert conn.execute(show).fetchone() == ("serializable", "off")  # the defaults hold
+        storage = PostgresStorage(defaults, pool_size=2)
+        try:
+            settings = [
+                storage.run(lambda tx: tx.c.execute(show).fetchone())  # type: ignore[attr-defined]
+                for _ in range(3)
+            ]
+        finally:
+            storage.close()
+        assert settings == [("read committed", "on")] * 3
+    finally:
+        drop_postgres_database(url)
 
 
 # --- device lists against what relies on them (REQ-RL-04, REQ-RL-17, REQ-RL-34) ---------------
