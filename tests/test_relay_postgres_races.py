@@ -25,9 +25,10 @@ from e2ee.errors import (
     RelayAuthError,
     RelayForbiddenError,
     RelayRateLimitedError,
+    RelayUnavailableError,
 )
 from e2ee.relay import api
-from e2ee.relay.postgres import PostgresStorage
+from e2ee.relay.postgres import RETRIES, PostgresStorage
 from e2ee.relay.rules import Relay
 from e2ee.relay.storage import Tx
 from e2ee.wire import codec
@@ -154,6 +155,29 @@ def finished_or_waiting(pg: Pg, running: Running) -> str:
 
 
 # --- the transaction of a job (REQ-RL-23) -----------------------------------------------------
+
+
+def test_a_job_that_keeps_meeting_a_conflict_is_run_again_and_then_refused_as_unavailable(
+    pg: Pg,
+) -> None:
+    """[REQ-RL-23] A job that meets a unique-key race every time it runs is rolled back and run
+    again from the start, RETRIES times in all, and then refused with RelayUnavailableError
+    (503), not with the driver's exception; nothing it wrote is kept."""
+    runs = 0
+
+    def conflicting(tx: Tx) -> None:
+        nonlocal runs
+        runs += 1
+        c: psycopg.Connection[Any] = tx.c  # type: ignore[attr-defined]
+        c.execute(b"INSERT INTO meta VALUES ('conflict', 'x')")
+        c.execute(b"INSERT INTO meta VALUES ('conflict', 'y')")
+
+    with pytest.raises(RelayUnavailableError) as refused:
+        pg.storage.run(conflicting)
+    assert refused.value.__cause__ is None
+    assert runs == RETRIES > 1
+    assert pg.storage.retries == RETRIES
+    assert pg.rows("SELECT * FROM meta WHERE name = 'conflict'") == []
 
 
 def test_a_job_runs_read_committed_and_commits_after_the_wal_flush_whatever_the_defaults() -> None:

@@ -417,6 +417,25 @@ def test_stored_one_time_keys_are_capped(storage: Storage, clock: Clock) -> None
     refused(storage, RelayTooLargeError, relay.store_upload(device.token, checked), "too_many_keys")
 
 
+def test_an_upload_refused_after_it_stored_some_keys_is_rolled_back_whole(
+    storage: Storage, clock: Clock
+) -> None:
+    """[REQ-RL-07] [REQ-RL-23] The upload stores its bundle and its one-time EC keys, then finds
+    too many ML-KEM keys and is refused: a job that raises after it wrote is rolled back whole,
+    so neither its bundle nor its EC keys nor their high-water mark are kept."""
+    relay = make_relay(storage, clock, max_stored_one_time=4)
+    alice = User.make("alice")
+    register(relay, storage, alice)
+    device = alice.devices[0]
+    auth = storage.run(relay.auth_job(device.token))
+    storage.run(
+        relay.store_upload(device.token, relay.check_upload(auth, device.upload_body(0, 3)))
+    )
+    device.account.rotate_signed_prekey()  # a new bundle, so storing it is a change
+    checked = relay.check_upload(auth, device.upload_body(2, 2))
+    refused(storage, RelayTooLargeError, relay.store_upload(device.token, checked), "too_many_keys")
+
+
 def test_a_re_upload_after_a_crash_never_brings_a_claimed_key_back(
     relay: Relay, storage: Storage
 ) -> None:
