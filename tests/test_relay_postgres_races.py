@@ -481,3 +481,127 @@ def test_a_concurrent_second_registration_of_a_user_id_is_checked_against_the_fi
     assert stored is not None
     assert stored.user_key == second_bob.identity.public_key
     assert pg.storage.retries == 1  # the first failed on the key, and ran again
+
+
+def test_concurrent_claims_beyond_the_burst_are_refused_while_the_bucket_row_exists(
+    pg: Pg,
+) -> None:
+    """[REQ-RL-11] [REQ-RL-24] Alice's first claim of Bob's keys (burst 2) left a bucket row with
+    one token; three more claims run at once, the first stopped right after it read the bucket.
+    The others wait for its lock and then see the token it took, so one is served and two are
+    refused. Read without FOR UPDATE, each saw the token and all three were served."""
+    relay = pg.relay(claim_burst=BURST, claim_rate=0.001)
+    alice, bob = User.make("alice"), User.make("bob")
+    for u in (alice, bob):
+        pg.storage.run(relay.publish_device_list(u.list_body()))
+        login(relay, pg.storage, u.devices[0])
+    bob_device = bob.devices[0]
+    checked = relay.check_upload(
+        pg.storage.run(relay.auth_job(bob_device.token)), bob_device.upload_body(one_time=20)
+    )
+    pg.storage.run(relay.store_upload(bob_device.token, checked))
+
+    def claim() -> Callable[[Tx], Any]:
+        return relay.claim(alice.devices[0].token, codec.encode({0: b"bob", 1: os.urandom(16)}))
+
+    pg.storage.run(claim())
+    assert len(pg.rows("SELECT * FROM buckets")) == 1  # one token left in it
+
+    first = Running(pg.storage, claim(), "bucket").start()
+    others = []
+    for _ in range(2):
+        other = Running(pg.storage, claim()).start()
+        assert finished_or_waiting(pg, other) == "waiting"
+        others.append(other)
+    first.go()
+    runs = [first, *others]
+    for run in runs:
+        run.join()
+    assert first.error is None
+    assert all(isinstance(run.error, RelayRateLimitedError) for run in others), others
+    left = pg.rows("SELECT count(*) FROM one_time WHERE usr = 'bob' AND kind = 0")
+    assert left == [(20 - BURST,)]
+    assert pg.storage.retries == 0
+
+
+# --- one-time keys and their high-water mark (REQ-RL-24) ----------------------------------------
+
+
+def test_a_claim_skips_a_key_another_claim_holds_instead_of_waiting_for_it(pg: Pg) -> None:
+    """[REQ-RL-08] [REQ-RL-24] Alice's claim of Bob's keys stops right after it took his lowest
+    one-time key (its DELETE holds the row); Carol's claim meanwhile skips that key and takes
+    the next one without waiting. Without SKIP LOCKED, Carol's claim waited for the first key,
+    found it gone once Alice's claim committed, and was answered without a one-time key while
+    four remained."""
+    relay = pg.relay()
+    alice, bob, carol = User.make("alice"), User.make("bob"), User.make("carol")
+    for u in (alice, bob, carol):
+        pg.storage.run(relay.publish_device_list(u.list_body()))
+        login(relay, pg.storage, u.devices[0])
+    bob_device = bob.devices[0]
+    checked = relay.check_upload(
+        pg.storage.run(relay.auth_job(bob_device.token)), bob_device.upload_body(one_time=5)
+    )
+    pg.storage.run(relay.store_upload(bob_device.token, checked))
+    ids = [r[0] for r in pg.rows("SELECT id FROM one_time WHERE usr = 'bob' ORDER BY id")]
+    assert len(ids) == 5
+
+    def claim(claimer: User) -> Callable[[Tx], Any]:
+        body = codec.encode({0: b"bob", 1: os.urandom(16)})
+        return relay.claim(claimer.devices[0].token, body)
+
+    first = Running(pg.storage, claim(alice), "claim_one_time").start()
+    second = Running(pg.storage, claim(carol)).start()
+    assert finished_or_waiting(pg, second) == "finished"
+    first.go()
+    first.join()
+    assert first.error is None
+    assert second.error is None
+
+    def one_time_id(answer: bytes) -> int:
+        [[device, bundle]] = codec.decode(answer, max_size=1 << 20)[0]
+        assert device == 1
+        key_id: int = codec.decode(bundle, max_size=1 << 20)[9]
+        return key_id
+
+    assert (one_time_id(first.value), one_time_id(second.value)) == (ids[0], ids[1])
+    left = pg.rows("SELECT id FROM one_time WHERE usr = 'bob' ORDER BY id")
+    assert [r[0] for r in left] == ids[2:]
+    assert pg.storage.retries == 0
+
+
+def test_a_claim_takes_the_lowest_key_whatever_plan_the_server_picks(pg: Pg) -> None:
+    """[REQ-RL-24] A claim deletes the lowest-id key left. Keys stored out of id order lie in
+    the table in that order; with index scans off the server reads them so, and the claims
+    still hand them out in id order: the statement's ORDER BY, not the plan that happens to
+    use the primary key, picks the key."""
+    keys = [(i, bytes([i]) * 32, bytes([i]) * 64) for i in (5, 3, 9, 4)]
+    pg.storage.run(lambda tx: tx.add_one_time("bob", 1, 0, keys))
+
+    def claim(tx: Tx) -> Any:
+        c: psycopg.Connection[Any] = tx.c  # type: ignore[attr-defined]
+        for scan in ("indexscan", "indexonlyscan", "bitmapscan"):
+            c.execute(f"SET LOCAL enable_{scan} = off".encode())
+        return tx.claim_one_time("bob", 1, 0)
+
+    assert [pg.storage.run(claim) for _ in range(5)] == [*sorted(keys), None]
+
+
+def test_the_high_water_mark_is_read_for_update(pg: Pg) -> None:
+    """[REQ-RL-24] A transaction that read a device's one-time key high-water mark holds it
+    until it ends: another reader of that mark waits, so two uploads of one device cannot both
+    accept ids against the same mark. (An upload also locks the device row when it stores its
+    bundle just before; the mark's own lock does not depend on that order.)"""
+    relay = pg.relay()
+    bob = User.make("bob")
+    pg.storage.run(relay.publish_device_list(bob.list_body()))
+
+    def read_mark(tx: Tx) -> int:
+        return tx.high_water("bob", 1, 0)
+
+    first = Running(pg.storage, read_mark, "high_water").start()
+    second = Running(pg.storage, read_mark).start()
+    assert finished_or_waiting(pg, second) == "waiting"
+    first.go()
+    assert (first.join(), second.join()) == (0, 0)
+    assert pg.storage.retries == 0
