@@ -22,6 +22,7 @@ import pytest
 
 from e2ee.errors import (
     MismatchedDevicesError,
+    QueueFullError,
     RelayAuthError,
     RelayForbiddenError,
     RelayRateLimitedError,
@@ -604,4 +605,73 @@ def test_the_high_water_mark_is_read_for_update(pg: Pg) -> None:
     assert finished_or_waiting(pg, second) == "waiting"
     first.go()
     assert (first.join(), second.join()) == (0, 0)
+    assert pg.storage.retries == 0
+
+
+# --- message ids and the queue limit (REQ-RL-16, REQ-RL-26) -------------------------------------
+
+
+def test_a_send_beyond_the_queue_limit_is_refused_while_another_send_is_running(pg: Pg) -> None:
+    """[REQ-RL-16] [REQ-RL-26] Bob's queue holds at most one message; Alice's first send stops
+    right after it read the queue length, her second runs meanwhile: it waits for the counter
+    row the first locked, then sees the queue full. Read without FOR UPDATE, both saw an empty
+    queue and both were stored."""
+    relay = pg.relay(max_queue=1)
+    alice, bob = User.make("alice"), User.make("bob")
+    for u in (alice, bob):
+        pg.storage.run(relay.publish_device_list(u.list_body()))
+        login(relay, pg.storage, u.devices[0])
+    sender = alice.devices[0]
+
+    def send() -> Callable[[Tx], Any]:
+        return relay.send(sender.token, send_body(bob, os.urandom(16), sender))
+
+    first = Running(pg.storage, send(), "queue_length").start()
+    second = Running(pg.storage, send()).start()
+    assert finished_or_waiting(pg, second) == "waiting"
+    first.go()
+    first.join()
+    second.join()
+    assert first.error is None
+    assert isinstance(second.error, QueueFullError), second.error
+    assert pg.rows("SELECT id FROM messages WHERE usr = 'bob'") == [(1,)]
+    assert pg.rows("SELECT seq, queued FROM counters WHERE usr = 'bob'") == [(1, 1)]
+    assert pg.storage.retries == 0
+
+
+def test_a_send_locks_its_recipients_counters_in_ascending_device_order(pg: Pg) -> None:
+    """[REQ-RL-26] A send to Bob's two devices stops right after it locked its first counter
+    row; the sweep meanwhile removes expired messages of both devices and updates their
+    counters in ascending order. Locked in ascending order too, the send holds device 1's row:
+    the sweep waits for it, and once the send commits the sweep goes on; nothing deadlocks or
+    runs again. A send that locked device 2 first deadlocked with the sweep (one of them was run
+    again)."""
+    relay = pg.relay(message_ttl=10)
+    alice, bob = User.make("alice"), User.make("bob", 2)
+    for u in (alice, bob):
+        pg.storage.run(relay.publish_device_list(u.list_body()))
+        login(relay, pg.storage, u.devices[0])
+    sender = alice.devices[0]
+    pg.storage.run(relay.send(sender.token, send_body(bob, os.urandom(16), sender)))
+    pg.clock.advance(11)  # the message to both devices has expired
+
+    send = Running(
+        pg.storage, relay.send(sender.token, send_body(bob, os.urandom(16), sender)), "queue_length"
+    ).start()
+    sweep = Running(pg.storage, relay.sweep()).start()
+    assert finished_or_waiting(pg, sweep) == "waiting"
+    send.go()
+    send.join()
+    sweep.join()
+    assert send.error is None
+    assert sweep.error is None
+    assert sweep.value == 2
+    assert pg.rows("SELECT device, id FROM messages WHERE usr = 'bob' ORDER BY device") == [
+        (1, 2),
+        (2, 2),
+    ]
+    assert pg.rows("SELECT device, queued FROM counters WHERE usr = 'bob' ORDER BY device") == [
+        (1, 1),
+        (2, 1),
+    ]
     assert pg.storage.retries == 0

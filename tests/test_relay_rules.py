@@ -682,6 +682,33 @@ def test_send_stores_for_every_device_in_order_and_acks_are_per_device(
     assert len(dec(storage.run(relay.fetch(b2.token, 0, 100)))[0]) == 3 - own
 
 
+def test_a_device_removed_and_listed_again_is_never_given_an_id_it_had_before(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-14] [REQ-RL-26] Bob's device 2 is given two messages, removed from his list (its
+    queue purged) and listed again: its next message gets an id above both, so a reader paging
+    with ``after`` = the last id it saw does not skip it. On PostgreSQL the device's counter row
+    outlives the purge; without it the ids started again at 1."""
+    alice, bob = User.make("alice"), User.make("bob", 2)
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    sender, second = alice.devices[0], bob.devices[1]
+    for _ in range(2):
+        storage.run(relay.send(sender.token, send_body(bob, os.urandom(16), sender)))
+    given = [i for i, _ in dec(storage.run(relay.fetch(second.token, 0, 100)))[0]]
+    assert len(given) == 2
+    bob.devices.pop()
+    bob.counter += 1
+    storage.run(relay.publish_device_list(bob.list_body()))
+    bob.devices.append(second)
+    bob.counter += 1
+    storage.run(relay.publish_device_list(bob.list_body()))
+    login(relay, storage, second)
+    storage.run(relay.send(sender.token, send_body(bob, os.urandom(16), sender)))
+    [(again, _)] = dec(storage.run(relay.fetch(second.token, max(given), 100)))[0]
+    assert again > max(given)
+
+
 def test_send_is_idempotent_per_client_message_id(relay: Relay, storage: Storage) -> None:
     """[REQ-RL-13]"""
     alice, bob = User.make("alice"), User.make("bob")
