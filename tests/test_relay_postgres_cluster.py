@@ -386,3 +386,46 @@ def test_migrations_are_versioned_and_applied_once(cluster: list[RelayProcess]) 
             )
     finally:
         drop_postgres_database(fresh)
+
+
+def test_a_migration_waits_for_one_in_progress_and_then_applies_nothing() -> None:
+    """[REQ-RL-27] One process's migration of an empty schema has not committed yet; another
+    process's migration waits for it (the transaction-scoped advisory lock), then finds every
+    version applied and applies nothing. Without the lock the second one created the same
+    tables and failed once the first committed, so of relay processes started together some
+    did not start."""
+    fresh = postgres_database()
+    outcome: dict[str, object] = {}
+    try:
+        with (
+            psycopg.connect(fresh) as first,
+            psycopg.connect(fresh) as second,
+            psycopg.connect(postgres_server_url(), autocommit=True) as monitor,
+        ):
+            first.execute(b"SELECT 1")  # a transaction left open: the migration runs inside it
+            assert migrate(first) == MIGRATIONS[-1][0]
+
+            def run() -> None:
+                try:
+                    outcome["version"] = migrate(second)
+                except Exception as exc:
+                    outcome["error"] = exc
+
+            thread = threading.Thread(target=run, daemon=True)
+            thread.start()
+            pid = second.info.backend_pid
+            deadline = time.monotonic() + 15
+            while not monitor.execute(
+                b"SELECT cardinality(pg_blocking_pids(%s)) > 0", (pid,)
+            ).fetchone()[0]:  # type: ignore[index]
+                assert thread.is_alive(), outcome  # it must wait, not finish or fail
+                assert time.monotonic() < deadline, "the second migration did not wait"
+                time.sleep(0.005)  # polling an observed state: the outcome does not depend on it
+            first.commit()
+            thread.join(15)
+            assert not thread.is_alive()
+            assert outcome == {"version": MIGRATIONS[-1][0]}
+            versions = second.execute(b"SELECT version FROM schema_version ORDER BY 1")
+            assert [r[0] for r in versions] == [v for v, _ in MIGRATIONS]
+    finally:
+        drop_postgres_database(fresh)
