@@ -272,6 +272,21 @@ def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     assert file_bytes(path) == before
 
 
+def test_creating_a_client_over_a_file_that_is_not_a_database_is_a_store_error(
+    tmp_path: Path,
+) -> None:
+    """[REQ-CL-39] Client.create opens the file too (it may exist): one that is not a SQLite
+    database is a StoreError naming SQLite's code, not the sqlite3 exception, and the file is
+    left as it was."""
+    path = tmp_path / "garbage.sqlite"
+    path.write_bytes(b"not a database at all " * 300)
+    before = file_bytes(path)
+    with pytest.raises(StoreError, match="SQLITE_NOTADB") as caught:
+        Client.create(path, "bob")
+    assert caught.value.__cause__ is None
+    assert file_bytes(path) == before
+
+
 def test_a_damaged_store_is_a_store_error(world: World) -> None:
     """REQ-CL-39: pages after the first overwritten (the schema page is intact, the tables are
     not): whichever read meets the damage raises StoreError, never a sqlite3 exception."""
@@ -293,13 +308,14 @@ def test_a_damaged_store_is_a_store_error(world: World) -> None:
 
 def test_a_failing_transaction_is_rolled_back_and_raised_as_a_store_error(world: World) -> None:
     """REQ-CL-39 with REQ-CL-04: a statement SQLite refuses inside a transaction rolls back
-    everything the transaction wrote."""
+    everything the transaction wrote (SQLite itself undoes only the refused statement)."""
     [bob] = world.user("bob")
     before = snapshot(bob)
+    assert before["device_lists"]  # so deleting them is a change a rollback must undo
 
     def write_then_fail() -> None:
         with bob.store.transaction() as conn:
-            conn.execute("DELETE FROM events")
+            conn.execute("DELETE FROM device_lists")
             conn.execute("INSERT INTO meta VALUES ('schema', 2)")  # the key exists
 
     with pytest.raises(StoreError, match="SQLITE_CONSTRAINT") as caught:
