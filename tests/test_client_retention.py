@@ -236,6 +236,30 @@ def test_a_schema_1_store_is_migrated_keeping_every_processed_id(world: World) -
     assert envelope.message_id not in processed_ids(bob)
 
 
+def test_a_schema_1_store_is_migrated_in_one_transaction(world: World) -> None:
+    """[REQ-CL-40] Both steps from schema 1, 1 to 2 and 2 to 3, are one transaction: when the
+    second refuses (a pending link code schema 2 could not have written: a BLOB, not TEXT), the
+    first is undone too, and the file is still the schema-1 store it was."""
+    waiting = Client.create_linked(world.path("alice"), "alice")
+    path = Path(waiting.store.conn.execute("PRAGMA database_list").fetchone()[2])
+    waiting.close()
+    make_schema_1(path)  # its pending link code stays the BLOB schema 3 writes
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = file_bytes(path)
+    with pytest.raises(StateError, match="link code"):
+        Client.open(path, now=START)
+    assert file_bytes(path) == before
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone() == (1,)
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(processed)")]
+        assert "received" not in columns
+    finally:
+        conn.close()
+
+
 def file_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
