@@ -122,6 +122,27 @@ def test_a_duplicate_or_a_failed_receive_prunes_nothing(world: World) -> None:
     assert processed_ids(bob) == {second.message_id}
 
 
+def test_the_ids_a_receive_forgets_go_with_its_commit(world: World) -> None:
+    """[REQ-CL-41] A receive deletes the rows older than the retention in its own transaction,
+    with the rest of the receive: once it committed they are gone, whatever happens next (here
+    the store's checkpoint hook fails right after the commit, as a crash would there). Deleted
+    in a transaction of their own after the commit, they outlived such a failure."""
+    alice, bob = pair(world)
+    first, second = one(alice, world, b"one"), one(alice, world, b"two")
+    assert bob.receive(first.to_bytes(), now=START).message is not None
+
+    def crash(point: str) -> None:
+        if point == "after_commit":
+            raise RuntimeError("stopped right after the commit")
+
+    bob.store.checkpoint_hook = crash
+    with pytest.raises(RuntimeError):
+        bob.receive(second.to_bytes(), now=START + RETENTION + 1)
+    bob.store.checkpoint_hook = None
+    assert processed_ids(bob) == {second.message_id}
+    assert inbox_count(bob, second.message_id) == 1
+
+
 @given(gaps=st.lists(st.integers(min_value=0, max_value=3 * RETENTION), min_size=1, max_size=6))
 def test_processed_holds_exactly_the_ids_within_the_retention(
     tmp_path_factory: pytest.TempPathFactory, gaps: list[int]
