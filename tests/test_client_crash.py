@@ -19,6 +19,7 @@ import pytest
 
 from e2ee.account import Account
 from e2ee.client import Client
+from e2ee.client.events import Event
 from tests.client_support import World
 
 WORKER = Path(__file__).with_name("client_crash_worker.py")
@@ -52,6 +53,22 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]
     return bob_path, envelopes, prekeys
 
 
+@pytest.fixture(scope="module")
+def uncrashed_events(
+    template: tuple[Path, Path, int], tmp_path_factory: pytest.TempPathFactory
+) -> list[Event]:
+    """The event log after the batch was received without a crash."""
+    bob_template, envelopes, _ = template
+    store = tmp_path_factory.mktemp("uncrashed") / "bob.sqlite"
+    shutil.copy(bob_template, store)
+    assert run(store, envelopes) == 0
+    bob = Client.open(store)
+    events = bob.take_events()
+    bob.close()
+    assert any(e.kind == "session_new" for e in events)
+    return events
+
+
 def run(store: Path, envelopes: Path, **env: str) -> int:
     environment = {**os.environ, "PYTHONPATH": str(PROJECT / "src"), **env}
     return subprocess.run(
@@ -66,8 +83,15 @@ def run(store: Path, envelopes: Path, **env: str) -> int:
 @pytest.mark.parametrize("crash_at", [1, 4])
 @pytest.mark.parametrize("point", POINTS)
 def test_crash_then_restart_delivers_exactly_once(
-    tmp_path: Path, template: tuple[Path, Path, int], point: str, crash_at: int
+    tmp_path: Path,
+    template: tuple[Path, Path, int],
+    uncrashed_events: list[Event],
+    point: str,
+    crash_at: int,
 ) -> None:
+    """[REQ-CL-11] Killed at a checkpoint of the first or the fourth receive, then run again
+    over the whole batch: every message is in the inbox once, each one-time prekey was used
+    once, and the event log is the one an uncrashed run leaves (every event once)."""
     bob_template, envelopes, prekeys_before = template
     store = tmp_path / "bob.sqlite"
     shutil.copy(bob_template, store)
@@ -92,4 +116,7 @@ def test_crash_then_restart_delivers_exactly_once(
     # And a third run over the same batch changes nothing.
     bob.close()
     assert run(store, envelopes) == 0
-    assert len(Client.open(store).inbox()) == len(BODIES)
+    bob = Client.open(store)
+    assert len(bob.inbox()) == len(BODIES)
+    assert bob.take_events() == uncrashed_events
+    bob.close()

@@ -96,6 +96,8 @@ def test_an_encrypted_store_keeps_the_link_code_sealed_as_the_spec_says(world: W
 
 
 def test_each_link_code_is_sealed_with_a_fresh_nonce(world: World) -> None:
+    """[REQ-CL-42] Two waiting devices under one store key seal their codes under different
+    random nonces (a fixed nonce would repeat the key stream under the link-code subkey)."""
     first = Client.create_linked(world.path("alice"), "alice", key=STORE_KEY)
     second = Client.create_linked(world.path("alice"), "alice", key=STORE_KEY)
     first_stored, second_stored = stored_code(first), stored_code(second)
@@ -172,6 +174,8 @@ def test_a_stored_code_that_does_not_open_fails_linking_and_changes_nothing(
 
 
 def test_a_plain_store_code_that_is_not_utf8_is_a_state_error(world: World) -> None:
+    """[REQ-CL-42] A stored code that opens (a plain store's is stored as it is) but is not
+    UTF-8 is a StateError, not a UnicodeDecodeError."""
     new = Client.create_linked(world.path("alice"), "alice")
     set_stored(new, "link_code", b"\xff\xfe")
     with pytest.raises(StateError, match="link code"):

@@ -122,6 +122,27 @@ def test_a_duplicate_or_a_failed_receive_prunes_nothing(world: World) -> None:
     assert processed_ids(bob) == {second.message_id}
 
 
+def test_the_ids_a_receive_forgets_go_with_its_commit(world: World) -> None:
+    """[REQ-CL-41] A receive deletes the rows older than the retention in its own transaction,
+    with the rest of the receive: once it committed they are gone, whatever happens next (here
+    the store's checkpoint hook fails right after the commit, as a crash would there). Deleted
+    in a transaction of their own after the commit, they outlived such a failure."""
+    alice, bob = pair(world)
+    first, second = one(alice, world, b"one"), one(alice, world, b"two")
+    assert bob.receive(first.to_bytes(), now=START).message is not None
+
+    def crash(point: str) -> None:
+        if point == "after_commit":
+            raise RuntimeError("stopped right after the commit")
+
+    bob.store.checkpoint_hook = crash
+    with pytest.raises(RuntimeError):
+        bob.receive(second.to_bytes(), now=START + RETENTION + 1)
+    bob.store.checkpoint_hook = None
+    assert processed_ids(bob) == {second.message_id}
+    assert inbox_count(bob, second.message_id) == 1
+
+
 @given(gaps=st.lists(st.integers(min_value=0, max_value=3 * RETENTION), min_size=1, max_size=6))
 def test_processed_holds_exactly_the_ids_within_the_retention(
     tmp_path_factory: pytest.TempPathFactory, gaps: list[int]
@@ -236,6 +257,30 @@ def test_a_schema_1_store_is_migrated_keeping_every_processed_id(world: World) -
     assert envelope.message_id not in processed_ids(bob)
 
 
+def test_a_schema_1_store_is_migrated_in_one_transaction(world: World) -> None:
+    """[REQ-CL-40] Both steps from schema 1, 1 to 2 and 2 to 3, are one transaction: when the
+    second refuses (a pending link code schema 2 could not have written: a BLOB, not TEXT), the
+    first is undone too, and the file is still the schema-1 store it was."""
+    waiting = Client.create_linked(world.path("alice"), "alice")
+    path = Path(waiting.store.conn.execute("PRAGMA database_list").fetchone()[2])
+    waiting.close()
+    make_schema_1(path)  # its pending link code stays the BLOB schema 3 writes
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = file_bytes(path)
+    with pytest.raises(StateError, match="link code"):
+        Client.open(path, now=START)
+    assert file_bytes(path) == before
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone() == (1,)
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(processed)")]
+        assert "received" not in columns
+    finally:
+        conn.close()
+
+
 def file_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
@@ -272,6 +317,21 @@ def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     assert file_bytes(path) == before
 
 
+def test_creating_a_client_over_a_file_that_is_not_a_database_is_a_store_error(
+    tmp_path: Path,
+) -> None:
+    """[REQ-CL-39] Client.create opens the file too (it may exist): one that is not a SQLite
+    database is a StoreError naming SQLite's code, not the sqlite3 exception, and the file is
+    left as it was."""
+    path = tmp_path / "garbage.sqlite"
+    path.write_bytes(b"not a database at all " * 300)
+    before = file_bytes(path)
+    with pytest.raises(StoreError, match="SQLITE_NOTADB") as caught:
+        Client.create(path, "bob")
+    assert caught.value.__cause__ is None
+    assert file_bytes(path) == before
+
+
 def test_a_damaged_store_is_a_store_error(world: World) -> None:
     """REQ-CL-39: pages after the first overwritten (the schema page is intact, the tables are
     not): whichever read meets the damage raises StoreError, never a sqlite3 exception."""
@@ -293,13 +353,14 @@ def test_a_damaged_store_is_a_store_error(world: World) -> None:
 
 def test_a_failing_transaction_is_rolled_back_and_raised_as_a_store_error(world: World) -> None:
     """REQ-CL-39 with REQ-CL-04: a statement SQLite refuses inside a transaction rolls back
-    everything the transaction wrote."""
+    everything the transaction wrote (SQLite itself undoes only the refused statement)."""
     [bob] = world.user("bob")
     before = snapshot(bob)
+    assert before["device_lists"]  # so deleting them is a change a rollback must undo
 
     def write_then_fail() -> None:
         with bob.store.transaction() as conn:
-            conn.execute("DELETE FROM events")
+            conn.execute("DELETE FROM device_lists")
             conn.execute("INSERT INTO meta VALUES ('schema', 2)")  # the key exists
 
     with pytest.raises(StoreError, match="SQLITE_CONSTRAINT") as caught:

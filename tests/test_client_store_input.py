@@ -71,6 +71,15 @@ def tamper(path: Path, sql: str, value: object) -> None:
         conn.close()
 
 
+def approve_a_new_device(client: Client, reference: Reference) -> bytes:
+    """approve_link for a device waiting to be linked (its store beside the client's)."""
+    waiting = Client.create_linked(reference.path.with_name("waiting.sqlite"), client.user_id)
+    try:
+        return client.approve_link(waiting.link_request(), waiting.link_code)
+    finally:
+        waiting.close()
+
+
 @dataclass(frozen=True)
 class Case:
     sql: str
@@ -112,6 +121,34 @@ CASES = {
         "UPDATE device_lists SET signed = ? WHERE user_id = 'alice'",
         "x",
         lambda c, r: c.send("alice", b"x"),
+    ),
+    "own device list is text": Case(
+        "UPDATE device_lists SET signed = ? WHERE user_id = 'bob'",
+        "x",
+        lambda c, r: c.device_list(),
+    ),
+    "device id is text": Case(
+        "UPDATE meta SET value = ? WHERE name = 'device_id'", "1", lambda c, r: c.device_id
+    ),
+    "device id is a blob on send": Case(
+        "UPDATE meta SET value = ? WHERE name = 'device_id'",
+        b"\x01",
+        lambda c, r: c.send("alice", b"x"),
+    ),
+    "next device id is text": Case(
+        "UPDATE meta SET value = ? WHERE name = 'next_device_id'",
+        "9",
+        approve_a_new_device,
+    ),
+    "session peer device is text": Case(
+        "UPDATE sessions SET peer_device = ? WHERE peer_user = 'bob'",
+        "two",
+        lambda c, r: c.remove_device(2),
+    ),
+    "session peer key is text": Case(
+        "UPDATE sessions SET peer_key = ? WHERE peer_user = 'bob'",
+        "k" * 32,
+        lambda c, r: c.remove_device(2),
     ),
     "device list counter is text": Case(
         "UPDATE device_lists SET counter = ? WHERE user_id = 'alice'",
@@ -182,6 +219,21 @@ def test_an_account_row_of_the_wrong_type_or_missing_fails_at_open(
         tamper(path, "UPDATE account SET state = ?", value)
     with pytest.raises(StateError, match="account"):
         Client.open(path)
+
+
+@pytest.mark.parametrize(("name", "value"), [("user_id", b"bob"), ("device_key", "k" * 32)])
+def test_a_client_row_of_the_wrong_type_fails_at_open(
+    reference: Reference, tmp_path: Path, name: str, value: object
+) -> None:
+    """[REQ-CL-45] The store holds a client (its meta rows are there), but the user id is not
+    text or the device key not a blob: a StateError naming the role, not the LocalError of a
+    file that holds no client, and the file is left as it was."""
+    path = copy(reference, tmp_path)
+    tamper(path, f"UPDATE meta SET value = ? WHERE name = '{name}'", value)
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="client store"):
+        Client.open(path)
+    assert path.read_bytes() == before
 
 
 # --- reads that delete -----------------------------------------------------------------------

@@ -138,6 +138,39 @@ def test_a_transaction_that_cannot_begin_fails_every_job_and_changes_nothing(
     assert buckets(storage) == [b"\x05", b"\x09"]
 
 
+def test_a_transaction_that_cannot_commit_fails_every_job_and_changes_nothing(
+    storage: SQLiteStorage,
+) -> None:
+    """[REQ-RL-29] SQLite refuses the COMMIT itself (here a deferred foreign key that one job
+    broke, checked only at commit; a full disk or an I/O error fails a commit the same way):
+    every job of the batch fails with RelayUnavailableError, none is answered as stored, and
+    the file holds what it held before."""
+    storage.run(put(b"\x09"))
+    with sqlite3.connect(storage.path) as conn:
+        conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        conn.execute(
+            "CREATE TABLE child (parent INTEGER REFERENCES parent (id) "
+            "DEFERRABLE INITIALLY DEFERRED)"
+        )
+    conn.close()
+    storage._conn.execute("PRAGMA foreign_keys = ON")  # only takes effect outside a transaction
+    before = file_rows(Path(storage.path))
+
+    def orphan(tx: Tx) -> None:
+        assert isinstance(tx, _SQLiteTx)
+        tx.c.execute("INSERT INTO child VALUES (7)")  # no parent 7: the commit will fail
+
+    outcomes = one_batch(storage, [put(b"\x01"), orphan, put(b"\x03")])
+    assert all(isinstance(o, RelayUnavailableError) for o in outcomes), outcomes
+    with pytest.raises(RelayUnavailableError):
+        storage.run(orphan)
+    assert not storage._conn.in_transaction
+    assert file_rows(Path(storage.path)) == before
+    # and the storage goes on committing once no job breaks the constraint
+    assert storage.run(put(b"\x05")) == b"\x05"
+    assert buckets(storage) == [b"\x05", b"\x09"]
+
+
 def test_a_cancelled_request_does_not_stop_the_batch(storage: SQLiteStorage) -> None:
     async def main() -> bytes:
         gone = storage.submit(put(b"\x01"))

@@ -1,13 +1,16 @@
 """Several ``e2ee relay serve`` processes on one PostgreSQL database (spec/relay.md, "PostgreSQL
-storage"): a message accepted by one process reaches a WebSocket held by another (NOTIFY),
-claims through different processes never hand a key out twice, a retried send raced through two
-processes is stored once, and SIGKILL of one process loses no acknowledged message.
+storage"): a message accepted by one process reaches a WebSocket held by another (NOTIFY, sent
+at commit only, its listener reconnecting when its connection is lost), claims through
+different processes never hand a key out twice, a retried send raced through two processes is
+stored once, SIGKILL of one process loses no acknowledged message, and processes starting
+together migrate the schema once.
 
 Needs a PostgreSQL server (``E2EE_TEST_POSTGRES_URL``; ``.ci/postgres.sh`` starts one): skipped
 without one, failed without one in CI."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import subprocess
@@ -19,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from websockets.sync.client import connect
 
 from e2ee.client.envelope import Envelope
+from e2ee.errors import RelayForbiddenError
 from e2ee.relay import api
-from e2ee.relay.postgres import MIGRATIONS, migrate
+from e2ee.relay.postgres import MIGRATIONS, PostgresStorage, migrate
+from e2ee.relay.storage import Tx
 from e2ee.wire import codec
 from tests.relay_support import (
     PROJECT_ROOT,
@@ -34,6 +40,7 @@ from tests.relay_support import (
     drop_postgres_database,
     http_login,
     postgres_database,
+    postgres_server_url,
     send_body,
 )
 
@@ -111,6 +118,73 @@ def test_a_message_accepted_by_one_process_wakes_a_websocket_on_another(
             deadline = time.monotonic() + 10
             while dec(http.get(api.MESSAGES, headers=auth(d)).content)[0]:
                 assert time.monotonic() < deadline
+
+
+def test_a_send_notifies_when_it_commits_and_never_when_it_is_rolled_back() -> None:
+    """[REQ-RL-25] pg_notify runs inside the send's transaction: a job that enqueued for Bob's
+    device 2 and was then refused (rolled back) notifies no one, and one that committed for his
+    device 1 wakes that device's subscriber through the listening connection. Sent outside the
+    transaction, the rolled-back job's notification was delivered too."""
+    url = postgres_database()
+    storage = PostgresStorage(url, pool_size=1)
+    notifier = storage.notifier()
+
+    def rolled_back(tx: Tx) -> None:
+        tx.enqueue("bob", 2, b"envelope", 2**40)
+        raise RelayForbiddenError("refused after it enqueued")
+
+    async def main() -> None:
+        committed, dropped = notifier.subscribe("bob", 1), notifier.subscribe("bob", 2)
+        with pytest.raises(RelayForbiddenError):
+            storage.run(rolled_back)
+        storage.run(lambda tx: tx.enqueue("bob", 1, b"envelope", 2**40))
+        assert await committed.wait(PUSH_TIMEOUT)
+        # notifications arrive, and are dispatched, in commit order: one for the rolled-back
+        # job would have woken its subscriber by now
+        assert not dropped.event.is_set()
+        assert notifier.received == 1
+
+    try:
+        asyncio.run(main())
+    finally:
+        notifier.close()
+        storage.close()
+        drop_postgres_database(url)
+
+
+def test_a_lost_listening_connection_wakes_every_subscriber_and_is_made_again() -> None:
+    """[REQ-RL-25] The server ends the listening connection: every subscriber of the process is
+    woken (its WebSocket re-reads its queue, so a notification lost meanwhile delays a push but
+    loses no message) and the listener connects again, so a send committed afterwards wakes its
+    device. Without the wake-up, a message sent while the listener was away waited for the
+    WebSocket's idle re-read."""
+    url = postgres_database()
+    name = "e2ee_listen_" + os.urandom(4).hex()
+    storage = PostgresStorage(f"{url}&application_name={name}", pool_size=1)
+    notifier = storage.notifier()
+    listener = (
+        b"SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE 'LISTEN%%'"
+    )
+
+    async def main(monitor: psycopg.Connection[Any]) -> None:
+        bob, carol = notifier.subscribe("bob", 1), notifier.subscribe("carol", 1)
+        [(pid,)] = monitor.execute(listener, (name,)).fetchall()
+        monitor.execute(b"SELECT pg_terminate_backend(%s)", (pid,))
+        assert await bob.wait(PUSH_TIMEOUT)
+        assert await carol.wait(PUSH_TIMEOUT)
+        [(again,)] = monitor.execute(listener, (name,)).fetchall()
+        assert again != pid
+        storage.run(lambda tx: tx.enqueue("bob", 1, b"envelope", 2**40))
+        assert await bob.wait(PUSH_TIMEOUT)
+        assert not carol.event.is_set()
+
+    try:
+        with psycopg.connect(postgres_server_url(), autocommit=True) as monitor:
+            asyncio.run(main(monitor))
+    finally:
+        notifier.close()
+        storage.close()
+        drop_postgres_database(url)
 
 
 def test_claims_through_different_processes_issue_each_key_once(
@@ -310,5 +384,48 @@ def test_migrations_are_versioned_and_applied_once(cluster: list[RelayProcess]) 
             assert conn.execute(b"SELECT count(*) FROM schema_version").fetchone() == (
                 len(MIGRATIONS),
             )
+    finally:
+        drop_postgres_database(fresh)
+
+
+def test_a_migration_waits_for_one_in_progress_and_then_applies_nothing() -> None:
+    """[REQ-RL-27] One process's migration of an empty schema has not committed yet; another
+    process's migration waits for it (the transaction-scoped advisory lock), then finds every
+    version applied and applies nothing. Without the lock the second one created the same
+    tables and failed once the first committed, so of relay processes started together some
+    did not start."""
+    fresh = postgres_database()
+    outcome: dict[str, object] = {}
+    try:
+        with (
+            psycopg.connect(fresh) as first,
+            psycopg.connect(fresh) as second,
+            psycopg.connect(postgres_server_url(), autocommit=True) as monitor,
+        ):
+            first.execute(b"SELECT 1")  # a transaction left open: the migration runs inside it
+            assert migrate(first) == MIGRATIONS[-1][0]
+
+            def run() -> None:
+                try:
+                    outcome["version"] = migrate(second)
+                except Exception as exc:
+                    outcome["error"] = exc
+
+            thread = threading.Thread(target=run, daemon=True)
+            thread.start()
+            pid = second.info.backend_pid
+            deadline = time.monotonic() + 15
+            while not monitor.execute(
+                b"SELECT cardinality(pg_blocking_pids(%s)) > 0", (pid,)
+            ).fetchone()[0]:  # type: ignore[index]
+                assert thread.is_alive(), outcome  # it must wait, not finish or fail
+                assert time.monotonic() < deadline, "the second migration did not wait"
+                time.sleep(0.005)  # polling an observed state: the outcome does not depend on it
+            first.commit()
+            thread.join(15)
+            assert not thread.is_alive()
+            assert outcome == {"version": MIGRATIONS[-1][0]}
+            versions = second.execute(b"SELECT version FROM schema_version ORDER BY 1")
+            assert [r[0] for r in versions] == [v for v, _ in MIGRATIONS]
     finally:
         drop_postgres_database(fresh)

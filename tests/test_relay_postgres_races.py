@@ -2,7 +2,8 @@
 "PostgreSQL storage"): one transaction is stopped between two of its statements, holding what
 it has locked, while another runs; then it goes on. No timing decides the outcome: the second
 transaction is let run until it finished or waits for a lock (seen in ``pg_blocking_pids``),
-and every wait is bounded, so a regression fails instead of hanging.
+and every wait is bounded, so a regression fails instead of hanging. The transaction a job
+runs in (its isolation level, its commit, its reruns) is checked here too.
 
 Needs a PostgreSQL server (``E2EE_TEST_POSTGRES_URL``; ``.ci/postgres.sh`` starts one): skipped
 without one, failed without one in CI."""
@@ -21,12 +22,14 @@ import pytest
 
 from e2ee.errors import (
     MismatchedDevicesError,
+    QueueFullError,
     RelayAuthError,
     RelayForbiddenError,
     RelayRateLimitedError,
+    RelayUnavailableError,
 )
 from e2ee.relay import api
-from e2ee.relay.postgres import PostgresStorage
+from e2ee.relay.postgres import RETRIES, PostgresStorage
 from e2ee.relay.rules import Relay
 from e2ee.relay.storage import Tx
 from e2ee.wire import codec
@@ -150,6 +153,59 @@ def finished_or_waiting(pg: Pg, running: Running) -> str:
                 return "waiting"
         time.sleep(0.005)  # polling an observed state: the outcome does not depend on it
     raise AssertionError("the job neither finished nor waited for a lock")
+
+
+# --- the transaction of a job (REQ-RL-23) -----------------------------------------------------
+
+
+def test_a_job_that_keeps_meeting_a_conflict_is_run_again_and_then_refused_as_unavailable(
+    pg: Pg,
+) -> None:
+    """[REQ-RL-23] A job that meets a unique-key race every time it runs is rolled back and run
+    again from the start, RETRIES times in all, and then refused with RelayUnavailableError
+    (503), not with the driver's exception; nothing it wrote is kept."""
+    runs = 0
+
+    def conflicting(tx: Tx) -> None:
+        nonlocal runs
+        runs += 1
+        c: psycopg.Connection[Any] = tx.c  # type: ignore[attr-defined]
+        c.execute(b"INSERT INTO meta VALUES ('conflict', 'x')")
+        c.execute(b"INSERT INTO meta VALUES ('conflict', 'y')")
+
+    with pytest.raises(RelayUnavailableError) as refused:
+        pg.storage.run(conflicting)
+    assert refused.value.__cause__ is None
+    assert runs == RETRIES > 1
+    assert pg.storage.retries == RETRIES
+    assert pg.rows("SELECT * FROM meta WHERE name = 'conflict'") == []
+
+
+def test_a_job_runs_read_committed_and_commits_after_the_wal_flush_whatever_the_defaults() -> None:
+    """[REQ-RL-23] The connection's defaults (here its options, as a role's or database's
+    settings would) ask for SERIALIZABLE transactions and commits that do not wait for the WAL
+    flush; the storage's jobs still run READ COMMITTED, and their commit returns only once the
+    WAL is flushed (``synchronous_commit`` on). Before, the jobs took whatever the server was
+    configured with, so "accepted" did not mean durable."""
+    url = postgres_database()
+    defaults = (
+        url + "%20-cdefault_transaction_isolation%3Dserializable%20-csynchronous_commit%3Doff"
+    )
+    show = b"SELECT current_setting('transaction_isolation'), current_setting('synchronous_commit')"
+    try:
+        with psycopg.connect(defaults) as conn:
+            assert conn.execute(show).fetchone() == ("serializable", "off")  # the defaults hold
+        storage = PostgresStorage(defaults, pool_size=2)
+        try:
+            settings = [
+                storage.run(lambda tx: tx.c.execute(show).fetchone())  # type: ignore[attr-defined]
+                for _ in range(3)
+            ]
+        finally:
+            storage.close()
+        assert settings == [("read committed", "on")] * 3
+    finally:
+        drop_postgres_database(url)
 
 
 # --- device lists against what relies on them (REQ-RL-04, REQ-RL-17, REQ-RL-34) ---------------
@@ -426,3 +482,196 @@ def test_a_concurrent_second_registration_of_a_user_id_is_checked_against_the_fi
     assert stored is not None
     assert stored.user_key == second_bob.identity.public_key
     assert pg.storage.retries == 1  # the first failed on the key, and ran again
+
+
+def test_concurrent_claims_beyond_the_burst_are_refused_while_the_bucket_row_exists(
+    pg: Pg,
+) -> None:
+    """[REQ-RL-11] [REQ-RL-24] Alice's first claim of Bob's keys (burst 2) left a bucket row with
+    one token; three more claims run at once, the first stopped right after it read the bucket.
+    The others wait for its lock and then see the token it took, so one is served and two are
+    refused. Read without FOR UPDATE, each saw the token and all three were served."""
+    relay = pg.relay(claim_burst=BURST, claim_rate=0.001)
+    alice, bob = User.make("alice"), User.make("bob")
+    for u in (alice, bob):
+        pg.storage.run(relay.publish_device_list(u.list_body()))
+        login(relay, pg.storage, u.devices[0])
+    bob_device = bob.devices[0]
+    checked = relay.check_upload(
+        pg.storage.run(relay.auth_job(bob_device.token)), bob_device.upload_body(one_time=20)
+    )
+    pg.storage.run(relay.store_upload(bob_device.token, checked))
+
+    def claim() -> Callable[[Tx], Any]:
+        return relay.claim(alice.devices[0].token, codec.encode({0: b"bob", 1: os.urandom(16)}))
+
+    pg.storage.run(claim())
+    assert len(pg.rows("SELECT * FROM buckets")) == 1  # one token left in it
+
+    first = Running(pg.storage, claim(), "bucket").start()
+    others = []
+    for _ in range(2):
+        other = Running(pg.storage, claim()).start()
+        assert finished_or_waiting(pg, other) == "waiting"
+        others.append(other)
+    first.go()
+    runs = [first, *others]
+    for run in runs:
+        run.join()
+    assert first.error is None
+    assert all(isinstance(run.error, RelayRateLimitedError) for run in others), others
+    left = pg.rows("SELECT count(*) FROM one_time WHERE usr = 'bob' AND kind = 0")
+    assert left == [(20 - BURST,)]
+    assert pg.storage.retries == 0
+
+
+# --- one-time keys and their high-water mark (REQ-RL-24) ----------------------------------------
+
+
+def test_a_claim_skips_a_key_another_claim_holds_instead_of_waiting_for_it(pg: Pg) -> None:
+    """[REQ-RL-08] [REQ-RL-24] Alice's claim of Bob's keys stops right after it took his lowest
+    one-time key (its DELETE holds the row); Carol's claim meanwhile skips that key and takes
+    the next one without waiting. Without SKIP LOCKED, Carol's claim waited for the first key,
+    found it gone once Alice's claim committed, and was answered without a one-time key while
+    four remained."""
+    relay = pg.relay()
+    alice, bob, carol = User.make("alice"), User.make("bob"), User.make("carol")
+    for u in (alice, bob, carol):
+        pg.storage.run(relay.publish_device_list(u.list_body()))
+        login(relay, pg.storage, u.devices[0])
+    bob_device = bob.devices[0]
+    checked = relay.check_upload(
+        pg.storage.run(relay.auth_job(bob_device.token)), bob_device.upload_body(one_time=5)
+    )
+    pg.storage.run(relay.store_upload(bob_device.token, checked))
+    ids = [r[0] for r in pg.rows("SELECT id FROM one_time WHERE usr = 'bob' ORDER BY id")]
+    assert len(ids) == 5
+
+    def claim(claimer: User) -> Callable[[Tx], Any]:
+        body = codec.encode({0: b"bob", 1: os.urandom(16)})
+        return relay.claim(claimer.devices[0].token, body)
+
+    first = Running(pg.storage, claim(alice), "claim_one_time").start()
+    second = Running(pg.storage, claim(carol)).start()
+    assert finished_or_waiting(pg, second) == "finished"
+    first.go()
+    first.join()
+    assert first.error is None
+    assert second.error is None
+
+    def one_time_id(answer: bytes) -> int:
+        [[device, bundle]] = codec.decode(answer, max_size=1 << 20)[0]
+        assert device == 1
+        key_id: int = codec.decode(bundle, max_size=1 << 20)[9]
+        return key_id
+
+    assert (one_time_id(first.value), one_time_id(second.value)) == (ids[0], ids[1])
+    left = pg.rows("SELECT id FROM one_time WHERE usr = 'bob' ORDER BY id")
+    assert [r[0] for r in left] == ids[2:]
+    assert pg.storage.retries == 0
+
+
+def test_a_claim_takes_the_lowest_key_whatever_plan_the_server_picks(pg: Pg) -> None:
+    """[REQ-RL-24] A claim deletes the lowest-id key left. Keys stored out of id order lie in
+    the table in that order; with index scans off the server reads them so, and the claims
+    still hand them out in id order: the statement's ORDER BY, not the plan that happens to
+    use the primary key, picks the key."""
+    keys = [(i, bytes([i]) * 32, bytes([i]) * 64) for i in (5, 3, 9, 4)]
+    pg.storage.run(lambda tx: tx.add_one_time("bob", 1, 0, keys))
+
+    def claim(tx: Tx) -> Any:
+        c: psycopg.Connection[Any] = tx.c  # type: ignore[attr-defined]
+        for scan in ("indexscan", "indexonlyscan", "bitmapscan"):
+            c.execute(f"SET LOCAL enable_{scan} = off".encode())
+        return tx.claim_one_time("bob", 1, 0)
+
+    assert [pg.storage.run(claim) for _ in range(5)] == [*sorted(keys), None]
+
+
+def test_the_high_water_mark_is_read_for_update(pg: Pg) -> None:
+    """[REQ-RL-24] A transaction that read a device's one-time key high-water mark holds it
+    until it ends: another reader of that mark waits, so two uploads of one device cannot both
+    accept ids against the same mark. (An upload also locks the device row when it stores its
+    bundle just before; the mark's own lock does not depend on that order.)"""
+    relay = pg.relay()
+    bob = User.make("bob")
+    pg.storage.run(relay.publish_device_list(bob.list_body()))
+
+    def read_mark(tx: Tx) -> int:
+        return tx.high_water("bob", 1, 0)
+
+    first = Running(pg.storage, read_mark, "high_water").start()
+    second = Running(pg.storage, read_mark).start()
+    assert finished_or_waiting(pg, second) == "waiting"
+    first.go()
+    assert (first.join(), second.join()) == (0, 0)
+    assert pg.storage.retries == 0
+
+
+# --- message ids and the queue limit (REQ-RL-16, REQ-RL-26) -------------------------------------
+
+
+def test_a_send_beyond_the_queue_limit_is_refused_while_another_send_is_running(pg: Pg) -> None:
+    """[REQ-RL-16] [REQ-RL-26] Bob's queue holds at most one message; Alice's first send stops
+    right after it read the queue length, her second runs meanwhile: it waits for the counter
+    row the first locked, then sees the queue full. Read without FOR UPDATE, both saw an empty
+    queue and both were stored."""
+    relay = pg.relay(max_queue=1)
+    alice, bob = User.make("alice"), User.make("bob")
+    for u in (alice, bob):
+        pg.storage.run(relay.publish_device_list(u.list_body()))
+        login(relay, pg.storage, u.devices[0])
+    sender = alice.devices[0]
+
+    def send() -> Callable[[Tx], Any]:
+        return relay.send(sender.token, send_body(bob, os.urandom(16), sender))
+
+    first = Running(pg.storage, send(), "queue_length").start()
+    second = Running(pg.storage, send()).start()
+    assert finished_or_waiting(pg, second) == "waiting"
+    first.go()
+    first.join()
+    second.join()
+    assert first.error is None
+    assert isinstance(second.error, QueueFullError), second.error
+    assert pg.rows("SELECT id FROM messages WHERE usr = 'bob'") == [(1,)]
+    assert pg.rows("SELECT seq, queued FROM counters WHERE usr = 'bob'") == [(1, 1)]
+    assert pg.storage.retries == 0
+
+
+def test_a_send_locks_its_recipients_counters_in_ascending_device_order(pg: Pg) -> None:
+    """[REQ-RL-26] A send to Bob's two devices stops right after it locked its first counter
+    row; the sweep meanwhile removes expired messages of both devices and updates their
+    counters in ascending order. Locked in ascending order too, the send holds device 1's row:
+    the sweep waits for it, and once the send commits the sweep goes on; nothing deadlocks or
+    runs again. A send that locked device 2 first deadlocked with the sweep (one of them was run
+    again)."""
+    relay = pg.relay(message_ttl=10)
+    alice, bob = User.make("alice"), User.make("bob", 2)
+    for u in (alice, bob):
+        pg.storage.run(relay.publish_device_list(u.list_body()))
+        login(relay, pg.storage, u.devices[0])
+    sender = alice.devices[0]
+    pg.storage.run(relay.send(sender.token, send_body(bob, os.urandom(16), sender)))
+    pg.clock.advance(11)  # the message to both devices has expired
+
+    send = Running(
+        pg.storage, relay.send(sender.token, send_body(bob, os.urandom(16), sender)), "queue_length"
+    ).start()
+    sweep = Running(pg.storage, relay.sweep()).start()
+    assert finished_or_waiting(pg, sweep) == "waiting"
+    send.go()
+    send.join()
+    sweep.join()
+    assert send.error is None
+    assert sweep.error is None
+    assert sweep.value == 2
+    assert pg.rows("SELECT device, id FROM messages WHERE usr = 'bob' ORDER BY device") == [
+        (1, 2),
+        (2, 2),
+    ]
+    assert pg.rows("SELECT device, queued FROM counters WHERE usr = 'bob' ORDER BY device") == [
+        (1, 1),
+        (2, 1),
+    ]
+    assert pg.storage.retries == 0

@@ -417,6 +417,25 @@ def test_stored_one_time_keys_are_capped(storage: Storage, clock: Clock) -> None
     refused(storage, RelayTooLargeError, relay.store_upload(device.token, checked), "too_many_keys")
 
 
+def test_an_upload_refused_after_it_stored_some_keys_is_rolled_back_whole(
+    storage: Storage, clock: Clock
+) -> None:
+    """[REQ-RL-07] [REQ-RL-23] The upload stores its bundle and its one-time EC keys, then finds
+    too many ML-KEM keys and is refused: a job that raises after it wrote is rolled back whole,
+    so neither its bundle nor its EC keys nor their high-water mark are kept."""
+    relay = make_relay(storage, clock, max_stored_one_time=4)
+    alice = User.make("alice")
+    register(relay, storage, alice)
+    device = alice.devices[0]
+    auth = storage.run(relay.auth_job(device.token))
+    storage.run(
+        relay.store_upload(device.token, relay.check_upload(auth, device.upload_body(0, 3)))
+    )
+    device.account.rotate_signed_prekey()  # a new bundle, so storing it is a change
+    checked = relay.check_upload(auth, device.upload_body(2, 2))
+    refused(storage, RelayTooLargeError, relay.store_upload(device.token, checked), "too_many_keys")
+
+
 def test_a_re_upload_after_a_crash_never_brings_a_claimed_key_back(
     relay: Relay, storage: Storage
 ) -> None:
@@ -661,6 +680,33 @@ def test_send_stores_for_every_device_in_order_and_acks_are_per_device(
     assert dec(storage.run(relay.ack(b1.token, codec.encode({0: [rows1[0][0]]}))))[0] == 0
     assert len(dec(storage.run(relay.fetch(b1.token, 0, 100)))[0]) == 2
     assert len(dec(storage.run(relay.fetch(b2.token, 0, 100)))[0]) == 3 - own
+
+
+def test_a_device_removed_and_listed_again_is_never_given_an_id_it_had_before(
+    relay: Relay, storage: Storage
+) -> None:
+    """[REQ-RL-14] [REQ-RL-26] Bob's device 2 is given two messages, removed from his list (its
+    queue purged) and listed again: its next message gets an id above both, so a reader paging
+    with ``after`` = the last id it saw does not skip it. On PostgreSQL the device's counter row
+    outlives the purge; without it the ids started again at 1."""
+    alice, bob = User.make("alice"), User.make("bob", 2)
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    sender, second = alice.devices[0], bob.devices[1]
+    for _ in range(2):
+        storage.run(relay.send(sender.token, send_body(bob, os.urandom(16), sender)))
+    given = [i for i, _ in dec(storage.run(relay.fetch(second.token, 0, 100)))[0]]
+    assert len(given) == 2
+    bob.devices.pop()
+    bob.counter += 1
+    storage.run(relay.publish_device_list(bob.list_body()))
+    bob.devices.append(second)
+    bob.counter += 1
+    storage.run(relay.publish_device_list(bob.list_body()))
+    login(relay, storage, second)
+    storage.run(relay.send(sender.token, send_body(bob, os.urandom(16), sender)))
+    [(again, _)] = dec(storage.run(relay.fetch(second.token, max(given), 100)))[0]
+    assert again > max(given)
 
 
 def test_send_is_idempotent_per_client_message_id(relay: Relay, storage: Storage) -> None:

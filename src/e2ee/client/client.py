@@ -80,13 +80,13 @@ class Client:
         with store.transaction() as conn:
             user_id = store.get_meta(conn, "user_id")
             device_key = store.get_meta(conn, "device_key")
-            if not isinstance(user_id, str) or not isinstance(device_key, bytes):
+            if user_id is None or device_key is None:
                 raise LocalError("this store holds no client; use Client.create or create_linked")
-            self._user_id = user_id
-            self._device_key = device_key
+            self._user_id = column(user_id, str, "user id")
+            self._device_key = column(device_key, bytes, "device key")
             # Loading the account now checks the store key (a wrong key, or none for an
             # encrypted store, is a StateError here, before any call can act on the store).
-            if self._account(conn).identity_key != device_key:
+            if self._account(conn).identity_key != self._device_key:
                 raise StateError("the account does not match this store's device key")
 
     # --- creation --------------------------------------------------------------------------
@@ -204,12 +204,15 @@ class Client:
     def device_id(self) -> int | None:
         """None until a linked device completed linking."""
         with self._store.transaction() as conn:
-            value = self._store.get_meta(conn, "device_id")
-        return value if isinstance(value, int) else None
+            return self._device_id_in(conn)
+
+    def _device_id_in(self, conn: sqlite3.Connection) -> int | None:
+        value = self._store.get_meta(conn, "device_id")
+        return None if value is None else column(value, int, "device id")
 
     def _require_device_id(self, conn: sqlite3.Connection) -> int:
-        value = self._store.get_meta(conn, "device_id")
-        if not isinstance(value, int):
+        value = self._device_id_in(conn)
+        if value is None:
             raise LocalError("this device is not linked yet")
         return value
 
@@ -228,8 +231,7 @@ class Client:
             ).fetchone()
         if row is None:
             raise LocalError("no device list yet (link this device first)")
-        data: bytes = row[0]
-        return data
+        return column(row[0], bytes, "device list")
 
     # --- linking ---------------------------------------------------------------------------
 
@@ -272,7 +274,8 @@ class Client:
                 raise LinkError("this device is already linked")
             # Device ids are never reused (sessions and the processed log are keyed by them).
             issued = self._store.get_meta(conn, "next_device_id")
-            device_id = max(max(entries) + 1, issued if isinstance(issued, int) else 0)
+            next_id = 0 if issued is None else column(issued, int, "next device id")
+            device_id = max(max(entries) + 1, next_id)
             self._store.set_meta(conn, "next_device_id", device_id + 1)
             entries[device_id] = parsed.device_key
             signed = identity.sign_device_list(self._user_id, current.counter + 1, entries)

@@ -102,9 +102,11 @@ def accept(
     old_devices = dict(old.devices) if old is not None else {}
     new_devices = dict(new.devices)
     # Sessions with devices not in the new list, or under another key, are never used again.
-    for peer_device, peer_key in conn.execute(
+    for device_value, key_value in conn.execute(
         "SELECT DISTINCT peer_device, peer_key FROM sessions WHERE peer_user = ?", (new.user_id,)
     ).fetchall():
+        peer_device = column(device_value, int, "session peer device")
+        peer_key = column(key_value, bytes, "session peer key")
         if new_devices.get(peer_device) != peer_key:
             conn.execute(
                 "DELETE FROM sessions WHERE peer_user = ? AND peer_device = ? AND peer_key = ?",

@@ -8,7 +8,9 @@ Selected with ``e2ee relay serve --db postgresql://...`` (spec/relay.md, "Postgr
   failure or unique-key race (two processes storing the same idempotent result) rolls the job
   back and runs it again from the start, a few times, then answers "unavailable". The commit
   returns once PostgreSQL has flushed the WAL (``synchronous_commit`` on), so "accepted" means
-  durable; PostgreSQL groups the WAL flushes of concurrent commits itself.
+  durable; PostgreSQL groups the WAL flushes of concurrent commits itself. Both the isolation
+  level and ``synchronous_commit`` are set on every pooled connection (:func:`_configure`),
+  whatever the server's defaults.
 - **Claims.** ``DELETE ... WHERE key = (SELECT ... ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
   RETURNING``: a concurrent claimer skips a key another transaction holds instead of waiting for
   it and then finding it gone (PROTOCOL-NOTES.md: SELECT-then-DELETE double-issues, DELETE ...
@@ -418,6 +420,18 @@ class _PostgresTx:
         return len(expired)
 
 
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Set up a new pooled connection: its jobs run READ COMMITTED and their commit returns only
+    once the WAL is flushed, whatever the server's, the database's or the role's defaults say
+    (REQ-RL-23; a default of ``serializable`` or ``synchronous_commit = off`` was taken as it
+    was). A ``synchronous_commit`` that also waits for standbys is kept: only ``off`` is not."""
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED  # named in every BEGIN
+    with conn.transaction():
+        row = conn.execute(b"SELECT current_setting('synchronous_commit')").fetchone()
+        if row is not None and row[0] == "off":
+            conn.execute(b"SET synchronous_commit = on")
+
+
 @functools.lru_cache(maxsize=1024)
 def _devices(signed: bytes) -> tuple[tuple[int, bytes], ...]:
     """Devices of a stored list, memoised by its exact bytes (verified once per content)."""
@@ -444,6 +458,7 @@ class PostgresStorage:
                 timeout=timeout,
                 open=True,
                 name="e2ee-relay",
+                configure=_configure,
             )
         except (psycopg.Error, psycopg_pool.PoolTimeout):
             # the driver's message may name the host and user; never the password, but say less
