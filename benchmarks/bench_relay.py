@@ -27,6 +27,10 @@ bottleneck on 2 cores).
 Usage::
 
     .venv/bin/python benchmarks/bench_relay.py [--duration S] [--conns N] [--rounds R] [--json PATH]
+        [--stack h11|fast]
+
+``--stack`` picks the HTTP stack of all three servers (``e2ee relay serve --stack``; h11 by
+default): the ceiling always runs the same stack as the relay it is compared with.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from e2ee.account import Account
 from e2ee.client.envelope import Envelope
 from e2ee.identity import UserIdentity
 from e2ee.relay import api
+from e2ee.relay.serve import STACKS
 from e2ee.wire import codec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,13 +100,13 @@ def ceiling_app() -> Any:
     )
 
 
-def serve_ceiling(port: int) -> None:
+def serve_ceiling(port: int, stack: str = "h11") -> None:
     import uvicorn
 
     from e2ee.relay.serve import limit_socket_reads, server_options
 
     limit_socket_reads()  # as ``e2ee relay serve`` does: the same HTTP stack
-    uvicorn.run(ceiling_app(), host=HOST, port=port, log_level="warning", **server_options())
+    uvicorn.run(ceiling_app(), host=HOST, port=port, log_level="warning", **server_options(stack))
 
 
 # --- server processes ------------------------------------------------------------------------
@@ -117,7 +122,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(kind: str, db: Path | str | None = None) -> Iterator[str]:
+def server(kind: str, db: Path | str | None = None, stack: str = "h11") -> Iterator[str]:
     """``kind`` "relay" (``db``: a SQLite file, ``:memory:`` or a ``postgresql://`` URL) or
     "ceiling"."""
     port = _free_port()
@@ -125,9 +130,9 @@ def server(kind: str, db: Path | str | None = None) -> Iterator[str]:
     if kind == "relay":
         assert db is not None
         args = ["-m", "e2ee.cli", "relay", "serve", "--port", str(port), "--db", str(db)]
-        args += ["--claim-burst", "1000000000", "--claim-rate", "1000000"]
+        args += ["--claim-burst", "1000000000", "--claim-rate", "1000000", "--stack", stack]
     else:
-        args = ["-m", "benchmarks.bench_relay", "ceiling", str(port)]
+        args = ["-m", "benchmarks.bench_relay", "ceiling", str(port), stack]
     proc = subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT)
     url = f"http://{HOST}:{port}"
     try:
@@ -375,7 +380,7 @@ def run_load(
 # --- the report --------------------------------------------------------------------------------
 
 
-def measure(duration: float, conns: int, rounds: int) -> dict[str, Any]:
+def measure(duration: float, conns: int, rounds: int, stack: str = "h11") -> dict[str, Any]:
     results: dict[str, list[Result]] = {
         "ceiling": [],
         "sends": [],
@@ -385,9 +390,9 @@ def measure(duration: float, conns: int, rounds: int) -> dict[str, Any]:
     }
     with (
         tempfile.TemporaryDirectory() as tmp,
-        server("relay", Path(tmp) / "bench.sqlite") as relay,
-        server("ceiling") as ceiling,
-        server("relay", ":memory:") as in_memory,
+        server("relay", Path(tmp) / "bench.sqlite", stack) as relay,
+        server("ceiling", stack=stack) as ceiling,
+        server("relay", ":memory:", stack) as in_memory,
     ):
         for _ in range(rounds):  # interleaved, so drift hits all alike
             results["ceiling"].append(run_load(ceiling, "sends", conns, duration, "ceiling", relay))
@@ -420,7 +425,12 @@ def measure(duration: float, conns: int, rounds: int) -> dict[str, Any]:
     ]
     in_memory_rate = summary["sends_in_memory"]["per_s"]
     summary["in_memory_vs_ceiling"] = in_memory_rate / ceiling_rate if ceiling_rate else 0.0
-    summary["config"] = {"duration_s": duration, "connections": conns, "rounds": rounds}
+    summary["config"] = {
+        "duration_s": duration,
+        "connections": conns,
+        "rounds": rounds,
+        "stack": stack,
+    }
     return summary
 
 
@@ -456,7 +466,7 @@ def render(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["ceiling"]:
-        serve_ceiling(int(args[1]))
+        serve_ceiling(int(args[1]), *args[2:3])
         return 0
     if args[:1] == ["load"]:
         url, workload, conns, duration, target = args[1:6]
@@ -468,8 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conns", type=int, default=16, help="concurrent connections")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--stack",
+        choices=STACKS,
+        default="h11",
+        help="the HTTP stack of all three servers (e2ee relay serve --stack)",
+    )
     options = parser.parse_args(args)
-    summary = measure(options.duration, options.conns, options.rounds)
+    summary = measure(options.duration, options.conns, options.rounds, options.stack)
     print(render(summary))
     if options.json:
         options.json.write_text(json.dumps(summary, indent=2))

@@ -117,6 +117,43 @@ def test_serve_names_its_http_stack_and_bounds_the_request_head(
     assert options["loop"] == "asyncio"
 
 
+def test_the_fast_stack_bounds_the_head_in_its_own_protocol(
+    no_server: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """[REQ-RL-37] ``--stack fast`` runs a subclass of uvicorn's httptools protocol (which has
+    no head bound of its own), on uvloop."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    db = str(tmp_path / "relay.sqlite")
+    assert main(["relay", "serve", "--db", db, "--stack", "fast"]) == 0
+    (options,) = no_server
+    assert issubclass(options["http"], HttpToolsProtocol)
+    assert options["http"] is not HttpToolsProtocol
+    assert options["loop"] == "uvloop"
+
+
+@pytest.mark.parametrize("missing", ["uvicorn.protocols.http.httptools_impl", "uvloop"])
+def test_the_fast_stack_without_its_extra_is_one_line_and_exit_status_1(
+    no_server: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    missing: str,
+) -> None:
+    """README, exit codes: a stack whose packages are not installed is "any other error", said
+    in one line, before the database is created."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, missing, None)
+    db = tmp_path / "relay.sqlite"
+    assert main(["relay", "serve", "--db", str(db), "--stack", "fast"]) == 1
+    assert capsys.readouterr().err == (
+        "e2ee relay serve: the fast stack needs the fast extra: pip install 'e2ee[fast]'\n"
+    )
+    assert no_server == []
+    assert not db.exists()
+
+
 @pytest.mark.parametrize(
     ("name", "bad", "good"),
     [
