@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from e2ee.account import Account
-from e2ee.client import Client
+from e2ee.client import Client, KnownIdentity
 from e2ee.client.envelope import Envelope
 from e2ee.errors import (
     DeviceListError,
@@ -200,6 +200,10 @@ def test_identity_change_blocks_or_warns(world: World, policy: str) -> None:
     assert sn.digits == bob.safety_number("alice").digits
     assert alice.mark_verified("bob", scanned=bob.safety_number("alice").scannable)
     assert alice.is_verified("bob")
+    assert alice.known_identities() == [
+        KnownIdentity("alice", verified=True, pending=False),  # its own key, known first-hand
+        KnownIdentity("bob", verified=True, pending=False),
+    ]
     kinds(alice)
 
     # Bob reinstalls: a new user identity key, a new device key for device 1.
@@ -214,7 +218,9 @@ def test_identity_change_blocks_or_warns(world: World, policy: str) -> None:
         with pytest.raises(UntrustedIdentityError):
             alice.send("bob", b"to the new key?", world.directory)
         assert alice.is_verified("bob")
+        assert alice.known_identities()[1] == KnownIdentity("bob", verified=True, pending=True)
         alice.approve_identity("bob")
+        assert alice.known_identities()[1] == KnownIdentity("bob", verified=False, pending=False)
     result = alice.receive(data)
     assert result.message is not None
     assert result.message.body == b"I reinstalled"

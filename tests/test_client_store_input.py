@@ -117,6 +117,26 @@ CASES = {
         bytes(5),
         lambda c, r: c.approve_identity("alice"),
     ),
+    "identity user id is a blob": Case(
+        "UPDATE identities SET user_id = ? WHERE user_id = 'alice'",
+        b"alice",
+        lambda c, r: c.known_identities(),
+    ),
+    "pending key of 5 bytes, listed": Case(
+        "UPDATE identities SET pending_key = ? WHERE user_id = 'alice'",
+        bytes(5),
+        lambda c, r: c.known_identities(),
+    ),
+    "verified flag is text, listed": Case(
+        "UPDATE identities SET verified = ? WHERE user_id = 'alice'",
+        "yes",
+        lambda c, r: c.known_identities(),
+    ),
+    "identity key of 31 bytes, listed": Case(
+        "UPDATE identities SET identity_key = ? WHERE user_id = 'alice'",
+        bytes(31),
+        lambda c, r: c.known_identities(),
+    ),
     "device list is text": Case(
         "UPDATE device_lists SET signed = ? WHERE user_id = 'alice'",
         "x",

@@ -315,11 +315,7 @@ def _report_events(client: Client) -> None:
 
 
 def _pending(client: Client) -> list[str]:
-    with client.store.transaction() as conn:
-        rows = conn.execute(
-            "SELECT user_id FROM identities WHERE pending_key IS NOT NULL ORDER BY user_id"
-        ).fetchall()
-    return [row[0] for row in rows]
+    return [known.user_id for known in client.known_identities() if known.pending]
 
 
 def cmd_receive(args: argparse.Namespace) -> int:
@@ -366,20 +362,14 @@ def _follow(home: Home, idle: float | None) -> int:
 
 def cmd_contacts(args: argparse.Namespace) -> int:
     with _open(args) as home:
-        with home.client.store.transaction() as conn:
-            rows = conn.execute(
-                "SELECT i.user_id, i.verified, i.pending_key IS NOT NULL, d.signed "
-                "FROM identities i LEFT JOIN device_lists d ON d.user_id = i.user_id "
-                "WHERE i.user_id != ? ORDER BY i.user_id",
-                (home.name,),
-            ).fetchall()
-        if not rows:
+        contacts = [k for k in home.client.known_identities() if k.user_id != home.name]
+        if not contacts:
             print("no contacts yet (send or receive a message first)")
-        for user, verified, pending, _ in rows:
-            state = "verified" if verified else "not verified"
-            if pending:
+        for contact in contacts:
+            state = "verified" if contact.verified else "not verified"
+            if contact.pending:
                 state = "IDENTITY CHANGED (compare `e2ee fingerprint` and `verify`)"
-            print(f"{clean(user)}\t{state}")
+            print(f"{clean(contact.user_id)}\t{state}")
     return EXIT_OK
 
 

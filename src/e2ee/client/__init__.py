@@ -10,13 +10,14 @@ from e2ee.client.envelope import Envelope
 from e2ee.client.events import Event, Message, ReceiveResult
 from e2ee.client.prekeys import PrekeyPolicy, PrekeyUpload
 from e2ee.client.store import Store
-from e2ee.client.trust import TrustPolicy
+from e2ee.client.trust import KnownIdentity, TrustPolicy
 
 __all__ = [
     "Client",
     "Directory",
     "Envelope",
     "Event",
+    "KnownIdentity",
     "Message",
     "PrekeyPolicy",
     "PrekeyUpload",

@@ -425,6 +425,12 @@ class Client:
             known = trust.identity(conn, user_id)
         return None if known is None else known[0]
 
+    def known_identities(self) -> list[trust.KnownIdentity]:
+        """Every user whose identity key this device holds (its own user included), in user-id
+        order, with whether it is verified and whether a key change is pending."""
+        with self._store.transaction() as conn:
+            return trust.known(conn)
+
     def is_verified(self, user_id: str) -> bool:
         with self._store.transaction() as conn:
             known = trust.identity(conn, user_id)

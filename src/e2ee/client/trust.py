@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from typing import Literal
 
 from e2ee.client.events import Event
@@ -37,6 +38,37 @@ def identity(conn: sqlite3.Connection, user_id: str) -> tuple[bytes, bool, bytes
         return None
     pending = None if row[2] is None else _key(row[2], "pending identity key")
     return _key(row[0], "identity key"), bool(column(row[1], int, "verified flag")), pending
+
+
+@dataclass(frozen=True, slots=True)
+class KnownIdentity:
+    """A user whose identity key the store holds: ``verified`` after a safety-number
+    comparison, ``pending`` while another key waits for ``approve_identity`` (under
+    ``"block"``). No key material: a key is asked for by user id."""
+
+    user_id: str
+    verified: bool
+    pending: bool
+
+
+def known(conn: sqlite3.Connection) -> list[KnownIdentity]:
+    """Every identity the store holds, in user-id order, each value checked (REQ-CL-45)."""
+    rows = conn.execute(
+        "SELECT user_id, identity_key, verified, pending_key FROM identities ORDER BY user_id"
+    ).fetchall()
+    out = []
+    for user_id, key, verified, pending in rows:
+        _key(key, "identity key")
+        if pending is not None:
+            _key(pending, "pending identity key")
+        out.append(
+            KnownIdentity(
+                column(user_id, str, "identity user id"),
+                bool(column(verified, int, "verified flag")),
+                pending is not None,
+            )
+        )
+    return out
 
 
 def _key(value: object, what: str) -> bytes:
