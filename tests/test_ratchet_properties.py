@@ -15,6 +15,7 @@ from hypothesis import event, given, settings, target
 from hypothesis import strategies as st
 
 import e2ee
+from e2ee.crypto import primitives
 from e2ee.errors import RemoteError
 from e2ee.limits import (
     MAX_PREVIOUS_CHAIN_SKIP,
@@ -377,6 +378,53 @@ def test_messages_delayed_beyond_the_remembered_chains_are_refused_cleanly(
     for _, wire in delayed:
         rejected(pair.bob, wire, RemoteError)
     turn(pair, b"after")
+
+
+def test_header_keys_are_tried_in_the_specified_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """[REQ-DR-11] Header keys are tried in the order of ratchet.md section 6, step 4: the
+    current HKr, the other remembered chains that hold skipped keys (newest first), NHKr, then the
+    remembered chains without skipped keys (newest first). The keys are read from the session
+    state; the trials are observed at the AEAD primitive."""
+    pair = make_pair(header_encryption=True, seed="trial-order")
+    alice, bob = pair.alice, pair.bob
+
+    def chain(sent: int, received: list[int]) -> list[bytes]:
+        """Alice writes to Bob, so Bob starts a new chain with ``sent`` messages; Alice reads
+        those in ``received``."""
+        assert bob.decrypt(alice.encrypt(b"ping")) == b"ping"
+        wires = [bob.encrypt(b"c%d" % i) for i in range(sent)]
+        for i in received:
+            assert alice.decrypt(wires[i]) == b"c%d" % i
+        return wires
+
+    chain(2, [1])  # X1: skipped key 0 left
+    chain(2, [1])  # X2: skipped key 0 left
+    late = chain(1, [0])[0]  # Y: no skipped key
+    chain(2, [1])  # Z, the current chain: skipped key 0 left
+
+    state = codec.decode(alice.to_bytes(), max_size=2**24)
+    remembered = state[22]  # oldest first: the reply chain of make_pair, X1, X2, Y, Z
+    assert [len(keys) for _, keys in remembered] == [0, 1, 1, 0, 1]
+    r0, x1, x2, y, z = (reference for reference, _ in remembered)
+    hkr, nhkr = state[19], state[21]
+    assert z == hkr
+    assert nhkr not in (r0, x1, x2, y, z)
+
+    tried: list[bytes] = []
+    real = primitives.xchacha20poly1305_try_decrypt
+
+    def spy(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes | None:
+        tried.append(key)
+        return real(key, nonce, ciphertext, ad)
+
+    monkeypatch.setattr(primitives, "xchacha20poly1305_try_decrypt", spy)
+    items, _ = codec.read_flat_array(bob.encrypt(b"forged"), 10**6)
+    items[3] = bytes(range(80))  # a header no key opens
+    rejected(alice, encode_flat(items), e2ee.AuthenticationError)
+    assert tried == [hkr, x2, x1, nhkr, y, r0]  # six trials at most
+    tried.clear()
+    rejected(alice, late, e2ee.DuplicateMessageError)
+    assert tried == [hkr, x2, x1, nhkr, y]
 
 
 # --- 3. the skip limits -------------------------------------------------------------------
