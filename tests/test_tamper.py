@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import pytest
 
 import e2ee
+from e2ee.ratchet.double_ratchet import RatchetState
 from e2ee.testing import DeterministicProvider
 from e2ee.wire import codec
 from tests.helpers import NOW, flip_bit, make_pair
@@ -277,3 +279,61 @@ def test_decrypt_error_paths_leave_the_session_unchanged(header_encryption: bool
         with pytest.raises(expected):
             session.decrypt(wire)
         assert session.to_bytes() == before
+
+
+def _ratchet_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Record every call of the ratchet-level decrypt (its header argument)."""
+    calls: list[bytes] = []
+    real = RatchetState.decrypt
+
+    def spy(self: RatchetState, header: bytes, *args: Any) -> bytes:
+        calls.append(header)
+        return real(self, header, *args)
+
+    monkeypatch.setattr(RatchetState, "decrypt", spy)
+    return calls
+
+
+@pytest.mark.parametrize("header_encryption", [True, False], ids=["he", "clear"])
+def test_a_message_of_another_session_is_refused_before_the_ratchet(
+    header_encryption: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[REQ-DR-09] A message naming another session id is refused with AuthenticationError by
+    the session-id check (ratchet.md section 6, step 2), before any ratchet-level step."""
+    pair = make_pair(header_encryption=header_encryption, seed="sid-a")
+    other = make_pair(header_encryption=header_encryption, seed="sid-b")
+    assert other.bob.session_id != pair.bob.session_id
+    calls = _ratchet_calls(monkeypatch)
+    for session, wire in (
+        (pair.bob, other.alice.encrypt(b"x")),
+        (pair.alice, other.bob.encrypt(b"y")),
+    ):
+        before = session.to_bytes()
+        with pytest.raises(e2ee.AuthenticationError):
+            session.decrypt(wire)
+        assert session.to_bytes() == before
+    assert calls == []
+    assert pair.bob.decrypt(pair.alice.encrypt(b"ok")) == b"ok"
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("header_encryption", [True, False], ids=["he", "clear"])
+def test_initial_form_is_refused_before_the_ratchet(
+    header_encryption: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[REQ-DR-10] An initial-form message at the initiator, and one whose initial fields differ
+    from the session's, are refused with AuthenticationError by the session-level checks of
+    ratchet.md section 6, step 3, before any ratchet-level step."""
+    case = initial_case(True, header_encryption)
+    bob, _ = case.bob.accept_session(case.first, provider=case.provider, now=NOW)
+    other = make_pair(header_encryption=header_encryption, seed="other-initial")
+    changed = rebuild(case.second, base_key=other.alice_account.identity_key)
+    calls = _ratchet_calls(monkeypatch)
+    for session, wire in ((case.alice, case.second), (bob, changed)):
+        before = session.to_bytes()
+        with pytest.raises(e2ee.AuthenticationError):
+            session.decrypt(wire)
+        assert session.to_bytes() == before
+    assert calls == []
+    assert bob.decrypt(case.second) == b"second"
+    assert len(calls) == 1
