@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nacl import bindings
 
 import e2ee
 from e2ee.errors import E2EEError, StateError
@@ -595,3 +598,138 @@ def test_golden_account_consumes_the_used_one_time_prekeys() -> None:
     wire = (GOLDEN_DIR / entry["messages"][0]["file"]).read_bytes()
     with pytest.raises(e2ee.HandshakeError):
         account.accept_session(wire, now=GOLDEN_NOW)
+
+
+# --- load rules, one at a time -----------------------------------------------------------
+
+
+def _seal_as_spec_says(body: bytes, inner_version: int, object_id: bytes) -> bytes:
+    """A sealed session state built from state.md section 4 with an independent HKDF and AEAD."""
+    state_key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=bytes(32), info=b"e2ee/v1/state-at-rest"
+    ).derive(KEY)
+    ad = codec.encode([1, 18, 17, inner_version, object_id])
+    nonce = bytes(range(24))
+    sealed = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, ad, nonce, state_key)
+    return codec.encode(
+        {0: 1, 1: 18, 2: 17, 3: inner_version, 4: object_id, 5: nonce, 6: bytes(sealed)}
+    )
+
+
+def test_a_state_key_of_another_size_is_a_type_error() -> None:
+    """[REQ-STATE-03] A state key longer or shorter than 32 bytes is refused with TypeError, on
+    writing and on loading."""
+    plain, sealed, _, _ = session_states(True)
+    session = e2ee.Session.from_bytes(plain)
+    for size in (0, 31, 33, 64):
+        with pytest.raises(TypeError):
+            session.to_bytes(key=bytes(size))
+        with pytest.raises(TypeError):
+            e2ee.Session.from_bytes(sealed, key=bytes(size))
+
+
+def test_a_map_without_an_unsigned_version_is_a_state_error() -> None:
+    """[REQ-STATE-05] A map whose key 0 is missing or not an integer is a StateError, also when
+    key 1 names the requested type."""
+    for value in ({1: 17}, {0: "1", 1: 17}, {0: b"\x01", 1: 17}, {0: None, 1: 16}, {1: 16}):
+        with pytest.raises(StateError):
+            e2ee.Session.from_bytes(codec.encode(value))
+        with pytest.raises(StateError):
+            e2ee.Account.from_bytes(codec.encode(value))
+
+
+def test_the_sealed_body_version_must_equal_the_envelope_version() -> None:
+    """[REQ-STATE-06] A body sealed as the spec says loads; the same body under an envelope
+    (and associated data) naming another inner version is a StateError."""
+    plain, _, _, _ = session_states(True)
+    session_id = codec.decode(plain, max_size=MAX)[2]
+    assert (
+        e2ee.Session.from_bytes(_seal_as_spec_says(plain, 1, session_id), key=KEY).to_bytes()
+        == plain
+    )
+    for version in (0, 2):
+        with pytest.raises(StateError):
+            e2ee.Session.from_bytes(_seal_as_spec_says(plain, version, session_id), key=KEY)
+
+
+def _awaiting_state() -> dict[int, Any]:
+    provider = DeterministicProvider("awaiting-rules")
+    bob_account = e2ee.Account.generate(provider=provider, now=NOW)
+    alice_account = e2ee.Account.generate(provider=provider, now=NOW)
+    alice = alice_account.start_session(
+        bob_account.prekey_bundle(),
+        config=e2ee.SessionConfig(header_encryption=True),
+        provider=provider,
+        now=NOW,
+    )
+    assert alice.awaiting_reply
+    state: dict[int, Any] = codec.decode(alice.to_bytes(), max_size=MAX)
+    return state
+
+
+def _session_rule_cases() -> list[tuple[str, dict[int, Any], dict[int, Any]]]:
+    he: dict[int, Any] = codec.decode(session_states(True)[0], max_size=MAX)
+    clear: dict[int, Any] = codec.decode(session_states(False)[0], max_size=MAX)
+    awaiting = _awaiting_state()
+    *older, (reference, keys) = he[22]  # the newest is the current chain, with a skipped key
+    assert reference == he[19]
+    assert len(keys) == 1
+    assert len(older) < 5
+    older_keys = sum(len(chain_keys) for _, chain_keys in older)
+    others = [[bytes([i]) * 32, []] for i in range(1, 6 - len(older))]
+    no_header_keys = {18: None, 19: None, 20: None, 21: None}
+    return [
+        ("an unknown field", he, {23: 0}),
+        ("role 2", he, {3: 2}),
+        ("a header key without header encryption", clear, {18: bytes(32)}),
+        ("a next header key without header encryption", clear, {21: bytes(32)}),
+        ("pending initial fields at a responder", awaiting, {3: 1}),
+        ("pending initial fields of another initiator", awaiting, {5: awaiting[6], 6: awaiting[5]}),
+        ("pending initial fields of another hash", awaiting, {7: bytes(32)}),
+        ("pending initial fields of the other mode", awaiting, {4: False, **no_header_keys}),
+        ("a chain remembered twice", he, {22: [*older, [reference, keys], [reference, keys]]}),
+        ("a message number twice", he, {22: [*older, [reference, keys + keys]]}),
+        (
+            "a message number above MAX_COUNTER",
+            he,
+            {22: [*older, [reference, [[2**32, bytes(32)]]]]},
+        ),
+        ("six remembered chains", he, {22: [*others, *older, [reference, keys]]}),
+        (
+            "2001 skipped keys",
+            he,
+            {22: [*older, [reference, [[n, bytes(32)] for n in range(2001 - older_keys)]]]},
+        ),
+        ("the current chain is not the newest", he, {22: [*he[22], others[0]]}),
+        ("a receiving chain without a peer ratchet key", he, {12: None}),
+        ("no sending chain", he, {13: None}),
+        ("a ratchet public key of another private key", he, {11: he[12]}),
+        ("a receiving header key without a receiving chain", he, {14: None}),
+        ("no next sending header key", he, {20: None}),
+        ("no next receiving header key", he, {21: None}),
+    ]
+
+
+def test_session_state_breaking_one_load_rule_is_a_state_error() -> None:
+    """[REQ-STATE-10] Each edit breaks exactly one rule of state.md section 5, step 6 (session)
+    in an otherwise loadable state; each is refused with StateError."""
+    cases = _session_rule_cases()
+    for _, base, _ in cases:
+        e2ee.Session.from_bytes(codec.encode(base))
+    loaded = []
+    for label, base, edit in cases:
+        try:
+            e2ee.Session.from_bytes(codec.encode({**base, **edit}))
+        except StateError:
+            continue
+        loaded.append(label)
+    assert loaded == []
+
+
+def test_a_sealed_session_must_name_its_own_session_id() -> None:
+    """[REQ-STATE-10] A session body sealed (correctly, under the right key) in an envelope
+    that names another object id is a StateError."""
+    plain, _, _, _ = session_states(True)
+    other_id = codec.decode(session_states(False)[0], max_size=MAX)[2]
+    with pytest.raises(StateError):
+        e2ee.Session.from_bytes(_seal_as_spec_says(plain, 1, other_id), key=KEY)
