@@ -603,16 +603,18 @@ def test_golden_account_consumes_the_used_one_time_prekeys() -> None:
 # --- load rules, one at a time -----------------------------------------------------------
 
 
-def _seal_as_spec_says(body: bytes, inner_version: int, object_id: bytes) -> bytes:
-    """A sealed session state built from state.md section 4 with an independent HKDF and AEAD."""
+def _seal_as_spec_says(
+    body: bytes, inner_version: int, object_id: bytes, *, inner_type: int = 17
+) -> bytes:
+    """A sealed state built from state.md section 4 with an independent HKDF and AEAD."""
     state_key = HKDF(
         algorithm=hashes.SHA256(), length=32, salt=bytes(32), info=b"e2ee/v1/state-at-rest"
     ).derive(KEY)
-    ad = codec.encode([1, 18, 17, inner_version, object_id])
+    ad = codec.encode([1, 18, inner_type, inner_version, object_id])
     nonce = bytes(range(24))
     sealed = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, ad, nonce, state_key)
     return codec.encode(
-        {0: 1, 1: 18, 2: 17, 3: inner_version, 4: object_id, 5: nonce, 6: bytes(sealed)}
+        {0: 1, 1: 18, 2: inner_type, 3: inner_version, 4: object_id, 5: nonce, 6: bytes(sealed)}
     )
 
 
@@ -733,3 +735,91 @@ def test_a_sealed_session_must_name_its_own_session_id() -> None:
     other_id = codec.decode(session_states(False)[0], max_size=MAX)[2]
     with pytest.raises(StateError):
         e2ee.Session.from_bytes(_seal_as_spec_says(plain, 1, other_id), key=KEY)
+
+
+def _account_maps() -> tuple[dict[int, Any], dict[int, Any]]:
+    """(post-quantum, classic) account states, each with a replaced and a current signed
+    prekey and two one-time prekeys of each kind it has."""
+    maps = []
+    for post_quantum in (True, False):
+        provider = DeterministicProvider(f"account-rules/{post_quantum}")
+        account = e2ee.Account.generate(provider=provider, now=NOW, post_quantum=post_quantum)
+        account.generate_one_time_prekeys(2, provider=provider)
+        account.rotate_signed_prekey(provider=provider, now=NOW + 1)
+        state: dict[int, Any] = codec.decode(account.to_bytes(), max_size=MAX)
+        maps.append(state)
+    return maps[0], maps[1]
+
+
+def _account_rule_cases() -> list[tuple[str, dict[int, Any], dict[int, Any]]]:
+    pq, classic = _account_maps()
+    old, current = pq[5]
+    assert old[9] is not None
+    assert current[9] is None
+    assert len(pq[6]) == len(pq[7]) == 2
+    assert classic[7] == []
+    free = pq[4]  # the next prekey id: no record uses it or anything above
+    spare = {4: free + 2000}  # room for records with new ids
+    kem_record = [free, *pq[7][0][1:]]
+    otk = pq[6][0]
+    seen = [bytes([i % 256, i // 256]) * 16 for i in range(1001)]
+    retired = [[free + i, *old[1:5], free + 100 + i, *old[6:]] for i in range(4)]
+    return [
+        ("an unknown field", pq, {8: 0}),
+        ("no signed prekey", pq, {5: []}),
+        ("a replaced signed prekey without retirement time", pq, {5: [[*old[:9], None], current]}),
+        ("a current signed prekey with a retirement time", pq, {5: [old, [*current[:9], NOW]]}),
+        ("a classic account with one-time ML-KEM prekeys", classic, {**spare, 7: [kem_record]}),
+        (
+            "a classic account with a last-resort ML-KEM prekey",
+            classic,
+            {
+                **spare,
+                5: [
+                    classic[5][0],
+                    [*classic[5][1][:5], free + 1, *pq[5][1][6:8], *classic[5][1][8:]],
+                ],
+            },
+        ),
+        ("1001 seen base keys", pq, {5: [old, [*current[:8], seen, None]]}),
+        ("a seen base key twice", pq, {5: [old, [*current[:8], [seen[0], seen[0]], None]]}),
+        ("a one-time prekey id twice", pq, {6: [otk, otk]}),
+        (
+            "1001 one-time prekeys",
+            pq,
+            {**spare, 6: [[free + i, *otk[1:]] for i in range(1001)]},
+        ),
+        ("a next prekey id above 2^32", pq, {4: 2**32 + 1}),
+        (
+            "a one-time prekey with a signed prekey's id",
+            pq,
+            {6: [[current[0], *otk[1:]], pq[6][1]]},
+        ),
+        ("a prekey id not yet issued", pq, {6: [[free, *otk[1:]], pq[6][1]]}),
+        ("six signed prekeys (at most five are kept)", pq, {**spare, 5: [old, *retired, current]}),
+    ]
+
+
+def test_account_state_breaking_one_load_rule_is_a_state_error() -> None:
+    """[REQ-STATE-09] Each edit breaks exactly one account rule of state.md section 5, step 6
+    (and its "Known deviations", which list the id and count checks) in an otherwise loadable
+    state; each is refused with StateError."""
+    cases = _account_rule_cases()
+    for _, base, _ in cases:
+        e2ee.Account.from_bytes(codec.encode(base))
+    loaded = []
+    for label, base, edit in cases:
+        try:
+            e2ee.Account.from_bytes(codec.encode({**base, **edit}))
+        except StateError:
+            continue
+        loaded.append(label)
+    assert loaded == []
+
+
+def test_a_sealed_account_must_name_its_own_identity_key() -> None:
+    """[REQ-STATE-09] An account body sealed (correctly, under the right key) in an envelope
+    that names another identity key is a StateError."""
+    plain, _ = account_states()
+    with pytest.raises(StateError):
+        e2ee.Account.from_bytes(_seal_as_spec_says(plain, 1, bytes(32), inner_type=16), key=KEY)
