@@ -281,6 +281,36 @@ def test_decrypt_error_paths_leave_the_session_unchanged(header_encryption: bool
         assert session.to_bytes() == before
 
 
+class _NoRandomness(DeterministicProvider):
+    """A provider whose randomness fails (an exhausted replay, a broken entropy source)."""
+
+    def random_bytes(self, length: int) -> bytes:
+        raise RuntimeError("no randomness")
+
+
+@pytest.mark.parametrize("header_encryption", [True, False], ids=["he", "clear"])
+def test_a_provider_failing_at_the_ratchet_step_leaves_the_session_unchanged(
+    header_encryption: bool,
+) -> None:
+    """[REQ-DR-17] The new ratchet key is drawn only after the message authenticated (step 12),
+    but before anything is stored: a provider that fails there leaves the session byte-identical
+    (the old code had already stored the previous chain's skipped keys and the new chain), and
+    the same message then decrypts with a working provider."""
+    pair = make_pair(header_encryption=header_encryption, seed="no-randomness")
+    alice, bob, provider = pair.alice, pair.bob, pair.provider
+    m1 = alice.encrypt(b"m1", provider=provider)
+    m2 = alice.encrypt(b"m2", provider=provider)
+    assert bob.decrypt(m1, provider=provider) == b"m1"  # m2 stays unread on that chain
+    assert alice.decrypt(bob.encrypt(b"r1", provider=provider), provider=provider) == b"r1"
+    m3 = alice.encrypt(b"m3", provider=provider)  # a new chain: PN = 2, so m2 gets stored
+    before = bob.to_bytes()
+    with pytest.raises(RuntimeError, match="no randomness"):
+        bob.decrypt(m3, provider=_NoRandomness("unused"))
+    assert bob.to_bytes() == before
+    assert bob.decrypt(m3, provider=provider) == b"m3"
+    assert bob.decrypt(m2, provider=provider) == b"m2"
+
+
 def _ratchet_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Record every call of the ratchet-level decrypt (its header argument)."""
     calls: list[bytes] = []

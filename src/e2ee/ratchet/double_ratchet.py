@@ -240,7 +240,18 @@ class RatchetState:
         skipped, chain_key = _advance(ckr_new, n)
         next_ckr, plaintext = chains.open_(chain_key, ciphertext, mac_ad)
 
-        # Authenticated: commit. First the rest of the previous receiving chain.
+        # Authenticated: only now the new sending half is drawn (spec step 12), and before
+        # anything is stored, so a provider that fails here leaves the state as it was.
+        new_private = provider.random_bytes(32)
+        new_public = primitives.x25519_public_key(new_private)
+        dh_send = primitives.x25519(new_private, ratchet_key)
+        nhks_new: bytes | None = None
+        if self.header_encryption:
+            root_key, cks, nhks_new = chains.kdf_rk_he(rk1, dh_send)
+        else:
+            root_key, cks = chains.kdf_rk(rk1, dh_send)
+
+        # Commit. First the rest of the previous receiving chain.
         if self.ckr is not None and pn > self.nr:
             old_reference = self._current_reference()
             assert old_reference is not None
@@ -249,17 +260,12 @@ class RatchetState:
             self._store_skipped(old_reference, self.nr, old_skipped)
         self.skipped.add_chain(reference)
         self._store_skipped(reference, 0, skipped)
-        new_private = provider.random_bytes(32)
-        new_public = primitives.x25519_public_key(new_private)
-        dh_send = primitives.x25519(new_private, ratchet_key)
+        self.root_key, self.cks = root_key, cks
         if self.header_encryption:
-            self.root_key, self.cks, nhks_new = chains.kdf_rk_he(rk1, dh_send)
             self.hks = self.nhks
             self.hkr = self.nhkr
             self.nhkr = nhkr_new
             self.nhks = nhks_new
-        else:
-            self.root_key, self.cks = chains.kdf_rk(rk1, dh_send)
         self.pn = self.ns
         self.ns = 0
         self.nr = n + 1
