@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 
 import e2ee
+from e2ee.crypto.provider import SystemProvider
+from e2ee.handshake.pqxdh import HandshakeSecrets
+from e2ee.ratchet.double_ratchet import RatchetState
+from e2ee.wire.messages import parse_message
 from tests.helpers import NOW, make_pair
 
 
@@ -81,3 +85,75 @@ def test_repr_shows_no_key_material() -> None:
         text = repr(obj)
         for secret in secrets:
             assert secret.hex() not in text
+
+
+def _ratchet_secrets(ratchet: RatchetState) -> list[bytes]:
+    values = [
+        ratchet.root_key,
+        ratchet.cks,
+        ratchet.ckr,
+        ratchet.hks,
+        ratchet.hkr,
+        ratchet.nhks,
+        ratchet.nhkr,
+        ratchet.dhs_private,
+    ]
+    for _reference, keys in ratchet.skipped.dump():
+        assert isinstance(keys, list)
+        values += [key for _number, key in keys]
+    return [value for value in values if isinstance(value, bytes)]
+
+
+def test_repr_of_every_core_object_shows_no_secret_in_any_form() -> None:
+    """[REQ-SEC-04] repr() of accounts (with one-time prekeys of both kinds and a replaced
+    signed prekey), sessions, ratchet states, skipped-key stores holding keys, bundles, initial
+    fields, handshake outputs and providers contains no random value drawn, no ratchet, header,
+    skipped or handshake key, and no plaintext: neither as hex nor as a bytes literal."""
+    pair = make_pair(one_time_prekeys=2)
+    provider = pair.provider
+    pair.bob_account.rotate_signed_prekey(provider=provider, now=NOW + 1)
+    plaintext = b"plaintext that no repr may show"
+    sent = [pair.alice.encrypt(plaintext, provider=provider) for _ in range(3)]
+    assert pair.bob.decrypt(sent[-1], provider=provider) == plaintext  # two keys skipped
+    assert len(pair.bob._ratchet.skipped) == 2
+    bundle = pair.bob_account.prekey_bundle()
+    fresh = pair.alice_account.start_session(bundle, provider=provider, now=NOW)
+    initial = parse_message(fresh.encrypt(plaintext, provider=provider)).initial
+    assert initial is not None
+    handshake = HandshakeSecrets(
+        root_key=bytes(range(32)),
+        header_key=bytes(range(32, 64)),
+        next_header_key=bytes(range(64, 96)),
+        session_id=bytes(16),
+        associated_data=bytes(66),
+    )
+    secrets = [
+        *provider.drawn,
+        *_ratchet_secrets(pair.alice._ratchet),
+        *_ratchet_secrets(pair.bob._ratchet),
+        *_ratchet_secrets(fresh._ratchet),
+        handshake.root_key,
+        handshake.header_key,
+        handshake.next_header_key,
+        plaintext,
+    ]
+    secrets = [secret for secret in secrets if len(secret) >= 16]
+    objects: list[object] = [
+        pair.alice,
+        pair.bob,
+        fresh,
+        pair.alice_account,
+        pair.bob_account,
+        pair.alice._ratchet,
+        pair.bob._ratchet,
+        pair.bob._ratchet.skipped,
+        bundle,
+        initial,
+        handshake,
+        SystemProvider(),
+    ]
+    for obj in objects:
+        text = repr(obj)
+        for secret in secrets:
+            assert secret.hex() not in text.lower(), type(obj).__name__
+            assert repr(secret)[2:-1] not in text, type(obj).__name__
