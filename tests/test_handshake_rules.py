@@ -695,6 +695,39 @@ def test_bundle_with_invalid_ml_kem_key_is_refused() -> None:
     start_fails(make_bundle(okem=bad), e2ee.HandshakeError)
 
 
+class _TrustingKemProvider(DeterministicProvider):
+    """A provider whose encapsulation checks nothing: it records the key and returns fixed
+    bytes of the right sizes (a third-party provider need not validate the key)."""
+
+    def __init__(self) -> None:
+        super().__init__("trusting-kem")
+        self.encapsulated: list[bytes] = []
+
+    def mlkem1024_encapsulate(self, public_key: bytes) -> tuple[bytes, bytes]:
+        self.encapsulated.append(public_key)
+        return bytes(32), bytes(1568)
+
+
+def test_invalid_ml_kem_key_is_refused_whatever_the_provider_checks() -> None:
+    """[REQ-SEC-03] The bundle's ML-KEM key is validated by start_session itself, before it is
+    handed to the provider: with a provider that does no check of its own, an invalid key
+    (every coefficient 4095 > q) is still refused and never reaches the provider."""
+    bad = b"\xff" * MLKEM1024_PUBLIC_KEY_SIZE
+    for bundle in (make_bundle(kem=bad, okem=None), make_bundle(okem=bad)):
+        provider = _TrustingKemProvider()
+        account = e2ee.Account.generate(provider=provider, now=NOW)
+        before = account.to_bytes()
+        with pytest.raises(e2ee.HandshakeError):
+            account.start_session(bundle, config=X3DH_OK, provider=provider, now=NOW)
+        assert provider.encapsulated == []
+        assert account.to_bytes() == before
+    # Control: a valid key does reach the provider.
+    provider = _TrustingKemProvider()
+    account = e2ee.Account.generate(provider=provider, now=NOW)
+    account.start_session(make_bundle(), provider=provider, now=NOW)
+    assert provider.encapsulated == [OKEM_PUBLIC]
+
+
 # --- 5e. identity keys --------------------------------------------------------------------
 
 
