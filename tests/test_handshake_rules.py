@@ -483,6 +483,21 @@ def test_dropping_only_the_one_time_kem_prekey_still_gives_pqxdh() -> None:
     assert bob.accept_session(message, provider=provider, now=NOW)[1] == b"pq"
 
 
+def test_bundle_without_ml_kem_needs_allow_x3dh() -> None:
+    """[REQ-HS-07] A validly signed bundle with no ML-KEM prekey at all is refused with
+    HandshakeError under the default config (allow_x3dh false), the account unchanged; only
+    with allow_x3dh does it start an X3DH session (no ML-KEM id or ciphertext sent)."""
+    classic = make_bundle(kem=None, okem=None)
+    assert not e2ee.SessionConfig().allow_x3dh
+    start_fails(classic, e2ee.HandshakeError, config=e2ee.SessionConfig())
+    start_fails(classic, e2ee.HandshakeError, config=e2ee.SessionConfig(header_encryption=False))
+    account, provider = alice()
+    session = account.start_session(classic, config=X3DH_OK, provider=provider, now=NOW)
+    items, _ = codec.read_flat_array(session.encrypt(b"x3dh", provider=provider), 10**6)
+    assert items[I_KEM_ID] is None
+    assert items[I_KEM_CT] is None
+
+
 # --- 5c. the responder refuses X3DH aimed at a post-quantum signed prekey --------------------
 
 
@@ -972,6 +987,29 @@ def test_responder_requiring_header_encryption_refuses_clear_headers(post_quantu
     session, plaintext = bob2.accept_session(sealed, config=require, now=NOW)
     assert plaintext == b"first message"
     assert session.header_encryption
+
+
+def test_header_encryption_flag_is_bound_into_the_session_id() -> None:
+    """[REQ-HS-26] The initiator's header-encryption choice is element 2 of the transcript:
+    two X3DH handshakes with the same identity, bundle and base key that differ only in the
+    flag give different session ids (and each responder adopts the flag of its message)."""
+    bundle = make_bundle(kem=None, okem=None)
+    account, _ = alice()
+    ids, base_keys = [], []
+    for header_encryption in (True, False):
+        provider = DeterministicProvider("same-base-key")
+        config = e2ee.SessionConfig(header_encryption=header_encryption, allow_x3dh=True)
+        session = account.start_session(bundle, config=config, provider=provider, now=NOW)
+        items, _ = codec.read_flat_array(session.encrypt(b"x", provider=provider), 10**6)
+        assert items[I_HE] is header_encryption
+        ids.append(session.session_id)
+        base_keys.append(items[I_BASE_KEY])
+    assert base_keys[0] == base_keys[1]
+    assert ids[0] != ids[1]
+    for header_encryption in (True, False):
+        bob, _, message = _first_message(header_encryption=header_encryption, seed="adopt")
+        session, _ = bob.accept_session(message, config=e2ee.SessionConfig(), now=NOW)
+        assert session.header_encryption is header_encryption
 
 
 # --- 4. accept_session error paths leave the account byte-identical ------------------------
