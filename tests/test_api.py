@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 import e2ee
 from e2ee.crypto.provider import SystemProvider
-from e2ee.handshake.pqxdh import HandshakeSecrets
+from e2ee.handshake.pqxdh import HandshakeSecrets, Transcript
 from e2ee.ratchet.double_ratchet import RatchetState
 from e2ee.wire.messages import parse_message
 from tests.helpers import NOW, make_pair
@@ -58,6 +60,37 @@ def test_peek_reports_the_session_id_of_both_message_kinds() -> None:
     info = e2ee.peek(reply)
     assert info.kind == "normal"
     assert info.session_id == bob_session.session_id == session.session_id
+
+
+def test_session_id_is_the_labelled_hash_of_the_transcript_hash() -> None:
+    """[REQ-HS-11] session id = SHA256("e2ee/v1/session-id\\0" || TH)[0:16], the label spelled
+    out from the spec and the hash taken with hashlib; TH is the digest of the transcript of
+    this handshake, built from the bundle and the initial message."""
+    bob = e2ee.Account.generate(now=NOW)
+    bob.generate_one_time_prekeys(1)
+    alice = e2ee.Account.generate(now=NOW)
+    bundle = bob.prekey_bundle()
+    session = alice.start_session(bundle, now=NOW)
+    initial = parse_message(session.encrypt(b"one")).initial
+    assert initial is not None
+    transcript = Transcript(
+        initiator_identity_key=alice.identity_key,
+        responder_identity_key=bundle.identity_key,
+        signed_prekey_id=bundle.signed_prekey_id,
+        signed_prekey=bundle.signed_prekey,
+        signed_prekey_timestamp=bundle.signed_prekey_timestamp,
+        one_time_prekey_id=bundle.one_time_prekey_id,
+        one_time_prekey=bundle.one_time_prekey,
+        kem_prekey_id=bundle.one_time_kem_prekey_id,
+        kem_prekey=bundle.one_time_kem_prekey,
+        kem_ciphertext=initial.kem_ciphertext,
+        base_key=initial.base_key,
+        header_encryption=True,
+    )
+    label = b"e2ee/v1/session-id\x00"
+    expected = hashlib.sha256(label + transcript.digest()).digest()[:16]
+    assert session.session_id == expected
+    assert bob.accept_session(session.encrypt(b"two"), now=NOW)[0].session_id == expected
 
 
 def test_initiator_keeps_sending_initial_form_until_a_reply_arrives() -> None:
