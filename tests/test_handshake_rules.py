@@ -897,6 +897,31 @@ def test_replayed_first_message_without_one_time_prekey(
 
 
 @pytest.mark.parametrize("post_quantum", [True, False], ids=["pqxdh", "x3dh"])
+@pytest.mark.parametrize("reload", [False, True], ids=["same-object", "reloaded-account"])
+def test_replay_to_a_replaced_signed_prekey_is_remembered_by_that_prekey(
+    post_quantum: bool, reload: bool
+) -> None:
+    """[REQ-HS-24] The base key is remembered by the signed prekey the message names: a first
+    message without one-time prekeys, sent from a bundle whose signed prekey was replaced before
+    it arrived (still within the grace period), is accepted once; its replay is then refused
+    with DuplicateMessageError, although the current signed prekey never saw it."""
+    provider = DeterministicProvider("replay-replaced")
+    bob = e2ee.Account.generate(provider=provider, now=NOW, post_quantum=post_quantum)
+    bundle = bob.prekey_bundle()
+    assert bundle.one_time_prekey is None
+    account = e2ee.Account.generate(provider=provider, now=NOW)
+    session = account.start_session(bundle, config=X3DH_OK, provider=provider, now=NOW)
+    message = session.encrypt(b"to the old prekey", provider=provider)
+    bob.rotate_signed_prekey(provider=provider, now=NOW + 60)
+    assert bob.prekey_bundle().signed_prekey_id != bundle.signed_prekey_id
+    _, plaintext = bob.accept_session(message, provider=provider, now=NOW + 120)
+    assert plaintext == b"to the old prekey"
+    if reload:
+        bob = e2ee.Account.from_bytes(bob.to_bytes())
+    accept_fails(bob, message, e2ee.DuplicateMessageError, now=NOW + 180)
+
+
+@pytest.mark.parametrize("post_quantum", [True, False], ids=["pqxdh", "x3dh"])
 def test_rotation_without_prekey_ids_refuses_the_message_and_changes_nothing(
     post_quantum: bool,
 ) -> None:
