@@ -992,6 +992,41 @@ def test_tampered_first_message_keeps_the_one_time_prekey(post_quantum: bool, wh
     assert bob.one_time_prekey_count() == count - 1
 
 
+@pytest.mark.parametrize("post_quantum", [True, False], ids=["pqxdh", "x3dh"])
+def test_filling_a_replaced_signed_prekeys_memory_does_not_rotate(post_quantum: bool) -> None:
+    """[REQ-HS-22] [REQ-HS-24] Only a full memory of the *current* signed prekey calls for a
+    rotation: a first message that fills the memory of a replaced one (in its grace period) is
+    accepted, the current signed prekey stays, and that replaced prekey accepts no further
+    first message without a one-time prekey (HandshakeError), while its replay is a
+    DuplicateMessageError."""
+    provider = DeterministicProvider("fill-replaced")
+    bob = e2ee.Account.generate(provider=provider, now=NOW, post_quantum=post_quantum)
+    old_bundle = bob.signed_prekey_bundle()
+    alice = e2ee.Account.generate(provider=provider, now=NOW)
+
+    def first_message(text: bytes) -> bytes:
+        session = alice.start_session(old_bundle, config=X3DH_OK, provider=provider, now=NOW)
+        return session.encrypt(text, provider=provider)
+
+    message, another = first_message(b"fills the memory"), first_message(b"one too many")
+    bob.rotate_signed_prekey(provider=provider, now=NOW)
+    # As persisted (state.md section 2): the replaced signed prekey (first of key 5) one base
+    # key (record element 8) short of full.
+    state = codec.decode(bob.to_bytes(), max_size=1 << 24)
+    assert isinstance(state, dict)
+    assert state[5][0][0] == old_bundle.signed_prekey_id
+    state[5][0][8] = sorted(
+        hashlib.sha256(b"seen %d" % i).digest() for i in range(MAX_BASE_KEYS_PER_PREKEY - 1)
+    )
+    bob = e2ee.Account.from_bytes(codec.encode(state))
+    current = bob.signed_prekey_bundle()
+    assert bob.accept_session(message, provider=provider, now=NOW)[1] == b"fills the memory"
+    assert bob.signed_prekey_bundle() == current
+    accept_fails(bob, message, e2ee.DuplicateMessageError)
+    error = accept_fails(bob, another, e2ee.HandshakeError)
+    assert not isinstance(error, e2ee.SignatureError)
+
+
 # --- 7. header-encryption policy ------------------------------------------------------------
 
 
