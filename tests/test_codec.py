@@ -381,6 +381,34 @@ def test_decode_size_limit() -> None:
         codec.decode(b"\x5f" * (MAX_STATE_SIZE + 1), max_size=MAX_STATE_SIZE)
 
 
+def test_every_entry_point_applies_its_own_size_limit_first() -> None:
+    """[REQ-LIM-07] The limits of limits.md section 3, spelled out here (bundle 8192, message
+    270336, state 16777216 bytes): one byte over, each untrusted-input entry point refuses the
+    input for its size (DecodeError; StateError for state) before looking at it; at the limit,
+    the same garbage is refused for what it is, not for its size."""
+    assert (MAX_BUNDLE_SIZE, MAX_MESSAGE_SIZE, MAX_STATE_SIZE) == (8192, 270336, 16777216)
+    bob = e2ee.Account.generate(now=NOW)
+    session = e2ee.Account.generate(now=NOW).start_session(bob.prekey_bundle(), now=NOW)
+    message_readers: list[Any] = [
+        parse_message,
+        e2ee.peek,
+        session.decrypt,
+        lambda data: bob.accept_session(data, now=NOW),
+    ]
+    cases: list[tuple[int, list[Any], type[E2EEError]]] = [
+        (8192, [PreKeyBundle.from_bytes], DecodeError),
+        (270336, message_readers, DecodeError),
+        (16777216, [e2ee.Account.from_bytes, e2ee.Session.from_bytes], e2ee.StateError),
+    ]
+    for limit, readers, error in cases:
+        for read in readers:
+            with pytest.raises(error, match="over the limit"):
+                read(b"\x8c" + b"\x5f" * limit)
+            with pytest.raises(error) as info:
+                read(b"\x8c" + b"\x5f" * (limit - 1))
+            assert "over the limit" not in str(info.value)
+
+
 @pytest.mark.parametrize("data", [bytearray(b"\x80"), memoryview(b"\x80"), "80", None, [0x80]])
 def test_non_bytes_input_is_a_type_error(data: Any) -> None:
     with pytest.raises(TypeError):

@@ -483,6 +483,21 @@ def test_dropping_only_the_one_time_kem_prekey_still_gives_pqxdh() -> None:
     assert bob.accept_session(message, provider=provider, now=NOW)[1] == b"pq"
 
 
+def test_bundle_without_ml_kem_needs_allow_x3dh() -> None:
+    """[REQ-HS-07] A validly signed bundle with no ML-KEM prekey at all is refused with
+    HandshakeError under the default config (allow_x3dh false), the account unchanged; only
+    with allow_x3dh does it start an X3DH session (no ML-KEM id or ciphertext sent)."""
+    classic = make_bundle(kem=None, okem=None)
+    assert not e2ee.SessionConfig().allow_x3dh
+    start_fails(classic, e2ee.HandshakeError, config=e2ee.SessionConfig())
+    start_fails(classic, e2ee.HandshakeError, config=e2ee.SessionConfig(header_encryption=False))
+    account, provider = alice()
+    session = account.start_session(classic, config=X3DH_OK, provider=provider, now=NOW)
+    items, _ = codec.read_flat_array(session.encrypt(b"x3dh", provider=provider), 10**6)
+    assert items[I_KEM_ID] is None
+    assert items[I_KEM_CT] is None
+
+
 # --- 5c. the responder refuses X3DH aimed at a post-quantum signed prekey --------------------
 
 
@@ -695,6 +710,39 @@ def test_bundle_with_invalid_ml_kem_key_is_refused() -> None:
     start_fails(make_bundle(okem=bad), e2ee.HandshakeError)
 
 
+class _TrustingKemProvider(DeterministicProvider):
+    """A provider whose encapsulation checks nothing: it records the key and returns fixed
+    bytes of the right sizes (a third-party provider need not validate the key)."""
+
+    def __init__(self) -> None:
+        super().__init__("trusting-kem")
+        self.encapsulated: list[bytes] = []
+
+    def mlkem1024_encapsulate(self, public_key: bytes) -> tuple[bytes, bytes]:
+        self.encapsulated.append(public_key)
+        return bytes(32), bytes(1568)
+
+
+def test_invalid_ml_kem_key_is_refused_whatever_the_provider_checks() -> None:
+    """[REQ-SEC-03] The bundle's ML-KEM key is validated by start_session itself, before it is
+    handed to the provider: with a provider that does no check of its own, an invalid key
+    (every coefficient 4095 > q) is still refused and never reaches the provider."""
+    bad = b"\xff" * MLKEM1024_PUBLIC_KEY_SIZE
+    for bundle in (make_bundle(kem=bad, okem=None), make_bundle(okem=bad)):
+        provider = _TrustingKemProvider()
+        account = e2ee.Account.generate(provider=provider, now=NOW)
+        before = account.to_bytes()
+        with pytest.raises(e2ee.HandshakeError):
+            account.start_session(bundle, config=X3DH_OK, provider=provider, now=NOW)
+        assert provider.encapsulated == []
+        assert account.to_bytes() == before
+    # Control: a valid key does reach the provider.
+    provider = _TrustingKemProvider()
+    account = e2ee.Account.generate(provider=provider, now=NOW)
+    account.start_session(make_bundle(), provider=provider, now=NOW)
+    assert provider.encapsulated == [OKEM_PUBLIC]
+
+
 # --- 5e. identity keys --------------------------------------------------------------------
 
 
@@ -849,6 +897,31 @@ def test_replayed_first_message_without_one_time_prekey(
 
 
 @pytest.mark.parametrize("post_quantum", [True, False], ids=["pqxdh", "x3dh"])
+@pytest.mark.parametrize("reload", [False, True], ids=["same-object", "reloaded-account"])
+def test_replay_to_a_replaced_signed_prekey_is_remembered_by_that_prekey(
+    post_quantum: bool, reload: bool
+) -> None:
+    """[REQ-HS-24] The base key is remembered by the signed prekey the message names: a first
+    message without one-time prekeys, sent from a bundle whose signed prekey was replaced before
+    it arrived (still within the grace period), is accepted once; its replay is then refused
+    with DuplicateMessageError, although the current signed prekey never saw it."""
+    provider = DeterministicProvider("replay-replaced")
+    bob = e2ee.Account.generate(provider=provider, now=NOW, post_quantum=post_quantum)
+    bundle = bob.prekey_bundle()
+    assert bundle.one_time_prekey is None
+    account = e2ee.Account.generate(provider=provider, now=NOW)
+    session = account.start_session(bundle, config=X3DH_OK, provider=provider, now=NOW)
+    message = session.encrypt(b"to the old prekey", provider=provider)
+    bob.rotate_signed_prekey(provider=provider, now=NOW + 60)
+    assert bob.prekey_bundle().signed_prekey_id != bundle.signed_prekey_id
+    _, plaintext = bob.accept_session(message, provider=provider, now=NOW + 120)
+    assert plaintext == b"to the old prekey"
+    if reload:
+        bob = e2ee.Account.from_bytes(bob.to_bytes())
+    accept_fails(bob, message, e2ee.DuplicateMessageError, now=NOW + 180)
+
+
+@pytest.mark.parametrize("post_quantum", [True, False], ids=["pqxdh", "x3dh"])
 def test_rotation_without_prekey_ids_refuses_the_message_and_changes_nothing(
     post_quantum: bool,
 ) -> None:
@@ -919,6 +992,41 @@ def test_tampered_first_message_keeps_the_one_time_prekey(post_quantum: bool, wh
     assert bob.one_time_prekey_count() == count - 1
 
 
+@pytest.mark.parametrize("post_quantum", [True, False], ids=["pqxdh", "x3dh"])
+def test_filling_a_replaced_signed_prekeys_memory_does_not_rotate(post_quantum: bool) -> None:
+    """[REQ-HS-22] [REQ-HS-24] Only a full memory of the *current* signed prekey calls for a
+    rotation: a first message that fills the memory of a replaced one (in its grace period) is
+    accepted, the current signed prekey stays, and that replaced prekey accepts no further
+    first message without a one-time prekey (HandshakeError), while its replay is a
+    DuplicateMessageError."""
+    provider = DeterministicProvider("fill-replaced")
+    bob = e2ee.Account.generate(provider=provider, now=NOW, post_quantum=post_quantum)
+    old_bundle = bob.signed_prekey_bundle()
+    alice = e2ee.Account.generate(provider=provider, now=NOW)
+
+    def first_message(text: bytes) -> bytes:
+        session = alice.start_session(old_bundle, config=X3DH_OK, provider=provider, now=NOW)
+        return session.encrypt(text, provider=provider)
+
+    message, another = first_message(b"fills the memory"), first_message(b"one too many")
+    bob.rotate_signed_prekey(provider=provider, now=NOW)
+    # As persisted (state.md section 2): the replaced signed prekey (first of key 5) one base
+    # key (record element 8) short of full.
+    state = codec.decode(bob.to_bytes(), max_size=1 << 24)
+    assert isinstance(state, dict)
+    assert state[5][0][0] == old_bundle.signed_prekey_id
+    state[5][0][8] = sorted(
+        hashlib.sha256(b"seen %d" % i).digest() for i in range(MAX_BASE_KEYS_PER_PREKEY - 1)
+    )
+    bob = e2ee.Account.from_bytes(codec.encode(state))
+    current = bob.signed_prekey_bundle()
+    assert bob.accept_session(message, provider=provider, now=NOW)[1] == b"fills the memory"
+    assert bob.signed_prekey_bundle() == current
+    accept_fails(bob, message, e2ee.DuplicateMessageError)
+    error = accept_fails(bob, another, e2ee.HandshakeError)
+    assert not isinstance(error, e2ee.SignatureError)
+
+
 # --- 7. header-encryption policy ------------------------------------------------------------
 
 
@@ -939,6 +1047,29 @@ def test_responder_requiring_header_encryption_refuses_clear_headers(post_quantu
     session, plaintext = bob2.accept_session(sealed, config=require, now=NOW)
     assert plaintext == b"first message"
     assert session.header_encryption
+
+
+def test_header_encryption_flag_is_bound_into_the_session_id() -> None:
+    """[REQ-HS-26] The initiator's header-encryption choice is element 2 of the transcript:
+    two X3DH handshakes with the same identity, bundle and base key that differ only in the
+    flag give different session ids (and each responder adopts the flag of its message)."""
+    bundle = make_bundle(kem=None, okem=None)
+    account, _ = alice()
+    ids, base_keys = [], []
+    for header_encryption in (True, False):
+        provider = DeterministicProvider("same-base-key")
+        config = e2ee.SessionConfig(header_encryption=header_encryption, allow_x3dh=True)
+        session = account.start_session(bundle, config=config, provider=provider, now=NOW)
+        items, _ = codec.read_flat_array(session.encrypt(b"x", provider=provider), 10**6)
+        assert items[I_HE] is header_encryption
+        ids.append(session.session_id)
+        base_keys.append(items[I_BASE_KEY])
+    assert base_keys[0] == base_keys[1]
+    assert ids[0] != ids[1]
+    for header_encryption in (True, False):
+        bob, _, message = _first_message(header_encryption=header_encryption, seed="adopt")
+        session, _ = bob.accept_session(message, config=e2ee.SessionConfig(), now=NOW)
+        assert session.header_encryption is header_encryption
 
 
 # --- 4. accept_session error paths leave the account byte-identical ------------------------

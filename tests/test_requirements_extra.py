@@ -6,17 +6,22 @@ One section per requirement id; each test states the requirement it checks.
 from __future__ import annotations
 
 import ast
+import hashlib
+import hmac
 import os
 import re
 import tomllib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 import e2ee
 from e2ee import errors as error_module
+from e2ee import limits as limits_module
 from e2ee.crypto import primitives
 from e2ee.errors import (
     AuthenticationError,
@@ -515,6 +520,99 @@ def test_errors_carry_no_key_material_or_plaintext() -> None:
             assert repr(secret)[2:-1] not in text, type(error).__name__
 
 
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{32,}")
+
+
+def _hkdf_sha256_zero_salt(ikm: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 with a zero salt, written out here rather than taken from e2ee."""
+    prk = hmac.new(bytes(32), ikm, hashlib.sha256).digest()
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out, counter = out + block, counter + 1
+    return out[:length]
+
+
+def test_errors_carry_no_secret_of_the_moment_on_any_failure_path() -> None:
+    """[REQ-ERR-02] Each error is checked against the secrets as they were when it was raised
+    (the current message, chain, header and root keys, every random value drawn, a wrong state
+    key, the padded plaintext of a tag-valid message with bad padding), and its text carries no
+    hex run of 16 bytes or more and no bytes literal at all. Paths: a forged tag on the next
+    message and on a message ahead, bad padding behind a valid tag, a sealed state under a wrong
+    key, and accept_session refusing a tampered ciphertext, a changed session id, a consumed
+    one-time ML-KEM or X25519 prekey and an expired signed prekey."""
+    pair = make_pair(one_time_prekeys=3)
+    provider = pair.provider
+    found: list[tuple[E2EEError, list[bytes]]] = []
+
+    def expect(action: Callable[[], object], *extra: bytes) -> None:
+        secrets = [*_secrets(pair), *extra]
+        with pytest.raises(E2EEError) as info:
+            action()
+        found.append((info.value, secrets))
+
+    plaintext = b"a plaintext that must never appear in an error"
+    nxt = pair.alice.encrypt(plaintext, provider=provider)
+    expect(lambda: pair.bob.decrypt(flip_bit(nxt, len(nxt) - 1), provider=provider), plaintext)
+    ahead = pair.alice.encrypt(plaintext, provider=provider)
+    expect(lambda: pair.bob.decrypt(flip_bit(ahead, len(ahead) - 1), provider=provider))
+
+    message_key = bytes(range(100, 132))
+    okm = _hkdf_sha256_zero_salt(message_key, b"e2ee/v1/ratchet/message-keys", 80)
+    padded = b"sixteen  bytes\x00\x00"  # last byte 0: not PKCS#7
+    encryptor = Cipher(algorithms.AES(okm[:32]), modes.CBC(okm[64:])).encryptor()
+    body = encryptor.update(padded) + encryptor.finalize()
+    tag = hmac.new(okm[32:64], b"ad" + body, hashlib.sha256).digest()[:16]
+    expect(lambda: chains.decrypt(message_key, body + tag, b"ad"), message_key, padded, okm)
+
+    state_key, wrong_key = bytes(range(32)), bytes(range(1, 33))
+    sealed = pair.bob.to_bytes(key=state_key, provider=provider)
+    expect(lambda: e2ee.Session.from_bytes(sealed, key=wrong_key), state_key, wrong_key)
+
+    bob = pair.bob_account
+    session = pair.alice_account.start_session(bob.prekey_bundle(), provider=provider, now=NOW)
+    first = session.encrypt(plaintext, provider=provider)
+    session_id = parse_message(first).session_id
+    assert first.count(session_id) == 1
+    expect(lambda: bob.accept_session(flip_bit(first, len(first) - 1), provider=provider, now=NOW))
+    expect(
+        lambda: bob.accept_session(first.replace(session_id, bytes(16)), provider=provider, now=NOW)
+    )
+    assert bob.accept_session(first, provider=provider, now=NOW)[1] == plaintext
+    expect(lambda: bob.accept_session(first, provider=provider, now=NOW))  # ML-KEM prekey used
+    no_kem = replace(
+        bob.prekey_bundle(),
+        one_time_kem_prekey_id=None,
+        one_time_kem_prekey=None,
+        one_time_kem_prekey_signature=None,
+    )
+    opk_only = pair.alice_account.start_session(no_kem, provider=provider, now=NOW)
+    third = opk_only.encrypt(plaintext, provider=provider)
+    assert bob.accept_session(third, provider=provider, now=NOW)[1] == plaintext
+    expect(lambda: bob.accept_session(third, provider=provider, now=NOW))  # X25519 prekey used
+    later = pair.alice_account.start_session(bob.prekey_bundle(), provider=provider, now=NOW)
+    second = later.encrypt(plaintext, provider=provider)
+    bob.rotate_signed_prekey(provider=provider, now=NOW)
+    too_late = NOW + SIGNED_PREKEY_GRACE_PERIOD + 1
+    expect(lambda: bob.accept_session(second, provider=provider, now=too_late))
+
+    kinds = [type(error) for error, _ in found]
+    assert kinds == [
+        *[AuthenticationError] * 3,
+        StateError,
+        *[AuthenticationError] * 2,
+        *[HandshakeError] * 3,
+    ]
+    for error, secrets in found:
+        text = f"{error} {error!r} {error.args!r} {vars(error)!r}"
+        name = type(error).__name__
+        assert _HEX_RUN.search(text) is None, name
+        for literal in ("b'", 'b"', "\\x"):
+            assert literal not in text, name
+        for secret in (secret for secret in secrets if len(secret) >= 16):
+            assert secret.hex() not in text.lower(), name
+
+
 # --- REQ-ERR-01: the documented error tree is the implemented one ---------------------------
 
 _TREE_LINE = re.compile(r'^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w+)\s+(?:category )?"(?P<cat>\w+)"')
@@ -608,6 +706,17 @@ def test_every_signature_the_protocol_makes_starts_with_a_purpose_label(
     assert len(signed) >= 2 + 3 * 2 + 1 + 2 * 2
     for message in signed:
         assert message.startswith(SIGNATURE_LABELS), message[:40]
+
+
+def test_every_signing_label_the_code_defines_is_registered() -> None:
+    """[REQ-SEC-02] Each SIG_LABEL_ constant of e2ee.limits, including the device-list and
+    relay-login labels of the later layers, is one of SIGNATURE_LABELS, and nothing else is:
+    a layer that signs adds its own label to the registry."""
+    defined = {
+        value for name, value in vars(limits_module).items() if name.startswith("SIG_LABEL_")
+    }
+    assert len(defined) >= 5
+    assert defined == set(SIGNATURE_LABELS)
 
 
 def test_the_relay_login_signature_covers_its_label_and_the_challenge() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -413,6 +414,35 @@ def test_header_encryption_without_header_keys_is_rejected(edit: str) -> None:
         return
     with contextlib.suppress(E2EEError):
         session.encrypt(b"x")
+
+
+def test_account_state_beyond_its_bounds_is_a_state_error() -> None:
+    """[REQ-ERR-06] Structurally valid account state that breaks a bound of the layout: a replay
+    memory naming one base key twice, and more than 1000 one-time prekeys of either kind (the
+    limit of limits.md, section 2). Loading raises StateError, nothing else; the untouched
+    state loads."""
+    plain, _ = account_states()
+    assert e2ee.Account.from_bytes(plain).to_bytes() == plain
+    base_key = bytes(range(32))
+
+    def edited(edit: Any) -> bytes:
+        value = codec.decode(plain, max_size=len(plain))
+        assert isinstance(value, dict)
+        edit(value)
+        return codec.encode(value)
+
+    def duplicate_base_keys(value: dict[int, Any]) -> None:
+        value[5][0][8] = [base_key, base_key]
+
+    def too_many(field: int) -> Callable[[dict[int, Any]], None]:
+        def edit(value: dict[int, Any]) -> None:
+            value[field] = [value[field][0]] * 1001
+
+        return edit
+
+    for edit in (duplicate_base_keys, too_many(6), too_many(7)):
+        with pytest.raises(StateError):
+            e2ee.Account.from_bytes(edited(edit))
 
 
 def test_plain_account_bit_flips_load_or_raise_state_error() -> None:

@@ -231,6 +231,27 @@ def _normal_with(message: bytes, index: int, value: int | bytes | bool | None) -
 
 
 @pytest.mark.parametrize("header_encryption", [True, False], ids=["he", "clear"])
+def test_forged_tag_on_a_message_ahead_leaves_the_session_unchanged(
+    header_encryption: bool,
+) -> None:
+    """[REQ-ERR-04] A message ahead of the next expected one, on a new chain and then on the
+    current chain, whose tag is forged: the keys derived to reach it are not kept and the
+    counters do not move (to_bytes() is unchanged); the genuine messages then all decrypt."""
+    pair = make_pair(header_encryption=header_encryption)
+    sent = [pair.alice.encrypt(b"m%d" % i, provider=pair.provider) for i in range(3)]
+    for forged in (sent[1], None, sent[2]):
+        if forged is None:
+            assert pair.bob.decrypt(sent[0], provider=pair.provider) == b"m0"
+            continue
+        before = pair.bob.to_bytes()
+        with pytest.raises(e2ee.AuthenticationError):
+            pair.bob.decrypt(flip_bit(forged, len(forged) - 1), provider=pair.provider)
+        assert pair.bob.to_bytes() == before
+    assert pair.bob.decrypt(sent[2], provider=pair.provider) == b"m2"
+    assert pair.bob.decrypt(sent[1], provider=pair.provider) == b"m1"
+
+
+@pytest.mark.parametrize("header_encryption", [True, False], ids=["he", "clear"])
 def test_decrypt_error_paths_leave_the_session_unchanged(header_encryption: bool) -> None:
     case = initial_case(True, header_encryption)
     bob, _ = case.bob.accept_session(case.first, provider=case.provider, now=NOW)
