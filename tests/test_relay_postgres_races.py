@@ -405,15 +405,10 @@ def test_racing_publications_of_one_user_store_the_newer_list(pg: Pg) -> None:
 BURST = 2
 
 
-@pytest.mark.parametrize("bucket", ["new pair", "dropped by the sweep"])
-def test_concurrent_claims_beyond_the_burst_are_refused_while_no_bucket_row_exists(
-    pg: Pg, bucket: str
-) -> None:
-    """[REQ-RL-11] [REQ-RL-24] Three claims of Alice for Bob's keys, burst 2, while no bucket
-    row exists (the pair's first claims, or the first ones after the sweep dropped an idle
-    bucket): the first stops right after it read the bucket, the two others run meanwhile.
-    They wait for it and take the tokens it left, so two are served and one is refused. With
-    nothing to lock, each saw a full bucket and all three were served."""
+def _alice_claims_bob(pg: Pg) -> tuple[Relay, Callable[[], Callable[[Tx], Any]]]:
+    """Alice and Bob registered and logged in on a relay with a claim burst of BURST that
+    practically never refills, Bob with 20 one-time keys: the relay, and a maker of Alice's
+    claim jobs."""
     relay = pg.relay(claim_burst=BURST, claim_rate=0.001)
     alice, bob = User.make("alice"), User.make("bob")
     for u in (alice, bob):
@@ -428,6 +423,19 @@ def test_concurrent_claims_beyond_the_burst_are_refused_while_no_bucket_row_exis
     def claim() -> Callable[[Tx], Any]:
         return relay.claim(alice.devices[0].token, codec.encode({0: b"bob", 1: os.urandom(16)}))
 
+    return relay, claim
+
+
+@pytest.mark.parametrize("bucket", ["new pair", "dropped by the sweep"])
+def test_concurrent_claims_beyond_the_burst_are_refused_while_no_bucket_row_exists(
+    pg: Pg, bucket: str
+) -> None:
+    """[REQ-RL-11] [REQ-RL-24] Three claims of Alice for Bob's keys, burst 2, while no bucket
+    row exists (the pair's first claims, or the first ones after the sweep dropped an idle
+    bucket): the first stops right after it read the bucket, the two others run meanwhile.
+    They wait for it and take the tokens it left, so two are served and one is refused. With
+    nothing to lock, each saw a full bucket and all three were served."""
+    relay, claim = _alice_claims_bob(pg)
     served_before = 0
     if bucket == "dropped by the sweep":
         pg.storage.run(claim())
@@ -491,20 +499,7 @@ def test_concurrent_claims_beyond_the_burst_are_refused_while_the_bucket_row_exi
     one token; three more claims run at once, the first stopped right after it read the bucket.
     The others wait for its lock and then see the token it took, so one is served and two are
     refused. Read without FOR UPDATE, each saw the token and all three were served."""
-    relay = pg.relay(claim_burst=BURST, claim_rate=0.001)
-    alice, bob = User.make("alice"), User.make("bob")
-    for u in (alice, bob):
-        pg.storage.run(relay.publish_device_list(u.list_body()))
-        login(relay, pg.storage, u.devices[0])
-    bob_device = bob.devices[0]
-    checked = relay.check_upload(
-        pg.storage.run(relay.auth_job(bob_device.token)), bob_device.upload_body(one_time=20)
-    )
-    pg.storage.run(relay.store_upload(bob_device.token, checked))
-
-    def claim() -> Callable[[Tx], Any]:
-        return relay.claim(alice.devices[0].token, codec.encode({0: b"bob", 1: os.urandom(16)}))
-
+    _, claim = _alice_claims_bob(pg)
     pg.storage.run(claim())
     assert len(pg.rows("SELECT * FROM buckets")) == 1  # one token left in it
 
