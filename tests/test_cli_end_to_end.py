@@ -23,6 +23,7 @@ from e2ee.cli.client_commands import (
     EXIT_USAGE,
 )
 from e2ee.client import Client
+from e2ee.relay import tickets
 from e2ee.relay.client import RelayClient
 from tests.client_support import SMALL_PREKEYS
 from tests.relay_support import PROJECT_ROOT, RelayProcess, free_port, relay_process
@@ -135,6 +136,23 @@ def test_relay_down_after_init_is_reported(tmp_path: Path) -> None:
     assert down.returncode == EXIT_RELAY_UNREACHABLE
     assert down.stderr.strip() == f"e2ee: relay unreachable at {server.url}"
     assert e2ee(tmp_path / "a", "send", "bob", "x").returncode == EXIT_RELAY_UNREACHABLE
+
+
+def test_init_on_a_relay_that_needs_a_ticket_says_so_and_leaves_nothing(tmp_path: Path) -> None:
+    """[REQ-RL-39] A relay with a registration authority refuses the CLI's ticketless
+    registration: one line naming the reason (not "name taken"), exit 1, no half-made home."""
+    authority = tickets.authority_public_key(bytes(range(32))).hex()
+    server = RelayProcess(tmp_path / "relay.sqlite", "--registration-key", authority)
+    server.start()
+    try:
+        refused = e2ee(tmp_path / "a", "init", "--relay", server.url, "--name", "alice")
+    finally:
+        server.stop()
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        "e2ee: this relay registers new users only with a registration ticket from its operator\n"
+    )
+    assert [p.name for p in (tmp_path / "a").iterdir()] == []
 
 
 def test_a_relay_that_serves_another_key_for_a_contact_stops_the_send(

@@ -14,6 +14,9 @@ import pytest
 
 from e2ee.cli.main import main
 from e2ee.relay import serve as relay_serve
+from e2ee.relay import tickets
+
+AUTHORITY_HEX = tickets.authority_public_key(bytes(range(32))).hex()
 
 TRANSPORT: Any = getattr(selector_events, "_SelectorSocketTransport")
 ASYNCIO_DEFAULT = 256 * 1024
@@ -165,6 +168,9 @@ def test_the_fast_stack_without_its_extra_is_one_line_and_exit_status_1(
         ("--claim-rate", "inf", "1e6"),
         ("--claim-rate", "1e-320", "1e-6"),  # a bucket of 50 would take forever to refill
         ("--claim-burst", "0", "1"),  # no claim would ever pass
+        ("--registration-key", "00" * 32, AUTHORITY_HEX),  # not a point of the curve's group
+        ("--registration-key", AUTHORITY_HEX[:-2], AUTHORITY_HEX),
+        ("--registration-key", "zz" * 32, AUTHORITY_HEX),
     ],
 )
 def test_a_bad_option_value_is_a_usage_error(
@@ -186,6 +192,24 @@ def test_a_bad_option_value_is_a_usage_error(
     assert err.splitlines()[-1].startswith(f"e2ee relay serve: error: argument {name}: ")
     assert "Traceback" not in err
     assert len(no_server) == 1
+
+
+def test_the_registration_key_reaches_the_relays_configuration(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """[REQ-RL-39] ``--registration-key`` configures the authority; without it the relay is
+    open."""
+    configs: list[Any] = []
+
+    def record(*args: Any, **kwargs: Any) -> int:
+        configs.append(kwargs["config"])
+        return 0
+
+    monkeypatch.setattr(relay_serve, "serve", record)
+    db = str(tmp_path / "relay.sqlite")
+    assert main(["relay", "serve", "--db", db, "--registration-key", AUTHORITY_HEX.upper()]) == 0
+    assert main(["relay", "serve", "--db", db]) == 0
+    assert [c.registration_key for c in configs] == [bytes.fromhex(AUTHORITY_HEX), None]
 
 
 def test_an_unopenable_database_is_one_line_and_exit_status_1(

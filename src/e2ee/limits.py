@@ -33,6 +33,9 @@ TYPE_ENVELOPE: Final = 34
 TYPE_CONTENT: Final = 35
 TYPE_LINK_REQUEST: Final = 36
 TYPE_LINK_APPROVAL: Final = 37
+# Relay layer (e2ee.relay.tickets; spec/relay.md): a platform's registration ticket.
+TYPE_REGISTRATION_TICKET: Final = 38
+TYPE_SIGNED_REGISTRATION_TICKET: Final = 39
 
 # --- key encodings (type prefixes used inside every KDF and signature input) ---------------
 # Disjoint one-byte prefixes so that no curve key encoding can be mistaken for a KEM key
@@ -58,12 +61,14 @@ SIG_LABEL_ONE_TIME_PREKEY: Final = b"e2ee/v1/sig/one-time-prekey\x00"
 SIG_LABEL_ONE_TIME_KEM_PREKEY: Final = b"e2ee/v1/sig/one-time-kem-prekey\x00"
 SIG_LABEL_DEVICE_LIST: Final = b"e2ee/v1/sig/device-list\x00"
 SIG_LABEL_RELAY_LOGIN: Final = b"e2ee/v1/sig/relay-login\x00"
+SIG_LABEL_REGISTRATION_TICKET: Final = b"e2ee/v1/sig/registration-ticket\x00"
 SIGNATURE_LABELS: Final = (
     SIG_LABEL_SIGNED_PREKEY,
     SIG_LABEL_ONE_TIME_PREKEY,
     SIG_LABEL_ONE_TIME_KEM_PREKEY,
     SIG_LABEL_DEVICE_LIST,
     SIG_LABEL_RELAY_LOGIN,
+    SIG_LABEL_REGISTRATION_TICKET,
 )
 
 # --- KDF labels (HKDF info strings) --------------------------------------------------------

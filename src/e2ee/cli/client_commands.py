@@ -251,7 +251,13 @@ def cmd_init(args: argparse.Namespace) -> int:
         with RelayClient(args.relay, client) as relay:
             try:
                 relay.publish_device_list()
-            except RelayForbiddenError:
+            except RelayForbiddenError as exc:
+                if exc.code == "ticket_required":
+                    raise CommandError(
+                        EXIT_ERROR,
+                        "this relay registers new users only with a registration ticket from "
+                        "its operator",
+                    ) from None
                 raise CommandError(
                     EXIT_ERROR, f"the name {name!r} is taken on this relay"
                 ) from None

@@ -252,6 +252,19 @@ def _positive(high: float = math.inf, unit: str = "") -> Callable[[str], float]:
     return parse
 
 
+def _public_key(text: str) -> bytes:
+    """An argparse type: an Ed25519 public key as 64 hex digits (a valid curve point)."""
+    from e2ee.crypto import primitives
+
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32 or not primitives.ed25519_is_valid_public_key(key):
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not an Ed25519 public key (hex)")
+    return key
+
+
 def _shown(text: str) -> str:
     """A command-line value in an error message: quoted, escaped, cut short."""
     shown = repr(text[:40] + ("..." if len(text) > 40 else ""))
@@ -309,6 +322,13 @@ def _add_relay_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         default=1.0,
         help="claims per second refilled per (claimer, target), above 0 (default: 1)",
     )
+    serve.add_argument(
+        "--registration-key",
+        type=_public_key,
+        metavar="HEX",
+        help="the platform's registration authority (Ed25519 public key, 64 hex digits): a new "
+        "user registers only with a ticket it signed (default: open registration)",
+    )
 
 
 def _run_relay(args: argparse.Namespace) -> int:
@@ -318,7 +338,11 @@ def _run_relay(args: argparse.Namespace) -> int:
         from e2ee.relay.serve import serve
 
         try:
-            config = RelayConfig(claim_burst=args.claim_burst, claim_rate=args.claim_rate)
+            config = RelayConfig(
+                claim_burst=args.claim_burst,
+                claim_rate=args.claim_rate,
+                registration_key=args.registration_key,
+            )
         except ValueError:  # each is valid alone: the burst is too large for the rate
             args.relay_serve_parser.error(
                 f"argument --claim-rate: {args.claim_rate:g} never refills a bucket of "

@@ -344,10 +344,18 @@ class RelayClient:
             raise LocalError("this device is not linked yet")
         return device
 
-    def publish_device_list(self, data: bytes | None = None) -> bool:
+    def publish_device_list(
+        self, data: bytes | None = None, *, ticket: bytes | None = None
+    ) -> bool:
         """Publish this user's newest signed device list (registers the user the first time);
-        True if the relay registered the user now."""
-        body = codec.encode({0: data if data is not None else self.client.device_list()})
+        True if the relay registered the user now. A relay with a registration authority
+        registers a new user only with a ``ticket`` its platform issued for this user id and
+        user key (:mod:`e2ee.relay.tickets`; without one: :class:`RelayForbiddenError`, code
+        ``ticket_required``)."""
+        fields: dict[int, bytes] = {0: data if data is not None else self.client.device_list()}
+        if ticket is not None:
+            fields[1] = ticket
+        body = codec.encode(fields)
         status, _ = self._call("PUT", api.DEVICE_LIST, body, auth=False)
         return status == 201
 

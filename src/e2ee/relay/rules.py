@@ -46,8 +46,9 @@ from e2ee.limits import (
     MAX_ONE_TIME_PREKEYS,
     MLKEM1024_PUBLIC_KEY_SIZE,
 )
-from e2ee.relay import api
+from e2ee.relay import api, tickets
 from e2ee.relay.storage import KIND_EC, KIND_KEM, StoredList, TokenRow, Tx
+from e2ee.relay.tickets import RegistrationTicket
 from e2ee.wire import codec
 from e2ee.wire.messages import PreKeyBundle
 
@@ -70,6 +71,7 @@ _POSITIVE_INTEGERS = (
     "max_upload_batch",
     "max_upload_body",
     "max_stored_one_time",
+    "max_ticket_lifetime",
 )
 
 
@@ -95,6 +97,13 @@ class RelayConfig:
     """Claims per second refilled into the (claimer user, target user) bucket: finite, above
     0, and small enough to refill a bucket in finite time (``claim_burst / claim_rate``).
     0 would divide by zero in every claim and sweep; NaN would turn the limit off."""
+    registration_key: bytes | None = None
+    """The platform's registration authority (an Ed25519 public key, :mod:`e2ee.relay.tickets`):
+    with it, a new user id is registered only with a ticket the authority signed for this
+    origin, user id and user key. None (the default): open registration, the first validly
+    self-signed list of a user id registers it."""
+    max_ticket_lifetime: int = 24 * 3600
+    """Longest validity (``expires - issued``) of a registration ticket the relay accepts."""
 
     def __post_init__(self) -> None:
         for name in _POSITIVE_INTEGERS:  # a TTL or a size of 0, -1, True or 1.5 is a mistake
@@ -114,6 +123,11 @@ class RelayConfig:
             refill = math.inf
         if refill == math.inf:
             raise ValueError("claim_burst / claim_rate (seconds to refill a bucket) is infinite")
+        key = self.registration_key
+        if key is not None and (
+            type(key) is not bytes or not primitives.ed25519_is_valid_public_key(key)
+        ):
+            raise ValueError("registration_key must be a valid 32-byte Ed25519 public key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,8 +274,11 @@ class Relay:
 
     def publish_device_list(self, body: bytes) -> Job[tuple[bytes, bool]]:
         """Register a user (first list) or replace its list by a newer one signed by the same
-        user key. Devices that left the list, or whose key changed, are purged."""
-        v = api.decode_map(body, {0}, limit=api.MAX_SMALL_BODY)
+        user key. Devices that left the list, or whose key changed, are purged. With a
+        registration authority configured, a first list needs a registration ticket for its
+        user id and user key (:mod:`e2ee.relay.tickets`). Once registered, a user id stays
+        bound to its user key, so a ticket admits nothing more after its first use."""
+        v = api.decode_map(body, {0}, frozenset({1}), limit=api.MAX_SMALL_BODY)
         data = api.bytes_field(v[0])
         try:
             new = SignedDeviceList.from_bytes(data).device_list
@@ -270,13 +287,20 @@ class Relay:
                 "not a validly signed device list", code="bad_device_list"
             ) from None
         entry = StoredList(new.user_id, new.user_key, new.counter, data, dict(new.devices))
+        ticket = self._ticket(v.get(1), entry) if 1 in v else None
 
         def job(tx: Tx) -> tuple[bytes, bool]:
             # locked before the purge: a job that stored something on the strength of the old
             # list or a token (a login, a send, an upload, a claim's result) either committed
             # first, and the purge sees what it stored, or waits and then reads the new list
             old = tx.device_list(entry.user, lock="update")
-            if old is not None:
+            if old is None:
+                if self.config.registration_key is not None and ticket is None:
+                    raise RelayForbiddenError(
+                        "this relay registers a user only with a registration ticket",
+                        code="ticket_required",
+                    )
+            else:
                 if not hmac.compare_digest(old.user_key, entry.user_key):
                     raise RelayForbiddenError(
                         "device list is not signed by the registered user key",
@@ -295,6 +319,27 @@ class Relay:
             return codec.encode({0: entry.counter}), old is None
 
         return job
+
+    def _ticket(self, value: object, entry: StoredList) -> RegistrationTicket:
+        """The request's registration ticket, verified and checked against the list it comes
+        with (CPU only). A relay without an authority refuses any ticket: the caller expects
+        its registration to be checked, and it would not be."""
+        data = api.bytes_field(value)
+        authority = self.config.registration_key
+        if authority is None:
+            raise RelayBadRequestError(
+                "this relay has no registration authority", code="bad_ticket"
+            )
+        ticket = tickets.read_ticket(data, authority)
+        tickets.check_ticket(
+            ticket,
+            origin=self.config.origin,
+            user_id=entry.user,
+            user_key=entry.user_key,
+            now=self.now(),
+            max_lifetime=self.config.max_ticket_lifetime,
+        )
+        return ticket
 
     def get_device_list(self, token: bytes | None, user: str) -> Job[bytes]:
         def job(tx: Tx) -> bytes:
