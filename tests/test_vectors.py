@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 
 from e2ee.cli.main import main
-from e2ee.vectors import reference
+from e2ee.vectors import reference, verify
+from e2ee.vectors.common import ENV_DIR, default_dir
 from e2ee.vectors.generate import FILES
 from e2ee.vectors.outcomes import result_problem
-from e2ee.vectors.verify import verify_file
+from e2ee.vectors.verify import FileResult, verify_file
 from e2ee.wire.messages import PreKeyBundle
 from tests.conftest import PROJECT_ROOT, WYCHEPROOF_DIR
 
@@ -57,9 +58,32 @@ def test_verify_passes_on_the_committed_vectors(capsys: pytest.CaptureFixture[st
     assert len(lines) == len(FILES) + 1  # one line per file, then the summary
 
 
-def test_verify_defaults_to_the_bundled_vectors(capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_defaults_to_the_bundled_vectors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no DIR, verify reads the bundled vectors: the committed files, which the test
+    above verifies in full. Here each file is only checked against the manifest's sha256, so
+    that the whole directory is recomputed once per run, not twice."""
+    monkeypatch.delenv(ENV_DIR, raising=False)
+    read: list[Path] = []
+
+    def sha256_only(path: Path, expected_sha256: str | None) -> FileResult:
+        read.append(path)
+        result = FileResult(path.name)
+        if hashlib.sha256(path.read_bytes()).hexdigest() == expected_sha256:
+            result.passed = 1
+        else:
+            result.fail("sha256 differs from the manifest")
+        return result
+
+    monkeypatch.setattr(verify, "verify_file", sha256_only)
     assert main(["vectors", "verify"]) == 0
-    assert SUMMARY.match(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"{len(FILES)} passed, 0 failed"
+    bundled = default_dir()
+    assert sorted(read) == [bundled / name for name in sorted(FILES)]
+    for name in [*FILES, "MANIFEST.json"]:  # the manifest pins the schemas too
+        assert (bundled / name).read_bytes() == (VECTORS / name).read_bytes(), name
 
 
 def test_coverage_requirements() -> None:
@@ -160,9 +184,21 @@ def test_every_file_validates_against_its_json_schema() -> None:
 # --- (e) a corrupted vector is reported ------------------------------------------------------
 
 
-def _copy(tmp_path: Path) -> Path:
+def _copy(tmp_path: Path, name: str = "x25519.json") -> Path:
+    """A copy of test_vectors/ that keeps, of the vector files, only ``name`` (with the schemas
+    and the README), and the committed manifest reduced to the files the copy holds. A tamper
+    test needs no more: verifying every file (about 1.5 s, most of it
+    handshake_replay_memory.json) is test_verify_passes_on_the_committed_vectors's work."""
     target = tmp_path / "vectors"
     shutil.copytree(VECTORS, target)
+    manifest = json.loads((target / "MANIFEST.json").read_text())
+    assert name in manifest["files"]
+    for other in FILES:
+        if other != name:
+            (target / other).unlink()
+            del manifest["files"][other]
+    manifest["numberOfTests"] = manifest["files"][name]["numberOfTests"]
+    (target / "MANIFEST.json").write_bytes(_raw(manifest))
     return target
 
 
