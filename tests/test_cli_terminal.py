@@ -5,16 +5,22 @@ drives them against a relay) and in the demo's rich report (here)."""
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 
 from e2ee.cli.demo import render
+from e2ee.conformance.adapter import SHOWN_CHARS, shown
 from e2ee.terminal import clean
+from e2ee.vectors import verify
 
 # (character, what the terminal must show instead), written out by hand
 ESCAPED = [
+    ("\\", "\\\\"),  # starts every escape: shown doubled, so no text shows as an escape
     ("\x00", r"\x00"),
     ("\x07", r"\x07"),  # bell
     ("\x08", r"\x08"),  # backspace
@@ -44,7 +50,7 @@ def test_clean_escapes_every_control_and_format_character(char: str, shown: str)
 
 
 def test_clean_keeps_printable_text() -> None:
-    text = "héllo wörld ✓ 日本語 e\u0301 \\ [bold] 'quoted' \"too\""
+    text = "héllo wörld ✓ 日本語 e\u0301 [bold] 'quoted' \"too\" / | ~"
     assert clean(text) == text
 
 
@@ -52,7 +58,61 @@ def test_clean_is_one_printable_line() -> None:
     hostile = "".join(chr(c) for c in range(0x00, 0xA0)) + "\u202a\u202b\u202c\u202d\u202e"
     shown = clean(hostile)
     assert shown.isprintable()
-    assert clean(shown) == shown
+    assert "\n" not in shown
+    assert "\x1b" not in shown
+
+
+def test_an_escape_and_the_text_of_one_show_differently() -> None:
+    """A user id holding the four characters backslash, x, 1, b showed exactly like one
+    holding ESC (both as ``\\x1b``): a backslash is now shown doubled."""
+    esc, literal = "mal\x1b", "mal\\x1b"
+    assert clean(esc) == "mal\\x1b"
+    assert clean(literal) == "mal\\\\x1b"
+    assert clean(esc) != clean(literal)
+
+
+_ESCAPE = re.compile(r"\\(?:(\\)|([tnr])|x([0-9a-f]{2})|u([0-9a-f]{4})|U([0-9a-f]{8}))")
+
+
+def _unclean(shown: str) -> str:
+    """The text ``shown`` was made from: a left inverse of clean, so clean is injective."""
+    assert "\\" not in _ESCAPE.sub("", shown), "a backslash that starts no escape"
+
+    def one(match: re.Match[str]) -> str:
+        backslash, named, *codes = match.groups()
+        if backslash:
+            return "\\"
+        if named:
+            return {"t": "\t", "n": "\n", "r": "\r"}[named]
+        return chr(int(next(c for c in codes if c), 16))
+
+    return _ESCAPE.sub(one, shown)
+
+
+PIECES = ["\\", "x", "1", "b", "u", "n", "t", "\n", "\t", "\x1b", "\u202e", "é"]
+TEXTS = st.text() | st.lists(st.sampled_from(PIECES)).map("".join)
+"""Any text, and text made of the pieces of escapes (a backslash, what follows one)."""
+
+
+@given(TEXTS)
+def test_clean_is_injective_and_printable(text: str) -> None:
+    """What is shown is printable and gives the text back, so two texts never show the same."""
+    shown = clean(text)
+    assert shown.isprintable()
+    assert _unclean(shown) == text
+
+
+def test_vectors_verify_and_the_conformance_report_keep_escapes_distinct() -> None:
+    """``e2ee vectors verify`` escapes a backslash too; the conformance runner cleans each
+    line once (a piece cut for the report is cut between characters, not inside an escape),
+    so an ESC is shown as ``\\x1b``, not ``\\\\x1b``, and still unlike the text of one."""
+    assert verify._one_line("a\x1b") == "a\\x1b"
+    assert verify._one_line("a\\x1b") == "a\\\\x1b"
+    assert clean(f"got {shown('a' + chr(27))}") == "got a\\x1b"
+    cut = shown("\x1b" * 300)
+    assert cut.endswith("...")
+    assert set(cut[:-3]) == {"\x1b"}
+    assert len(clean(cut)) <= SHOWN_CHARS
 
 
 HOSTILE_USER = "mal\nalice/2: hello\x1b[8m\u202e[bold]"

@@ -24,10 +24,12 @@ STORE_KEY = bytes(range(32))
 @dataclass(frozen=True)
 class Reference:
     """bob's first device, after a conversation with alice: sessions, an inbox, events, the
-    user key and two devices. ``alice_list`` is alice's signed device list."""
+    user key and two devices. ``alice_list`` is alice's signed device list; ``from_alice`` a
+    message from alice to bob's first device that it has not received."""
 
     path: Path
     alice_list: bytes
+    from_alice: bytes
 
 
 def build(root: Path, key: bytes | None) -> Reference:
@@ -40,10 +42,13 @@ def build(root: Path, key: bytes | None) -> Reference:
     world.send(alice, "bob", b"second")
     assert len(world.deliver(bob)) == 2
     world.send(bob, "alice", b"reply")
+    world.send(alice, "bob", b"unread")
+    assert bob.device_id is not None
+    [from_alice] = world.transport.fetch("bob", bob.device_id)
     path = Path(bob.store.conn.execute("PRAGMA database_list").fetchone()[2])
     bob.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     bob.close()
-    return Reference(path, alice.device_list())
+    return Reference(path, alice.device_list(), from_alice)
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +169,27 @@ CASES = {
         "UPDATE sessions SET peer_device = ? WHERE peer_user = 'bob'",
         "two",
         lambda c, r: c.remove_device(2),
+    ),
+    # The next last_used of a session made active is read and checked in Python: computed in
+    # SQL (MAX(last_used) + 1) it turned text into 1, a real into a real, and 2^63 - 1 into a
+    # real, and stored that.
+    "session last used is text": Case(
+        "UPDATE sessions SET last_used = ? WHERE peer_user = 'alice'",
+        "x",
+        lambda c, r: c.receive(r.from_alice),
+    ),
+    "session last used is a blob": Case(
+        "UPDATE sessions SET last_used = ? WHERE peer_user = 'alice'",
+        b"\x01",
+        lambda c, r: c.receive(r.from_alice),
+    ),
+    "session last used is a real": Case(
+        "UPDATE sessions SET last_used = ?", 2.5, lambda c, r: c.receive(r.from_alice)
+    ),
+    "session last used has no successor": Case(
+        "UPDATE sessions SET last_used = ? WHERE peer_user = 'alice'",
+        2**63 - 1,
+        lambda c, r: c.receive(r.from_alice),
     ),
     "session peer key is text": Case(
         "UPDATE sessions SET peer_key = ? WHERE peer_user = 'bob'",

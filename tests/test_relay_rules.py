@@ -25,7 +25,7 @@ from e2ee.errors import (
     RelayTooLargeError,
 )
 from e2ee.identity import UserIdentity
-from e2ee.relay import api
+from e2ee.relay import api, rules
 from e2ee.relay.memory import MemoryStorage
 from e2ee.relay.postgres import PostgresStorage
 from e2ee.relay.rules import Relay, RelayConfig
@@ -906,6 +906,45 @@ def test_a_fetch_reads_at_most_the_byte_budget_and_one_envelope(storage: Storage
         assert len(recorder.answers) == 1
         assert 0 < sum(len(e) for _, e in recorder.answers[0]) <= FETCH_BUDGET + size
         assert recorder.peaks[0] <= FETCH_BUDGET + 2 * size
+
+
+def test_an_envelope_alone_over_the_byte_budget_says_more_only_when_a_message_follows(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[REQ-RL-35] An envelope larger than the page's byte budget goes alone, and its page
+    says more only if a message really was left out: a single such envelope said more=True
+    before, with nothing else queued (the storage stopped at the first row, so the rules could
+    not tell). The storage reads at most the big envelope and the one after it. (A send's
+    envelope is at most MAX_ENVELOPE_SIZE, about 273 kB, so the 4 MiB budget is lowered here.)"""
+    budget = 100_000
+    monkeypatch.setattr(rules, "_MAX_FETCH_BYTES", budget)
+    relay = make_relay(storage)
+    alice, bob = User.make("alice"), User.make("bob")
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    sender, token = alice.devices[0], bob.devices[0].token
+    big, small = os.urandom(16), os.urandom(16)
+    storage.run(relay.send(sender.token, send_body(bob, big, sender, b"b" * 2 * budget)))
+    page = dec(storage.run(relay.fetch(token, 0, 500)))
+    [(big_id, envelope)] = page[0]
+    assert (dec(envelope)[6], page[1]) == (big, False)
+    assert [dec(e)[6] for _, e in storage.run(relay.pending(token, 0, 100))] == [big]
+
+    storage.run(relay.send(sender.token, send_body(bob, small, sender)))
+    for job in (relay.fetch(token, 0, 500), relay.pending(token, 0, 100)):
+        recorders: list[RecordingTx] = []
+
+        def recorded(tx: Tx, job: Callable[[Tx], Any] = job) -> Any:
+            recorders.append(RecordingTx(tx))
+            return job(cast(Tx, recorders[-1]))
+
+        value = storage.run(recorded)
+        rows = dec(value)[0] if isinstance(value, bytes) else value
+        assert [dec(e)[6] for _, e in rows] == [big]
+        assert len(recorders[0].answers[0]) <= 2
+    assert dec(storage.run(relay.fetch(token, 0, 500)))[1] is True
+    page = dec(storage.run(relay.fetch(token, big_id, 500)))
+    assert ([dec(e)[6] for _, e in page[0]], page[1]) == ([small], False)
 
 
 @pytest.mark.parametrize(

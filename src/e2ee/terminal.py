@@ -5,11 +5,14 @@ message texts from anyone who can send to us, event details and error messages f
 and the network. Printed raw, such text can hold a newline that forges a line of output
 ("alice/1: ..."), a carriage return that overwrites one, ESC or CSI sequences that move the
 cursor, recolour or hide text, or Unicode bidi overrides that reorder what the reader sees.
+
+Text is cleaned once, where it is printed: cleaning is injective (two different texts never
+show the same), so it is not idempotent, and text cleaned twice shows its escapes escaped.
 """
 
 from __future__ import annotations
 
-_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_NAMED = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
 def _escape(char: str) -> str:
@@ -31,8 +34,10 @@ def clean(text: str) -> str:
     included), no Unicode format character (bidi overrides and isolates, zero-width
     characters), no line or paragraph separator, no unassigned, private-use or surrogate code
     point (``str.isprintable``: Unicode categories Cc, Cf, Cs, Co, Cn, Zl, Zp and Zs other than
-    the ASCII space). Printable text, backslashes included, is left as it is."""
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
+    the ASCII space). A backslash, which starts every escape, is shown as ``\\\\``, so that
+    two different texts never show the same (``"\\x1b"``, four characters, is not ESC); any
+    other printable text is left as it is."""
+    return "".join(c if c.isprintable() and c != "\\" else _escape(c) for c in text)
 
 
 __all__ = ["clean"]

@@ -17,9 +17,12 @@ from __future__ import annotations
 import sqlite3
 
 from e2ee.client.store import Store, column
+from e2ee.errors import StateError
 from e2ee.session import Session
 
 MAX_PREVIOUS_SESSIONS = 4
+_MAX_LAST_USED = 2**63 - 1
+"""SQLite's largest integer."""
 
 
 def by_id(
@@ -63,9 +66,7 @@ def save(
 ) -> None:
     state = session.to_bytes(key=store.key, provider=store.provider)
     if make_active:
-        (next_used,) = conn.execute(
-            "SELECT COALESCE(MAX(last_used), 0) + 1 FROM sessions"
-        ).fetchone()
+        next_used = _next_used(conn)
         conn.execute(
             "INSERT OR REPLACE INTO sessions "
             "(peer_user, peer_device, session_id, peer_key, last_used, state) "
@@ -79,6 +80,19 @@ def save(
             "WHERE peer_user = ? AND peer_device = ? AND session_id = ?",
             (state, user, device, session.session_id),
         )
+
+
+def _next_used(conn: sqlite3.Connection) -> int:
+    """One more than the highest ``last_used``, read and checked here rather than computed in
+    SQL, which would turn a tampered value (text, a blob, a real) into a number and store it
+    (REQ-CL-45); a value with no successor SQLite can hold is refused too."""
+    (latest,) = conn.execute("SELECT MAX(last_used) FROM sessions").fetchone()
+    if latest is None:
+        return 1
+    last_used = column(latest, int, "session last use")
+    if last_used >= _MAX_LAST_USED:
+        raise StateError("malformed session last use in the client store")
+    return last_used + 1
 
 
 def delete_device(conn: sqlite3.Connection, user: str, device: int) -> None:

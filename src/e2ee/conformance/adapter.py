@@ -51,11 +51,19 @@ SHOWN_CHARS = 200
 
 
 def shown(text: str, limit: int = SHOWN_CHARS) -> str:
-    """``text`` as the report may show it: one line of printable characters (controls, ESC,
-    bidi overrides, line separators escaped by :func:`e2ee.terminal.clean`), at most
-    ``limit`` characters. An adapter's words must not forge or hide report lines."""
-    text = clean(text[: limit + 1])
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """``text`` cut so that the report shows it in at most ``limit`` characters once every
+    line is cleaned (controls, ESC, bidi overrides, line separators and backslashes escaped by
+    :func:`e2ee.terminal.clean`, which the runner applies to each line it writes, once: clean
+    is injective, not idempotent). The cut falls between characters, never inside an escape.
+    An adapter's words must not forge or hide report lines."""
+    widths = [len(clean(c)) for c in text[: limit + 1]]
+    if sum(widths) <= limit and len(text) <= limit:
+        return text
+    kept, width = 0, 0
+    while width + widths[kept] <= limit - 3:
+        width += widths[kept]
+        kept += 1
+    return text[:kept] + "..."
 
 
 _REPR = reprlib.Repr()
@@ -81,7 +89,7 @@ class AdapterError(Exception):
         self.category = category
         """As the adapter sent it (compared with the vectors' categories)."""
         self.message = shown(message)
-        """Shortened, control characters escaped: only ever shown."""
+        """Shortened (see :func:`shown`; escaped where printed): only ever shown."""
         name = shown(category)
         super().__init__(f"{name}: {self.message}" if self.message else name)
 

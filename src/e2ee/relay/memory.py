@@ -153,7 +153,7 @@ class _MemoryTx:
             if (u, d) == (user, device) and mid > after and expires > now:
                 out.append((mid, envelope))
                 total += len(envelope)
-                if len(out) >= limit or total > max_bytes:
+                if len(out) >= limit or (total > max_bytes and len(out) > 1):
                     break
         return out
 

@@ -376,14 +376,17 @@ class _PostgresTx:
         self, user: str, device: int, after: int, limit: int, now: int, max_bytes: int
     ) -> list[tuple[int, bytes]]:
         # psycopg receives a whole result at once, so the budget is applied in the query: a
-        # row is sent only if the envelopes before it total at most max_bytes (octet_length
-        # reads a TOASTed value's size without loading it; only the rows sent are detoasted).
+        # row is sent only if it is the first or the second (the first never ends the read on
+        # its own, see Tx.fetch) or the envelopes before it total at most max_bytes
+        # (octet_length reads a TOASTed value's size without loading it; only the rows sent
+        # are detoasted).
         rows = self.c.execute(
             b"SELECT id, envelope FROM ("
-            b"SELECT id, envelope, SUM(octet_length(envelope)) OVER (ORDER BY id ROWS "
+            b"SELECT id, envelope, ROW_NUMBER() OVER (ORDER BY id) AS n, "
+            b"SUM(octet_length(envelope)) OVER (ORDER BY id ROWS "
             b"UNBOUNDED PRECEDING) - octet_length(envelope) AS before FROM messages "
             b"WHERE usr = %s AND device = %s AND id > %s AND expires > %s ORDER BY id LIMIT %s"
-            b") AS page WHERE before <= %s ORDER BY id",
+            b") AS page WHERE n <= 2 OR before <= %s ORDER BY id",
             (user, device, after, now, limit, max_bytes),
         ).fetchall()
         return [(int(r[0]), r[1]) for r in rows]

@@ -617,7 +617,9 @@ class Relay:
         """A page: at most ``limit`` messages after ``after`` and at most _MAX_FETCH_BYTES of
         envelopes (but at least one message), and whether a message was left out (``more``).
         The storage reads one message past the page, the one over the count or the byte
-        budget, so that it knows; and no more than that."""
+        budget, so that it knows; and no more than that. A first envelope alone over the budget
+        does not end the storage's read, so a page of it alone says more only when a message
+        follows it."""
         rows = tx.fetch(
             auth.user,
             auth.device,
@@ -626,13 +628,13 @@ class Relay:
             self.now() if now is None else now,
             _MAX_FETCH_BYTES,
         )
-        more = len(rows) > limit
-        del rows[limit:]
-        if sum(len(envelope) for _, envelope in rows) > _MAX_FETCH_BYTES:
-            more = True  # the storage stopped at the envelope that passed the budget
-            if len(rows) > 1:
-                rows.pop()
-        return rows, more
+        total = 0
+        for index, (_, envelope) in enumerate(rows):
+            total += len(envelope)
+            if index == limit or (index > 0 and total > _MAX_FETCH_BYTES):
+                del rows[index:]  # the first message left out: by the count or the bytes
+                return rows, True
+        return rows, False
 
     def ack(self, token: bytes | None, body: bytes) -> Job[bytes]:
         return self.ack_ids(token, api.ack_ids(body, limit=api.MAX_SMALL_BODY))

@@ -360,7 +360,8 @@ class _SQLiteTx:
         self, user: str, device: int, after: int, limit: int, now: int, max_bytes: int
     ) -> list[tuple[int, bytes]]:
         # A cursor of its own, stepped one row at a time and closed (which resets the statement)
-        # as soon as the envelopes read pass the budget: the rest of the page is never loaded.
+        # as soon as the envelopes read pass the budget (from the second one on: the first never
+        # ends the read on its own, see Tx.fetch): the rest of the page is never loaded.
         cur = self.c.execute(
             "SELECT id, envelope FROM messages WHERE user = ? AND device = ? AND id > ? "
             "AND expires > ? ORDER BY id LIMIT ?",
@@ -372,7 +373,7 @@ class _SQLiteTx:
             for mid, envelope in cur:
                 out.append((mid, envelope))
                 total += len(envelope)
-                if total > max_bytes:
+                if total > max_bytes and len(out) > 1:
                     break
             return out
         finally:

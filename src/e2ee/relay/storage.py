@@ -167,9 +167,11 @@ class Tx(Protocol):
         self, user: str, device: int, after: int, limit: int, now: int, max_bytes: int
     ) -> list[tuple[int, bytes]]:
         """Unexpired messages of this device with id > after, in id order: at most ``limit``,
-        and none after the first one that takes the envelopes' total above ``max_bytes``. MUST
-        stop reading there (step a cursor, or bound the query), not load more and trim: a page
-        costs at most ``max_bytes`` plus one envelope, whatever the queue holds."""
+        and none after the first one past the first that takes the envelopes' total above
+        ``max_bytes`` (the first never ends the read on its own, so that a caller can tell
+        whether a message follows one that is alone over the budget). MUST stop reading there
+        (step a cursor, or bound the query), not load more and trim: a read costs at most
+        ``max_bytes`` plus one envelope, or two envelopes when the first alone is over."""
         ...
 
     def ack(self, user: str, device: int, ids: Sequence[int]) -> int:

@@ -223,9 +223,12 @@ def verify_file(path: Path, expected_sha256: str | None) -> FileResult:
 
 def _one_line(text: str) -> str:
     """``text`` as one line of printable ASCII of at most :data:`MAX_LINE` characters. Names,
-    comments and values come from the files, which may hold newlines or terminal escapes."""
+    comments and values come from the files, which may hold newlines or terminal escapes. A
+    backslash is escaped too (``\\\\``), so no text shows as another's escape."""
     clean = "".join(
-        c if c.isascii() and c.isprintable() else c.encode("unicode_escape").decode("ascii")
+        c
+        if c.isascii() and c.isprintable() and c != "\\"
+        else c.encode("unicode_escape").decode("ascii")
         for c in text[:MAX_LINE]
     )
     return (
