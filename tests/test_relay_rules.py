@@ -11,6 +11,7 @@ from typing import Any, cast
 import pytest
 
 from e2ee.account import Account
+from e2ee.client.envelope import MAX_ENVELOPE_SIZE
 from e2ee.errors import (
     E2EEError,
     MismatchedDevicesError,
@@ -640,6 +641,7 @@ def test_a_claim_limit_that_cannot_work_is_refused_when_configured() -> None:
         "max_upload_batch",
         "max_upload_body",
         "max_stored_one_time",
+        "max_ticket_lifetime",
     ],
 )
 def test_every_ttl_and_size_is_a_positive_integer(name: str) -> None:
@@ -648,6 +650,16 @@ def test_every_ttl_and_size_is_a_positive_integer(name: str) -> None:
     for value in (0, -1, True, 1.5, "60", None):
         with pytest.raises(ValueError, match=name):
             RelayConfig(**{name: value})  # type: ignore[arg-type]
+
+
+def test_an_envelope_limit_above_what_an_envelope_can_be_is_refused() -> None:
+    """Every envelope is parsed with the client layer's MAX_ENVELOPE_SIZE (client.md), so a
+    larger max_envelope_size would be a limit that is never reached: it is refused when the
+    configuration is made, and a smaller one is kept."""
+    with pytest.raises(ValueError, match="max_envelope_size"):
+        RelayConfig(max_envelope_size=MAX_ENVELOPE_SIZE + 1)
+    assert RelayConfig(max_envelope_size=1024).max_envelope_size == 1024
+    assert RelayConfig().max_envelope_size == MAX_ENVELOPE_SIZE
 
 
 # --- messages --------------------------------------------------------------------------------

@@ -110,6 +110,8 @@ class RelayConfig:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be an integer of at least 1")
+        if self.max_envelope_size > MAX_ENVELOPE_SIZE:  # Envelope.from_bytes refuses larger
+            raise ValueError(f"max_envelope_size must be at most {MAX_ENVELOPE_SIZE}")
         if self.max_upload_body < self.max_upload_batch * 2 * (MLKEM1024_PUBLIC_KEY_SIZE + 80):
             raise ValueError("max_upload_body cannot hold a full batch")
         if type(self.claim_burst) is not int or self.claim_burst < 1:
