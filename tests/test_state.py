@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from nacl import bindings
 
@@ -646,6 +646,29 @@ def _seal_as_spec_says(
     return codec.encode(
         {0: 1, 1: 18, 2: inner_type, 3: inner_version, 4: object_id, 5: nonce, 6: bytes(sealed)}
     )
+
+
+@given(body=st.binary(max_size=64))
+@example(body=b"")
+@example(body=b"\xff")
+@example(body=b"\x18\x01")  # non-canonical integer 1
+def test_an_authenticated_body_that_is_not_a_state_is_a_state_error(body: bytes) -> None:
+    """[REQ-STATE-06] [REQ-ERR-03] A body that authenticates under the key but does not decode
+    canonically (or is no session map) is a StateError, not a DecodeError."""
+    for inner_type, cls in ((17, e2ee.Session), (16, e2ee.Account)):
+        data = _seal_as_spec_says(body, 1, bytes(16), inner_type=inner_type)
+        with pytest.raises(StateError):
+            cls.from_bytes(data, key=KEY)
+
+
+@given(sealed=st.binary(max_size=15))
+def test_a_sealed_body_shorter_than_the_tag_is_a_state_error(sealed: bytes) -> None:
+    """[REQ-ERR-03] A sealed body too short to hold the 16-byte tag (libsodium raises a bare
+    ValueError for it) is a StateError."""
+    for inner_type, cls in ((17, e2ee.Session), (16, e2ee.Account)):
+        envelope_fields = {0: 1, 1: 18, 2: inner_type, 3: 1, 4: bytes(16), 5: bytes(24)}
+        with pytest.raises(StateError):
+            cls.from_bytes(codec.encode({**envelope_fields, 6: sealed}), key=KEY)
 
 
 def test_a_state_key_of_another_size_is_a_type_error() -> None:
