@@ -28,8 +28,9 @@ from hypothesis import strategies as st
 from nacl import bindings
 
 import e2ee
+from e2ee import state as state_module
 from e2ee.errors import E2EEError, StateError
-from e2ee.limits import STATE_VERSION
+from e2ee.limits import STATE_VERSION, TYPE_SESSION_STATE
 from e2ee.testing import DeterministicProvider
 from e2ee.wire import codec
 from tests.helpers import NOW, Pair, flip_bit, make_pair
@@ -669,6 +670,24 @@ def test_a_sealed_body_shorter_than_the_tag_is_a_state_error(sealed: bytes) -> N
         envelope_fields = {0: 1, 1: 18, 2: inner_type, 3: 1, 4: bytes(16), 5: bytes(24)}
         with pytest.raises(StateError):
             cls.from_bytes(codec.encode({**envelope_fields, 6: sealed}), key=KEY)
+
+
+def test_a_sealed_state_of_an_older_version_opens_under_its_own_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """[REQ-STATE-02] [REQ-STATE-08] AD_state names the envelope's inner version, not the
+    library's current one, so a state sealed before a version bump still opens and is migrated.
+    Simulated by raising STATE_VERSION by one with a migration that only renumbers the map
+    (while STATE_VERSION is 1, authenticating under the current version would go unnoticed:
+    the body's own version check refuses the same inputs)."""
+    plain, sealed, _, _ = session_states(True)
+    bumped = STATE_VERSION + 1
+    monkeypatch.setattr(state_module, "STATE_VERSION", bumped)
+    monkeypatch.setitem(
+        state_module.MIGRATIONS, (TYPE_SESSION_STATE, STATE_VERSION), lambda m: {**m, 0: bumped}
+    )
+    value, _ = state_module.load(sealed, TYPE_SESSION_STATE, KEY)
+    assert value == {**codec.decode(plain, max_size=MAX), 0: bumped}
 
 
 def test_a_state_key_of_another_size_is_a_type_error() -> None:
