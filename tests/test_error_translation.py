@@ -3,19 +3,27 @@
 The client's envelope, content and link-request parsers and the relay's user-id and bearer-token
 readers turn bytes from the network into ``str``; Python's ``bytes.decode`` and ``base64`` raise
 ``ValueError`` subclasses for bad input. Each site must translate that into the documented
-``e2ee.errors`` class (or, for a token, "no token"), whatever the bytes are. The mutation audit
-found that removing any of these translations failed no other test.
+``e2ee.errors`` class (or, for a token, "no token"), whatever the bytes are; link messages that
+do not decode must be ``LinkError``, not the decoder's ``DecodeError``. The mutation audit found
+that removing any of these translations (except the link request's) failed no other test.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from e2ee.client.devices import LINK_NONCE_SIZE, LINK_TAG_SIZE, LINK_VERSION, LinkRequest
+from e2ee.client.devices import (
+    LINK_NONCE_SIZE,
+    LINK_TAG_SIZE,
+    LINK_VERSION,
+    LinkApproval,
+    LinkRequest,
+)
 from e2ee.client.envelope import ENVELOPE_VERSION, MESSAGE_ID_SIZE, Content, Envelope
 from e2ee.errors import DecodeError, LinkError, RelayBadRequestError
 from e2ee.identity import MAX_USER_ID_SIZE
@@ -108,6 +116,20 @@ def test_relay_user_field_is_utf8_or_a_bad_request(user: bytes) -> None:
             api.user_field(user)
     else:
         assert api.user_field(user) == text
+
+
+@pytest.mark.parametrize("parser", [LinkRequest.from_bytes, LinkApproval.from_bytes])
+@given(data=st.binary(max_size=200))
+@example(data=b"")
+@example(data=b"\xff")
+@example(data=b"\x18\x01")  # not canonical
+def test_link_messages_of_arbitrary_bytes_are_link_errors(
+    parser: Callable[[bytes], object], data: bytes
+) -> None:
+    """[REQ-CL-21] [REQ-CL-22] A link request or approval that does not even decode is refused
+    with LinkError, not with the decoder's DecodeError."""
+    with pytest.raises(LinkError):
+        parser(data)
 
 
 TOKEN_TEXT = st.text(
