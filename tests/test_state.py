@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -741,6 +742,11 @@ def _awaiting_state() -> dict[int, Any]:
     return state
 
 
+def _pending(fields: bytes) -> dict[int, Any]:
+    """Pending initial fields (key 8) with their matching hash (key 7)."""
+    return {7: hashlib.sha256(fields).digest(), 8: fields}
+
+
 def _session_rule_cases() -> list[tuple[str, dict[int, Any], dict[int, Any]]]:
     he: dict[int, Any] = codec.decode(session_states(True)[0], max_size=MAX)
     clear: dict[int, Any] = codec.decode(session_states(False)[0], max_size=MAX)
@@ -760,6 +766,8 @@ def _session_rule_cases() -> list[tuple[str, dict[int, Any], dict[int, Any]]]:
         ("pending initial fields at a responder", awaiting, {3: 1}),
         ("pending initial fields of another initiator", awaiting, {5: awaiting[6], 6: awaiting[5]}),
         ("pending initial fields of another hash", awaiting, {7: bytes(32)}),
+        ("pending initial fields that are not CBOR", awaiting, _pending(b"\xff")),
+        ("pending initial fields cut short", awaiting, _pending(awaiting[8][:-1])),
         ("pending initial fields of the other mode", awaiting, {4: False, **no_header_keys}),
         ("a chain remembered twice", he, {22: [*older, [reference, keys], [reference, keys]]}),
         ("a message number twice", he, {22: [*older, [reference, keys + keys]]}),
