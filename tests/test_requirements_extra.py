@@ -225,6 +225,21 @@ def test_replaced_signed_prekey_lives_for_the_grace_period_only() -> None:
     assert all(secret not in state for secret in secrets)
 
 
+def test_a_rotation_at_the_end_of_the_grace_period_keeps_the_replaced_prekey() -> None:
+    """[REQ-LIM-06] A rotation deletes the replaced signed prekeys whose now - retired_at
+    *exceeds* SIGNED_PREKEY_GRACE_PERIOD (handshake.md, section 9): one made exactly at the end
+    of the grace period keeps the replaced prekey, which still accepts first messages then."""
+    bob, first, provider, secrets = _bob_with_a_pending_first_message("lim-06-grace-edge")
+    replaced_at = NOW + 3600
+    end = replaced_at + SIGNED_PREKEY_GRACE_PERIOD
+    bob.rotate_signed_prekey(provider=provider, now=replaced_at)
+    bob.rotate_signed_prekey(provider=provider, now=end)
+    state = bob.to_bytes()
+    assert all(secret in state for secret in secrets)
+    _, plaintext = bob.accept_session(first, provider=provider, now=end)
+    assert plaintext == b"hello Bob"
+
+
 # --- REQ-DR-04 / REQ-ERR-05: sending refusals change nothing ---------------------------------
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,13 +24,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from nacl import bindings
 
 import e2ee
+from e2ee import state as state_module
 from e2ee.errors import E2EEError, StateError
-from e2ee.limits import STATE_VERSION
+from e2ee.limits import STATE_VERSION, TYPE_SESSION_STATE
 from e2ee.testing import DeterministicProvider
 from e2ee.wire import codec
 from tests.helpers import NOW, Pair, flip_bit, make_pair
@@ -648,6 +650,47 @@ def _seal_as_spec_says(
     )
 
 
+@given(body=st.binary(max_size=64))
+@example(body=b"")
+@example(body=b"\xff")
+@example(body=b"\x18\x01")  # non-canonical integer 1
+def test_an_authenticated_body_that_is_not_a_state_is_a_state_error(body: bytes) -> None:
+    """[REQ-STATE-06] [REQ-ERR-03] A body that authenticates under the key but does not decode
+    canonically (or is no session map) is a StateError, not a DecodeError."""
+    for inner_type, cls in ((17, e2ee.Session), (16, e2ee.Account)):
+        data = _seal_as_spec_says(body, 1, bytes(16), inner_type=inner_type)
+        with pytest.raises(StateError):
+            cls.from_bytes(data, key=KEY)
+
+
+@given(sealed=st.binary(max_size=15))
+def test_a_sealed_body_shorter_than_the_tag_is_a_state_error(sealed: bytes) -> None:
+    """[REQ-ERR-03] A sealed body too short to hold the 16-byte tag (libsodium raises a bare
+    ValueError for it) is a StateError."""
+    for inner_type, cls in ((17, e2ee.Session), (16, e2ee.Account)):
+        envelope_fields = {0: 1, 1: 18, 2: inner_type, 3: 1, 4: bytes(16), 5: bytes(24)}
+        with pytest.raises(StateError):
+            cls.from_bytes(codec.encode({**envelope_fields, 6: sealed}), key=KEY)
+
+
+def test_a_sealed_state_of_an_older_version_opens_under_its_own_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """[REQ-STATE-02] [REQ-STATE-08] AD_state names the envelope's inner version, not the
+    library's current one, so a state sealed before a version bump still opens and is migrated.
+    Simulated by raising STATE_VERSION by one with a migration that only renumbers the map
+    (while STATE_VERSION is 1, authenticating under the current version would go unnoticed:
+    the body's own version check refuses the same inputs)."""
+    plain, sealed, _, _ = session_states(True)
+    bumped = STATE_VERSION + 1
+    monkeypatch.setattr(state_module, "STATE_VERSION", bumped)
+    monkeypatch.setitem(
+        state_module.MIGRATIONS, (TYPE_SESSION_STATE, STATE_VERSION), lambda m: {**m, 0: bumped}
+    )
+    value, _ = state_module.load(sealed, TYPE_SESSION_STATE, KEY)
+    assert value == {**codec.decode(plain, max_size=MAX), 0: bumped}
+
+
 def test_a_state_key_of_another_size_is_a_type_error() -> None:
     """[REQ-STATE-03] A state key longer or shorter than 32 bytes is refused with TypeError, on
     writing and on loading."""
@@ -699,6 +742,11 @@ def _awaiting_state() -> dict[int, Any]:
     return state
 
 
+def _pending(fields: bytes) -> dict[int, Any]:
+    """Pending initial fields (key 8) with their matching hash (key 7)."""
+    return {7: hashlib.sha256(fields).digest(), 8: fields}
+
+
 def _session_rule_cases() -> list[tuple[str, dict[int, Any], dict[int, Any]]]:
     he: dict[int, Any] = codec.decode(session_states(True)[0], max_size=MAX)
     clear: dict[int, Any] = codec.decode(session_states(False)[0], max_size=MAX)
@@ -718,6 +766,8 @@ def _session_rule_cases() -> list[tuple[str, dict[int, Any], dict[int, Any]]]:
         ("pending initial fields at a responder", awaiting, {3: 1}),
         ("pending initial fields of another initiator", awaiting, {5: awaiting[6], 6: awaiting[5]}),
         ("pending initial fields of another hash", awaiting, {7: bytes(32)}),
+        ("pending initial fields that are not CBOR", awaiting, _pending(b"\xff")),
+        ("pending initial fields cut short", awaiting, _pending(awaiting[8][:-1])),
         ("pending initial fields of the other mode", awaiting, {4: False, **no_header_keys}),
         ("a chain remembered twice", he, {22: [*older, [reference, keys], [reference, keys]]}),
         ("a message number twice", he, {22: [*older, [reference, keys + keys]]}),

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import e2ee
+from e2ee.errors import RemoteError
 from e2ee.ratchet.double_ratchet import RatchetState
 from e2ee.testing import DeterministicProvider
 from e2ee.wire import codec
@@ -330,6 +331,36 @@ def test_a_provider_failing_at_the_ratchet_step_leaves_the_session_unchanged(
     assert bob.to_bytes() == before
     assert bob.decrypt(m3, provider=provider) == b"m3"
     assert bob.decrypt(m2, provider=provider) == b"m2"
+
+
+@pytest.mark.parametrize("header_encryption", [True, False], ids=["he", "clear"])
+def test_a_rejected_message_draws_no_randomness(header_encryption: bool) -> None:
+    """[REQ-DR-26] A message that does not authenticate draws nothing from the provider. The
+    messages are the first of a new chain (the only place decrypt draws at all), each with one
+    bit flipped or cut short; decrypting them with a provider that fails on every draw raises the
+    protocol's own error, never the provider's, and changes nothing. The genuine message then
+    needs exactly one draw (the new ratchet key)."""
+    pair = make_pair(header_encryption=header_encryption, seed="rejected-draws-nothing")
+    alice, bob, provider = pair.alice, pair.bob, pair.provider
+    assert bob.decrypt(alice.encrypt(b"m1", provider=provider), provider=provider) == b"m1"
+    assert alice.decrypt(bob.encrypt(b"r1", provider=provider), provider=provider) == b"r1"
+    new_chain = alice.encrypt(b"m2", provider=provider)
+    before = bob.to_bytes()
+    forgeries = [new_chain[:cut] for cut in range(len(new_chain))]
+    forgeries += [flip_bit(new_chain, i, bit) for i in range(len(new_chain)) for bit in (0, 7)]
+    for forged in forgeries:
+        with pytest.raises(RemoteError):
+            bob.decrypt(forged, provider=_NoRandomness("unused"))
+        assert bob.to_bytes() == before
+    draws: list[int] = []
+
+    class _Counting(DeterministicProvider):
+        def random_bytes(self, length: int) -> bytes:
+            draws.append(length)
+            return super().random_bytes(length)
+
+    assert bob.decrypt(new_chain, provider=_Counting("genuine")) == b"m2"
+    assert draws == [32]
 
 
 def _ratchet_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
