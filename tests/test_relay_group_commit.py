@@ -6,18 +6,21 @@ it and changes nothing, and the WAL stays bounded while a relay writes without p
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from e2ee.errors import RelayForbiddenError, RelayUnavailableError
+from e2ee.relay import api
+from e2ee.relay.app import create_app
 from e2ee.relay.sqlite import CHECKPOINT_EVERY, SQLiteStorage, _SQLiteTx
 from e2ee.relay.storage import Tx
-from tests.relay_support import one_batch
+from tests.relay_support import User, login, make_relay, make_storage, one_batch, send_body
 
 
 def put(key: bytes, value: float = 1.0) -> Callable[[Tx], bytes]:
@@ -221,3 +224,79 @@ def test_close_stops_the_checkpointer_thread(tmp_path: Path) -> None:
     assert checkpointers() == before + 1
     storage.close()
     assert checkpointers() == before
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_send_is_answered_only_once_another_connection_can_read_it(
+    backend: str, tmp_path: Path
+) -> None:
+    """[REQ-RL-21] The ASGI app driven directly with 12 sends in flight (so that SQLite groups
+    them): at the moment each 200 starts, a second connection to the database already sees that
+    send's envelope. The SIGKILL test can only catch an answer sent a few milliseconds before
+    its commit; this one catches any answer sent before it."""
+    storage = make_storage(backend, tmp_path)
+    if isinstance(storage, SQLiteStorage):
+        path = storage.path
+        reader: Any = sqlite3.connect(path)
+        count = "SELECT count(*) FROM messages WHERE envelope = ?"
+    else:
+        import psycopg
+
+        from e2ee.relay.postgres import PostgresStorage
+
+        assert isinstance(storage, PostgresStorage)
+        reader = psycopg.connect(storage._url, autocommit=True)
+        count = "SELECT count(*) FROM messages WHERE envelope = %s"
+    relay = make_relay(storage)
+    alice, bob = User.make("alice"), User.make("bob")
+    for user in (alice, bob):
+        storage.run(relay.publish_device_list(user.list_body()))
+    token = api.encode_token(login(relay, storage, alice.devices[0])).encode()
+    app = create_app(relay, storage, sweep=False)
+    answered: list[tuple[int, int]] = []  # (status, rows already readable with the envelope)
+
+    async def post(body: bytes, envelope: bytes) -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": api.MESSAGES,
+            "raw_path": api.MESSAGES.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"authorization", b"Bearer " + token),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        parts = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                (seen,) = reader.execute(count, (envelope,)).fetchone()
+                answered.append((message["status"], seen))
+
+        await app(scope, receive, send)
+
+    async def main() -> None:
+        sends = []
+        for _ in range(12):
+            message_id = os.urandom(16)
+            envelope = alice.devices[0].envelope(bob.devices[0], message_id)
+            sends.append(post(send_body(bob, message_id, alice.devices[0]), envelope))
+        await asyncio.gather(*sends)
+
+    before = getattr(storage, "commits", 0)
+    asyncio.run(main())
+    assert answered == [(200, 1)] * 12
+    if isinstance(storage, SQLiteStorage):
+        assert storage.commits - before < 12  # they did share commits
+    reader.close()
+    storage.close()

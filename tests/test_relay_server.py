@@ -314,14 +314,15 @@ def _message_ids(http: httpx.Client, device: Any) -> list[bytes]:
             return found
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_every_acknowledged_send_survives_sigkill(backend: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("setup", SERVER_SETUPS)
+def test_every_acknowledged_send_survives_sigkill(setup: str, tmp_path: Path) -> None:
     """[REQ-RL-21] Senders in two threads; the relay is SIGKILLed after a random number of
     acknowledged sends, restarted on the same file; every acknowledged message is there, once,
     and nothing that was never sent. Unacknowledged sends retried after the restart are stored
     at most once (idempotent across the crash)."""
+    backend, _, stack = setup.partition("-")
     db: Path | str = tmp_path / "crash.sqlite" if backend == "sqlite" else postgres_database()
-    server = RelayProcess(db, log=tmp_path / "relay.log")
+    server = RelayProcess(db, "--stack", stack or "h11", log=tmp_path / "relay.log")
     server.start()
     alice, bob = User.make("alice"), User.make("bob")
     try:
