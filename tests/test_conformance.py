@@ -102,6 +102,7 @@ def test_serve_passes_every_case_through_the_cli() -> None:
     assert passed == _total_cases()
     assert completed.returncode == 0
     assert not any("unsupported" in line for line in lines)
+    assert "verify-only, not sent to the adapter: relay_signatures" in completed.stdout
     assert len([line for line in lines if re.match(r"^\w+: \d+ passed, 0 failed$", line)]) == len(
         AREA_OPS
     )
@@ -782,3 +783,32 @@ def test_a_closed_output_ends_the_run_quietly(unbuffered: str) -> None:
         _out, err = process.communicate(timeout=120)
     assert err.decode() == ""
     assert process.returncode == 1
+
+
+def test_the_relay_vectors_are_verify_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """relay_signatures.json is named as verify-only, not run, not a problem; alone it leaves
+    nothing to pass, and a run that executes no case fails (spec/conformance.md section 3)."""
+    relay = (VECTORS / "relay_signatures.json").read_bytes()
+    both = _vector_dir(
+        tmp_path / "both", {"relay_signatures.json": relay, "kdf_ck.json": _vector("kdf_ck")}
+    )
+    status, lines, passed, failed = _run(capsys, SERVE, "--vectors", str(both))
+    assert (status, passed, failed) == (0, len(_tests("kdf_ck")), 0)
+    assert not any(line.startswith("relay_signatures:") for line in lines)
+    assert any(
+        line.startswith("verify-only, not sent to the adapter: relay_signatures") for line in lines
+    )
+    status, lines, passed, failed = _run(capsys, SERVE, "--vectors", str(both), "--area", "kdf_ck")
+    assert (status, passed, failed) == (0, len(_tests("kdf_ck")), 0)
+    assert not any("relay_signatures" in line for line in lines)
+    status, lines, passed, failed = _run(
+        capsys, SERVE, "--vectors", str(both), "--area", "relay_signatures"
+    )
+    assert (status, passed, failed) == (1, 0, 0)
+    assert "no case passed: a run that executes no case fails" in lines
+    alone = _vector_dir(tmp_path / "alone", {"relay_signatures.json": relay})
+    status, lines, passed, failed = _run(capsys, SERVE, "--vectors", str(alone))
+    assert (status, passed, failed) == (1, 0, 1)
+    assert f"FAIL no vector files in {alone}" in lines

@@ -282,6 +282,8 @@ def test_a_manifest_whose_spec_version_is_true_fails(
         ("conversation_tamper.json", ("steps", 2, "expect", "plaintext")),
         ("wire_bundle.json", ("fields", "identityKey")),
         ("mlkem1024.json", ("sharedSecret",)),
+        ("relay_signatures.json", ("fields", "userKey")),
+        ("relay_signatures.json", ("payload",)),
     ],
 )
 def test_flipped_outputs_of_each_kind_are_caught(

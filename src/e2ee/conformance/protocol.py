@@ -106,6 +106,12 @@ AREA_OPS: dict[str, tuple[str, ...]] = {
 """Area (= vector file name without ``.json``) -> the operations its cases send."""
 
 
+VERIFY_ONLY_SCHEMAS = frozenset({"e2ee_relay_signature_schema_v1.json"})
+"""Vector schemas the adapter protocol does not cover: their files (relay_signatures.json,
+the relay layer's signed structures) are checked by ``e2ee vectors verify`` only. The runner
+lists them as verify-only and sends none of their cases (spec/conformance.md section 3)."""
+
+
 def area_of(file_name: str) -> str:
     """The area of a vector file: its name without ``.json``."""
     return file_name[:-5] if file_name.endswith(".json") else file_name

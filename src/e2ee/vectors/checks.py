@@ -14,8 +14,17 @@ from typing import Any
 from e2ee.crypto import primitives
 from e2ee.errors import E2EEError
 from e2ee.handshake import pqxdh, signing
-from e2ee.limits import HASH_LABEL_TRANSCRIPT, MAX_SKIP
+from e2ee.identity import SignedDeviceList, UserIdentity
+from e2ee.limits import (
+    HASH_LABEL_TRANSCRIPT,
+    MAX_SKIP,
+    SIG_LABEL_DEVICE_LIST,
+    SIG_LABEL_REGISTRATION_TICKET,
+    SIG_LABEL_RELAY_LOGIN,
+)
 from e2ee.ratchet import chains
+from e2ee.relay import api as relay_api
+from e2ee.relay import tickets
 from e2ee.vectors.common import BUNDLE_FIELD_ATTRIBUTES, category, hx, unhex
 from e2ee.vectors.scenario_play import Mismatch, play
 from e2ee.wire import codec
@@ -354,6 +363,103 @@ def message_decode(group: Group, test: Test) -> None:
     _eq("re-encoding", test["message"], hx(encoded))
 
 
+# --- relay structures ------------------------------------------------------------------------
+
+
+def registration_ticket(group: Group, test: Test) -> None:
+    _eq("label", hx(SIG_LABEL_REGISTRATION_TICKET), group["label"])
+    _eq("clockSkew", tickets.CLOCK_SKEW, group["clockSkew"])
+    data, key = unhex(test["ticket"]), unhex(group["authorityKey"])
+    _eq(
+        "authorityKey",
+        group["authorityKey"],
+        hx(tickets.authority_public_key(unhex(group["authoritySeed"]))),
+    )
+    seen: list[str] = []
+
+    def check() -> tickets.RegistrationTicket:
+        try:
+            ticket = tickets.read_ticket(data, key)
+            tickets.check_ticket(
+                ticket,
+                origin=test["relayOrigin"],
+                user_id=test["userId"],
+                user_key=unhex(test["userKey"]),
+                now=test["now"],
+                max_lifetime=group["maxLifetime"],
+            )
+        except E2EEError as exc:
+            seen.append(str(getattr(exc, "code", "")))
+            raise
+        return ticket
+
+    ticket = _outcome(test, check)
+    if "code" in test and seen:
+        _eq("code", test["code"], seen[0])
+    if ticket is None or test["result"] != "valid":
+        return
+    fields = test["fields"]
+    got = {
+        "origin": ticket.origin,
+        "userId": ticket.user_id,
+        "userKey": hx(ticket.user_key),
+        "issued": ticket.issued,
+        "expires": ticket.expires,
+    }
+    _eq("fields", fields, got)
+    issued = tickets.issue_ticket(
+        unhex(group["authoritySeed"]),
+        origin=fields["origin"],
+        user_id=fields["userId"],
+        user_key=unhex(fields["userKey"]),
+        issued=fields["issued"],
+        expires=fields["expires"],
+    )
+    _eq("issued ticket", test["ticket"], hx(issued))
+
+
+def device_list(group: Group, test: Test) -> None:
+    _eq("label", hx(SIG_LABEL_DEVICE_LIST), group["label"])
+    data = unhex(test["signedList"])
+    parsed = _outcome(test, lambda: SignedDeviceList.from_bytes(data))
+    if parsed is None or test["result"] != "valid":
+        return
+    listed = parsed.device_list
+    got = {
+        "userId": listed.user_id,
+        "userKey": hx(listed.user_key),
+        "counter": listed.counter,
+        "devices": [[d, hx(k)] for d, k in listed.devices],
+    }
+    _eq("fields", test["fields"], got)
+    fields = test["fields"]
+    identity = UserIdentity(unhex(group["userSeed"]))
+    _eq("userKey", group["userKey"], hx(identity.public_key))
+    signed = identity.sign_device_list(
+        fields["userId"], fields["counter"], {d: unhex(k) for d, k in fields["devices"]}
+    )
+    _eq("signed list", test["signedList"], hx(signed.to_bytes()))
+
+
+def relay_login(group: Group, test: Test) -> None:
+    _eq("label", hx(SIG_LABEL_RELAY_LOGIN), group["label"])
+    payload = signing.relay_login_payload(
+        relay_api.login_payload(
+            test["relayOrigin"], unhex(test["challenge"]), test["userId"], test["deviceId"]
+        )
+    )
+    _eq("payload", test["payload"], hx(payload))
+    _eq(
+        "deviceKey",
+        group["deviceKey"],
+        hx(primitives.ed25519_public_key(unhex(group["deviceSeed"]))),
+    )
+    signature = unhex(test["signature"])
+    _outcome(test, lambda: signing.verify(unhex(group["deviceKey"]), payload, signature))
+    if test["result"] == "valid":
+        _eq("signature", test["signature"], hx(signing.sign(unhex(group["deviceSeed"]), payload)))
+
+
 # --- scenarios ------------------------------------------------------------------------------
 
 
@@ -394,5 +500,10 @@ CHECKS: dict[str, dict[str, Check]] = {
     "e2ee_wire_bundle_schema_v1.json": {"BundleDecode": bundle_decode},
     "e2ee_wire_message_schema_v1.json": {"MessageDecode": message_decode},
     "e2ee_scenario_schema_v1.json": {"ScenarioTest": scenario},
+    "e2ee_relay_signature_schema_v1.json": {
+        "RegistrationTicketVerify": registration_ticket,
+        "DeviceListVerify": device_list,
+        "RelayLoginSignature": relay_login,
+    },
 }
 """schema name -> test-group type -> check."""

@@ -13,7 +13,14 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-from e2ee.vectors import gen_conversations, gen_handshakes, gen_kdf, gen_primitives, gen_wire
+from e2ee.vectors import (
+    gen_conversations,
+    gen_handshakes,
+    gen_kdf,
+    gen_primitives,
+    gen_relay,
+    gen_wire,
+)
 from e2ee.vectors.common import (
     JSON,
     MANIFEST_NAME,
@@ -50,6 +57,7 @@ FILES: dict[str, Callable[[], JSON]] = {
     "conversation_tamper.json": gen_conversations.tamper_file,
     "conversation_header_encryption.json": gen_conversations.header_encryption_file,
     "conversation_state.json": gen_conversations.state_file,
+    "relay_signatures.json": gen_relay.relay_signatures_file,
 }
 """Output file name -> generator."""
 

@@ -48,13 +48,26 @@ def obj(properties: dict[str, Any], required: list[str] | None = None) -> JSON:
     }
 
 
-def case_object(properties: dict[str, Any], optional: list[str] | None = None) -> JSON:
+RELAY_CATEGORIES = [
+    "relay_bad_request",
+    "relay_forbidden",
+    "device_list_invalid",
+    "signature_invalid",
+]
+"""The error categories of relay_signatures.json (e2ee.errors)."""
+
+
+def case_object(
+    properties: dict[str, Any],
+    optional: list[str] | None = None,
+    categories: list[str] = CATEGORIES,
+) -> JSON:
     props: dict[str, Any] = {
         "tcId": {"type": "integer", "minimum": 1},
         "comment": STR,
         "flags": {"type": "array", "items": STR},
         "result": {"enum": ["valid", "invalid", "acceptable"]},
-        "error": {"enum": CATEGORIES},
+        "error": {"enum": categories},
         **properties,
     }
     optional = [*(optional or []), "error"]
@@ -549,6 +562,86 @@ def _schemas() -> dict[str, JSON]:
                     case_object({"steps": _STEPS}),
                     {"name": STR, "comment": STR, "setup": _STEPS},
                 )
+            ],
+        ),
+        "e2ee_relay_signature_schema_v1.json": envelope(
+            "e2ee_relay_signature_schema_v1.json",
+            "Registration tickets, signed device lists and the relay login signature",
+            [
+                group(
+                    "RegistrationTicketVerify",
+                    case_object(
+                        {
+                            "ticket": hexs(),
+                            "relayOrigin": STR,
+                            "userId": STR,
+                            "userKey": H32,
+                            "now": UINT,
+                            "code": {"const": "bad_ticket"},
+                            "fields": obj(
+                                {
+                                    "origin": STR,
+                                    "userId": STR,
+                                    "userKey": H32,
+                                    "issued": UINT,
+                                    "expires": UINT,
+                                }
+                            ),
+                        },
+                        ["code", "fields"],
+                        RELAY_CATEGORIES,
+                    ),
+                    {
+                        "authoritySeed": H32,
+                        "authorityKey": H32,
+                        "label": hexs(),
+                        "maxLifetime": UINT,
+                        "clockSkew": UINT,
+                    },
+                ),
+                group(
+                    "DeviceListVerify",
+                    case_object(
+                        {
+                            "signedList": hexs(),
+                            "fields": obj(
+                                {
+                                    "userId": STR,
+                                    "userKey": H32,
+                                    "counter": UINT,
+                                    "devices": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "array",
+                                            "prefixItems": [UINT, H32],
+                                            "minItems": 2,
+                                            "maxItems": 2,
+                                        },
+                                    },
+                                }
+                            ),
+                        },
+                        ["fields"],
+                        RELAY_CATEGORIES,
+                    ),
+                    {"userSeed": H32, "userKey": H32, "label": hexs()},
+                ),
+                group(
+                    "RelayLoginSignature",
+                    case_object(
+                        {
+                            "relayOrigin": STR,
+                            "challenge": hexs(),
+                            "userId": STR,
+                            "deviceId": UINT,
+                            "payload": hexs(),
+                            "signature": hexs(),
+                        },
+                        None,
+                        RELAY_CATEGORIES,
+                    ),
+                    {"deviceSeed": H32, "deviceKey": H32, "label": hexs()},
+                ),
             ],
         ),
         "e2ee_manifest_schema_v1.json": {
