@@ -5,7 +5,7 @@ registration: for a demo or a closed test). A platform whose users already have 
 configures its relay with a *registration authority* key (``RelayConfig.registration_key``,
 ``e2ee relay serve --registration-key``). The relay then registers a new user id only with a
 ticket the platform signed after checking, with its own login, that the caller owns that
-account (spec/relay.md, section 4, REQ-RL-38..41)::
+account (spec/relay.md, section 4, REQ-RL-38..40)::
 
     registration-ticket = {0: 1, 1: 38, 2: origin (UTF-8), 3: user id (UTF-8),
                            4: user identity key, 5: issued (s), 6: expires (s)}
@@ -84,7 +84,7 @@ def issue_ticket(
     if not 0 < len(origin.encode()) <= MAX_ORIGIN_SIZE:
         raise ValueError(f"an origin is 1..{MAX_ORIGIN_SIZE} bytes of UTF-8")
     if not 0 <= issued < expires <= MAX_COUNTER:
-        raise ValueError("need 0 <= issued < expires <= 2^53 - 1")
+        raise ValueError("need 0 <= issued < expires <= 2^32 - 1")
     body = codec.encode(
         {
             0: TICKET_VERSION,
