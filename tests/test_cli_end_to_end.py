@@ -4,9 +4,11 @@ init, send and receive both ways, fingerprints, a verify round and the error exi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from e2ee.cli.client_commands import (
     EXIT_MISMATCH,
     EXIT_NOT_INITIALISED,
     EXIT_NOTHING_TO_RECEIVE,
+    EXIT_REGISTRATION_PENDING,
     EXIT_RELAY_UNREACHABLE,
     EXIT_UNKNOWN_USER,
     EXIT_USAGE,
@@ -138,21 +141,290 @@ def test_relay_down_after_init_is_reported(tmp_path: Path) -> None:
     assert e2ee(tmp_path / "a", "send", "bob", "x").returncode == EXIT_RELAY_UNREACHABLE
 
 
-def test_init_on_a_relay_that_needs_a_ticket_says_so_and_leaves_nothing(tmp_path: Path) -> None:
-    """[REQ-RL-39] A relay with a registration authority refuses the CLI's ticketless
-    registration: one line naming the reason (not "name taken"), exit 1, no half-made home."""
-    authority = tickets.authority_public_key(bytes(range(32))).hex()
-    server = RelayProcess(tmp_path / "relay.sqlite", "--registration-key", authority)
-    server.start()
-    try:
-        refused = e2ee(tmp_path / "a", "init", "--relay", server.url, "--name", "alice")
-    finally:
-        server.stop()
-    assert refused.returncode == 1
-    assert refused.stderr == (
-        "e2ee: this relay registers new users only with a registration ticket from its operator\n"
+@dataclasses.dataclass(frozen=True)
+class TicketRelay:
+    server: RelayProcess
+    key_file: Path
+    seed: bytes
+    public: bytes
+
+
+@pytest.fixture(scope="module")
+def ticket_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TicketRelay]:
+    """A relay process with a registration authority made by ``e2ee relay ticket-key``."""
+    where = tmp_path_factory.mktemp("ticket-relay")
+    key_file = where / "authority.key"
+    made = e2ee(None, "relay", "ticket-key", "--out", str(key_file))
+    assert made.returncode == 0, made.stderr
+    seed = bytes.fromhex(key_file.read_text().strip())
+    public = tickets.authority_public_key(seed)
+    assert made.stdout == public.hex() + "\n"  # the public key, and nothing else
+    assert made.stderr == ""
+    with relay_process(where / "relay.sqlite", "--registration-key", made.stdout.strip()) as srv:
+        yield TicketRelay(srv, key_file, seed, public)
+
+
+def snapshot(home: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(home.iterdir())}
+
+
+def pending_init(
+    relay: TicketRelay, home: Path, name: str
+) -> tuple[bytes, subprocess.CompletedProcess[str]]:
+    """The first step of init on a relay that needs a ticket: the user key it printed."""
+    result = e2ee(home, "init", "--relay", relay.server.url, "--name", name)
+    assert result.returncode == EXIT_REGISTRATION_PENDING, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"user id: {name}"
+    assert lines[1].startswith("user key: ")
+    assert lines[2] == (
+        "next: send these two lines to the relay's operator; with the ticket file they send "
+        f"back, run: e2ee --home {home} init --ticket FILE"
     )
-    assert [p.name for p in (tmp_path / "a").iterdir()] == []
+    assert len(lines) == 3
+    assert result.stderr == (
+        "e2ee: this relay registers new users only with a registration ticket from its "
+        "operator; the registration is pending\n"
+    )
+    return bytes.fromhex(lines[1].removeprefix("user key: ")), result
+
+
+def issue(
+    relay: TicketRelay, out: Path, name: str, user_key: bytes, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    result = e2ee(
+        None,
+        "relay",
+        "ticket",
+        "--key",
+        str(relay.key_file),
+        "--origin",
+        relay.server.url,
+        "--user",
+        name,
+        "--user-key",
+        user_key.hex(),
+        "--out",
+        str(out),
+        *extra,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_two_step_init_with_an_operator_ticket_registers_and_talks(
+    ticket_relay: TicketRelay, tmp_path: Path
+) -> None:
+    """[REQ-RL-39] On a relay that needs a ticket, init keeps the new user (store 0600 in a 0700
+    home, no config.json), prints the user id and PUBLIC user key and exits 9; the operator's
+    ``relay ticket`` signs a ticket for them, ``init --ticket`` registers, and two users so
+    made talk. No private key appears in any output, and the authority key file is 0600."""
+    assert ticket_relay.key_file.stat().st_mode & 0o777 == 0o600
+    outputs: list[str] = []
+    keys = {}
+    for name in ("tia", "teo"):
+        home = tmp_path / name
+        user_key, first = pending_init(ticket_relay, home, name)
+        outputs += [first.stdout, first.stderr]
+        assert home.stat().st_mode & 0o777 == 0o700
+        assert (home / "device.sqlite").stat().st_mode & 0o777 == 0o600
+        assert not (home / "config.json").exists()
+        assert (home / "pending.json").exists()
+
+        ticket_file = tmp_path / f"{name}.ticket"
+        issued = issue(ticket_relay, ticket_file, name, user_key)
+        outputs += [issued.stdout, issued.stderr]
+        assert issued.stdout.startswith(f"ticket for {name} at {ticket_relay.server.url}, valid")
+        # the ticket file, read independently: signed by the authority, for this relay, user
+        # and user key, valid for the default hour from now
+        ticket = tickets.read_ticket(ticket_file.read_bytes(), ticket_relay.public)
+        assert ticket.expires - ticket.issued == 3600
+        tickets.check_ticket(
+            ticket,
+            origin=ticket_relay.server.url,
+            user_id=name,
+            user_key=user_key,
+            now=int(time.time()),
+            max_lifetime=24 * 3600,
+        )
+
+        done = e2ee(home, "init", "--ticket", str(ticket_file))
+        outputs += [done.stdout, done.stderr]
+        assert done.returncode == 0, done.stderr
+        assert (
+            done.stdout == f"{name}: device 1 registered at {ticket_relay.server.url} "
+            f"(home {home})\n"
+        )
+        assert (home / "config.json").exists()
+        assert not (home / "pending.json").exists()
+        keys[name] = user_key
+
+    ok(e2ee(tmp_path / "teo", "send", "tia", "hello tia"))
+    assert ok(e2ee(tmp_path / "tia", "receive")).splitlines() == ["teo/1: hello tia"]
+    ok(e2ee(tmp_path / "tia", "send", "teo", "hello teo"))
+    assert ok(e2ee(tmp_path / "teo", "receive")).splitlines() == ["tia/1: hello teo"]
+
+    # the user key printed is the one the store holds, and the relay registered
+    client = Client.open(tmp_path / "tia" / "device.sqlite")
+    try:
+        assert client.user_key == keys["tia"]
+    finally:
+        client.close()
+    text = "".join(outputs).lower()
+    assert ticket_relay.seed.hex() not in text
+    assert "traceback" not in text
+
+
+def test_a_pending_home_refuses_everything_but_a_ticket_and_changes_nothing(
+    ticket_relay: TicketRelay, tmp_path: Path
+) -> None:
+    """A pending home: init again (same or another name) does not make a second user key,
+    other commands say the registration is pending (exit 9, not "no device"), and a malformed,
+    mismatched or refused ticket is one line, exit 1 and leaves every file byte for byte; then
+    a good ticket registers."""
+    home = tmp_path / "pia"
+    user_key, _ = pending_init(ticket_relay, home, "pia")
+    before = snapshot(home)
+
+    for name in ("pia", "someone"):
+        again = e2ee(home, "init", "--relay", ticket_relay.server.url, "--name", name)
+        assert again.returncode == EXIT_REGISTRATION_PENDING
+        assert again.stdout.splitlines()[:2] == ["user id: pia", f"user key: {user_key.hex()}"]
+        assert again.stderr == (
+            f"e2ee: the registration of pia at {ticket_relay.server.url} in {home} is pending "
+            f"(its user key is kept); finish it with --ticket FILE, or delete {home} to start "
+            "over\n"
+        )
+        assert snapshot(home) == before
+
+    number = "0" * 60
+    for command in (
+        ["send", "tia", "hi"],
+        ["receive"],
+        ["contacts"],
+        ["devices"],
+        ["fingerprint", "tia"],
+        ["verify", "tia", number],
+    ):
+        refused = e2ee(home, *command)
+        assert refused.returncode == EXIT_REGISTRATION_PENDING, command
+        assert refused.stdout == ""
+        assert refused.stderr == (
+            f"e2ee: the registration of pia at {ticket_relay.server.url} in {home} is pending; "
+            f"finish it with: e2ee --home {home} init --ticket FILE\n"
+        ), command
+        assert snapshot(home) == before
+
+    garbage = tmp_path / "garbage.ticket"
+    garbage.write_bytes(b"\xa2\x00\x01" + bytes(range(256)))
+    malformed = e2ee(home, "init", "--ticket", str(garbage))
+    assert malformed.returncode == EXIT_ERROR
+    assert malformed.stderr == f"e2ee: {garbage} is not a registration ticket\n"
+    huge = tmp_path / "huge.ticket"
+    huge.write_bytes(b"\x00" * (tickets.MAX_TICKET_SIZE + 1))
+    assert e2ee(home, "init", "--ticket", str(huge)).stderr == (
+        f"e2ee: {huge} is not a registration ticket (over {tickets.MAX_TICKET_SIZE} bytes)\n"
+    )
+    missing = e2ee(home, "init", "--ticket", str(tmp_path / "nowhere"))
+    assert missing.returncode == EXIT_ERROR
+    assert missing.stderr.startswith(f"e2ee: cannot read {tmp_path / 'nowhere'}: ")
+    assert snapshot(home) == before
+
+    # a ticket for another user key: refused here, before it is sent
+    other = tmp_path / "other.ticket"
+    issue(ticket_relay, other, "pia", tickets.authority_public_key(bytes(32)))
+    mismatched = e2ee(home, "init", "--ticket", str(other))
+    assert mismatched.returncode == EXIT_ERROR
+    assert "is a ticket for another user or user key (it names 'pia')" in mismatched.stderr
+    assert snapshot(home) == before
+
+    # tickets the relay refuses: for another relay's origin, and signed by another authority
+    wrong_origin = tmp_path / "origin.ticket"
+    wrong_origin.write_bytes(
+        tickets.issue_ticket(
+            ticket_relay.seed,
+            origin="https://elsewhere.example",
+            user_id="pia",
+            user_key=user_key,
+            issued=int(time.time()),
+            expires=int(time.time()) + 600,
+        )
+    )
+    wrong_authority = tmp_path / "authority.ticket"
+    wrong_authority.write_bytes(
+        tickets.issue_ticket(
+            bytes(range(32)),
+            origin=ticket_relay.server.url,
+            user_id="pia",
+            user_key=user_key,
+            issued=int(time.time()),
+            expires=int(time.time()) + 600,
+        )
+    )
+    for bad, reason in (
+        (wrong_origin, "registration ticket is for another relay"),
+        (wrong_authority, "registration ticket is not signed by this relay's authority"),
+    ):
+        refused = e2ee(home, "init", "--ticket", str(bad))
+        assert refused.returncode == EXIT_ERROR
+        assert refused.stderr == (
+            f"e2ee: the relay refused the ticket (bad_ticket: relay answered HTTP 403: {reason}); "
+            "the registration stays pending: try another ticket\n"
+        )
+        assert snapshot(home) == before
+    assert e2ee(home, "receive").returncode == EXIT_REGISTRATION_PENDING
+
+    good = tmp_path / "good.ticket"
+    issue(ticket_relay, good, "pia", user_key, "--lifetime", "60")
+    assert "pia: device 1 registered" in ok(e2ee(home, "init", "--ticket", str(good)))
+    assert e2ee(home, "receive").returncode == EXIT_NOTHING_TO_RECEIVE
+    again = e2ee(home, "init", "--ticket", str(good))
+    assert again.returncode == EXIT_ERROR
+    assert again.stderr == f"e2ee: {home} already holds a registered device\n"
+
+
+def test_a_ticket_needs_a_pending_home(tmp_path: Path) -> None:
+    """``init --ticket`` on an empty home: nothing is pending (exit 8), nothing is made."""
+    ticket = tmp_path / "t"
+    ticket.write_bytes(b"x")
+    result = e2ee(tmp_path / "empty", "init", "--ticket", str(ticket))
+    assert result.returncode == EXIT_NOT_INITIALISED
+    assert "no registration is pending" in result.stderr
+    assert not (tmp_path / "empty").exists()
+
+
+def test_relay_ticket_key_never_overwrites_and_a_bad_key_file_is_one_line(
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / "authority.key"
+    key_file.write_text("precious\n")
+    refused = e2ee(None, "relay", "ticket-key", "--out", str(key_file))
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert refused.stderr.startswith(f"e2ee relay ticket-key: cannot create {key_file}: ")
+    assert key_file.read_text() == "precious\n"
+
+    out = tmp_path / "t.ticket"
+    bad = e2ee(
+        None,
+        "relay",
+        "ticket",
+        "--key",
+        str(key_file),
+        "--origin",
+        "http://x:1",
+        "--user",
+        "a",
+        "--user-key",
+        tickets.authority_public_key(bytes(32)).hex(),
+        "--out",
+        str(out),
+    )
+    assert bad.returncode == 1
+    assert bad.stderr == (
+        f"e2ee relay ticket: {key_file} is not an authority key file (64 hex digits)\n"
+    )
+    assert not out.exists()
 
 
 def test_a_relay_that_serves_another_key_for_a_contact_stops_the_send(

@@ -5,12 +5,14 @@ instead of running forever. (``e2ee relay serve``'s options: tests/test_relay_se
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from e2ee.cli.main import main
 from e2ee.conformance import runner
+from e2ee.relay.tickets import authority_public_key
 
 
 class _Ok:
@@ -66,3 +68,45 @@ def test_conformance_run_refuses_a_timeout_or_restart_count_that_cannot_work(
     assert err.splitlines()[-1].startswith(f"e2ee conformance run: error: argument {name}: ")
     assert "Traceback" not in err
     assert len(runs) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["init", "--ticket", "t", "--name", "alice"],  # --ticket resumes: no new name
+        ["init", "--ticket", "t", "--relay", "http://127.0.0.1:1"],
+        ["init", "--name", "alice"],  # neither --relay nor --ticket
+        ["init", "--relay", "http://127.0.0.1:1"],
+    ],
+)
+def test_init_takes_relay_and_name_or_a_ticket_alone(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    assert main(["--home", str(home), *argv]) == 2
+    assert capsys.readouterr().err.startswith("e2ee: init ")
+    assert not home.exists()
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("86401", "must be an integer from 1 to 86400"),  # a relay refuses a longer ticket
+        ("0", "must be an integer from 1 to 86400"),
+        ("1h", "is not an integer"),
+    ],
+)
+def test_relay_ticket_lifetime_is_capped_by_the_relays_maximum(
+    bad: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "t.ticket"
+    argv = [
+        "relay", "ticket", "--key", str(tmp_path / "k"), "--origin", "http://127.0.0.1:1",
+        "--user", "alice", "--user-key", authority_public_key(bytes(32)).hex(),
+        "--out", str(out), "--lifetime", bad,
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

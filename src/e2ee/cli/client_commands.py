@@ -3,7 +3,13 @@ fingerprint|verify``.
 
 A home directory holds one device: ``config.json`` (relay URL and user name, nothing secret) and
 ``device.sqlite`` (the client store of spec/client.md: keys, sessions, trust; the directory and
-files are created readable by the owner only). The client runs with the ``block`` trust policy:
+files are created readable by the owner only). ``config.json`` exists only once the device is
+registered. A relay that registers new users only with a ticket from its operator (spec/relay.md
+section 4.1) makes ``init`` two steps: the first keeps the store and writes ``pending.json``
+(relay URL, user name and the public user key the operator's ticket must name) instead of
+``config.json``; ``init --ticket FILE`` registers with the ticket, writes ``config.json`` and
+removes ``pending.json``. Every other command refuses a pending home
+(:data:`EXIT_REGISTRATION_PENDING`). The client runs with the ``block`` trust policy:
 when a contact's user identity key changes, sending to them and reading from them stop until
 the new safety number is compared and accepted with ``verify``.
 
@@ -34,11 +40,13 @@ from e2ee.client import trust as _trust
 from e2ee.errors import (
     E2EEError,
     MismatchedDevicesError,
+    RelayBadRequestError,
     RelayError,
     RelayForbiddenError,
     RelayUnavailableError,
     UntrustedIdentityError,
 )
+from e2ee.relay import tickets
 from e2ee.relay.client import RelayClient
 from e2ee.safety import safety_number
 from e2ee.terminal import clean
@@ -52,6 +60,7 @@ EXIT_IDENTITY_CHANGED = 5
 EXIT_NOTHING_TO_RECEIVE = 6
 EXIT_MISMATCH = 7
 EXIT_NOT_INITIALISED = 8
+EXIT_REGISTRATION_PENDING = 9
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
@@ -63,10 +72,13 @@ EXIT_CODES: dict[int, str] = {
     EXIT_NOTHING_TO_RECEIVE: "receive: nothing to receive",
     EXIT_MISMATCH: "verify: the safety number does not match",
     EXIT_NOT_INITIALISED: "no device in the home directory (run init)",
+    EXIT_REGISTRATION_PENDING: "registration waits for a ticket from the relay's operator "
+    "(then: init --ticket FILE)",
 }
 
 CLIENT_COMMANDS = ("init", "send", "receive", "contacts", "devices", "fingerprint", "verify")
 CONFIG = "config.json"
+PENDING = "pending.json"
 STORE = "device.sqlite"
 MAX_NAME = 64
 
@@ -109,11 +121,25 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "init",
         "create this device's identity in --home and register it with a relay",
         "Create a new user (user identity key, device key, signed device list) in the home "
-        "directory, register it with the relay and publish prekeys.",
-        "  e2ee --home ~/.e2ee-alice init --relay http://127.0.0.1:8080 --name alice",
+        "directory, register it with the relay and publish prekeys.\n\n"
+        "A relay that registers new users only with a ticket from its operator: init keeps "
+        "the new\nuser in the home, prints 'user id: NAME' and 'user key: HEX' (the public user "
+        "identity key)\nand a line saying what to do, and exits with status 9. Send both to the "
+        "operator, who\nissues a ticket file (e2ee relay ticket); then `init --ticket FILE` "
+        "registers. A refused\nticket leaves the home as it was, to try another one; to start "
+        "over, delete the home.",
+        "  e2ee --home ~/.e2ee-alice init --relay http://127.0.0.1:8080 --name alice\n"
+        "  e2ee --home ~/.e2ee-alice init --ticket alice.ticket",
     )
-    init.add_argument("--relay", required=True, metavar="URL", help="the relay's base URL")
-    init.add_argument("--name", required=True, help="your user name on the relay")
+    init.add_argument("--relay", metavar="URL", help="the relay's base URL")
+    init.add_argument("--name", help="your user name on the relay")
+    init.add_argument(
+        "--ticket",
+        type=Path,
+        metavar="FILE",
+        help="finish a pending registration with the ticket file the relay's operator issued "
+        "(the ticket's bytes as `e2ee relay ticket` writes them; no --relay or --name)",
+    )
 
     send = add(
         "send",
@@ -192,6 +218,13 @@ class Home:
     def __init__(self, path: Path) -> None:
         self.path = path
         config = path / CONFIG
+        if not config.is_file() and (path / PENDING).exists():
+            pending = _read_pending(path)
+            raise CommandError(
+                EXIT_REGISTRATION_PENDING,
+                f"the registration of {pending.name} at {pending.relay} in {path} is pending; "
+                f"finish it with: e2ee --home {path} init --ticket FILE",
+            )
         if not config.is_file() or not (path / STORE).is_file():
             raise CommandError(
                 EXIT_NOT_INITIALISED, f"no device in {path}; run: e2ee --home {path} init"
@@ -225,6 +258,46 @@ def _check_name(name: str) -> str:
     return name
 
 
+@dataclasses.dataclass(frozen=True)
+class _Pending:
+    """A registration waiting for a ticket: ``pending.json`` (nothing secret in it)."""
+
+    relay: str
+    name: str
+    user_key: bytes
+
+
+def _read_pending(path: Path) -> _Pending:
+    file = path / PENDING
+    try:
+        data = json.loads(file.read_text())
+        pending = _Pending(str(data["relay"]), str(data["name"]), bytes.fromhex(data["user_key"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CommandError(EXIT_ERROR, f"{file} is unreadable") from None
+    if len(pending.user_key) != 32:
+        raise CommandError(EXIT_ERROR, f"{file} is unreadable")
+    return pending
+
+
+def _write_json(file: Path, data: dict[str, str]) -> None:
+    """Write ``file`` whole or not at all (a temporary file renamed over it)."""
+    tmp = file.with_name(file.name + ".tmp")
+    tmp.write_text(json.dumps(data) + "\n")
+    os.replace(tmp, file)
+
+
+def _pending_lines(path: Path, pending: _Pending) -> None:
+    """What the operator needs (the user id and the PUBLIC user key) and what to do next."""
+    print(clean(f"user id: {pending.name}"))
+    print(f"user key: {pending.user_key.hex()}")
+    print(
+        clean(
+            "next: send these two lines to the relay's operator; with the ticket file they "
+            f"send back, run: e2ee --home {path} init --ticket FILE"
+        )
+    )
+
+
 def _note(text: str) -> None:
     """One line on stderr; ``text`` may hold user ids and error messages from the network."""
     print(f"e2ee: {clean(text)}", file=sys.stderr)
@@ -235,7 +308,24 @@ def _note(text: str) -> None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     path = home_dir(args.home)
+    if args.ticket is not None:
+        if args.relay is not None or args.name is not None:
+            raise CommandError(
+                EXIT_USAGE, "init --ticket finishes the pending registration: no --relay or --name"
+            )
+        return _finish_init(path, args.ticket)
+    if args.relay is None or args.name is None:
+        raise CommandError(EXIT_USAGE, "init needs --relay URL and --name NAME (or --ticket FILE)")
     name = _check_name(args.name)
+    relay_url = args.relay.rstrip("/")
+    if (path / PENDING).exists() and not (path / CONFIG).exists():
+        waiting = _read_pending(path)
+        _pending_lines(path, waiting)
+        raise CommandError(
+            EXIT_REGISTRATION_PENDING,
+            f"the registration of {waiting.name} at {waiting.relay} in {path} is pending (its "
+            f"user key is kept); finish it with --ticket FILE, or delete {path} to start over",
+        )
     if (path / CONFIG).exists() or (path / STORE).exists():
         raise CommandError(EXIT_ERROR, f"{path} already holds a device")
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -243,35 +333,111 @@ def cmd_init(args: argparse.Namespace) -> int:
         path.chmod(0o700)
     store = path / STORE
     client = Client.create(store, name, policy="block")
-    done = False
+    keep = False
+    pending: _Pending | None = None
     try:
         for file in path.iterdir():
             if file.name.startswith(STORE):
                 file.chmod(0o600)
-        with RelayClient(args.relay, client) as relay:
+        with RelayClient(relay_url, client) as relay:
             try:
                 relay.publish_device_list()
             except RelayForbiddenError as exc:
-                if exc.code == "ticket_required":
+                if exc.code != "ticket_required":
                     raise CommandError(
-                        EXIT_ERROR,
-                        "this relay registers new users only with a registration ticket from "
-                        "its operator",
+                        EXIT_ERROR, f"the name {name!r} is taken on this relay"
                     ) from None
-                raise CommandError(
-                    EXIT_ERROR, f"the name {name!r} is taken on this relay"
-                ) from None
-            relay.publish_prekeys()
-        config = path / CONFIG
-        config.write_text(json.dumps({"relay": args.relay.rstrip("/"), "name": name}) + "\n")
-        done = True
+                user_key = client.user_key
+                assert user_key is not None  # Client.create trusts its own user key
+                pending = _Pending(relay_url, name, user_key)
+                _write_json(
+                    path / PENDING,
+                    {"relay": relay_url, "name": name, "user_key": user_key.hex()},
+                )
+                keep = True
+            else:
+                relay.publish_prekeys()
+                _write_json(path / CONFIG, {"relay": relay_url, "name": name})
+                keep = True
     finally:
         client.close()
-        if not done:  # leave nothing half made: init can simply be run again
+        if not keep:  # leave nothing half made: init can simply be run again
             for file in path.iterdir():
                 if file.name.startswith(STORE):
                     file.unlink()
-    print(clean(f"{name}: device 1 registered at {args.relay.rstrip('/')} (home {path})"))
+    if pending is not None:
+        _note(
+            "this relay registers new users only with a registration ticket from its operator; "
+            "the registration is pending"
+        )
+        _pending_lines(path, pending)
+        return EXIT_REGISTRATION_PENDING
+    print(clean(f"{name}: device 1 registered at {relay_url} (home {path})"))
+    return EXIT_OK
+
+
+def _read_ticket_file(file: Path) -> bytes:
+    """The ticket file's bytes (untrusted: bounded, and parsed before anything is sent)."""
+    try:
+        with file.open("rb") as stream:
+            data = stream.read(tickets.MAX_TICKET_SIZE + 1)
+    except OSError as exc:
+        raise CommandError(EXIT_ERROR, f"cannot read {file}: {exc.strerror or exc}") from None
+    if len(data) > tickets.MAX_TICKET_SIZE:
+        raise CommandError(
+            EXIT_ERROR,
+            f"{file} is not a registration ticket (over {tickets.MAX_TICKET_SIZE} bytes)",
+        )
+    return data
+
+
+def _finish_init(path: Path, ticket_file: Path) -> int:
+    if (path / CONFIG).exists():
+        raise CommandError(EXIT_ERROR, f"{path} already holds a registered device")
+    if not (path / PENDING).exists() or not (path / STORE).is_file():
+        raise CommandError(
+            EXIT_NOT_INITIALISED,
+            f"no registration is pending in {path}; run: e2ee --home {path} init --relay URL "
+            "--name NAME",
+        )
+    pending = _read_pending(path)
+    data = _read_ticket_file(ticket_file)
+    try:
+        said = tickets.parse_unverified_ticket(data)
+    except RelayBadRequestError:
+        raise CommandError(EXIT_ERROR, f"{ticket_file} is not a registration ticket") from None
+    client = Client.open(path / STORE, policy="block")
+    try:
+        user_key = client.user_key
+        if (
+            said.user_id != client.user_id
+            or user_key is None
+            or not hmac.compare_digest(said.user_key, user_key)
+        ):
+            raise CommandError(
+                EXIT_ERROR,
+                f"{ticket_file} is a ticket for another user or user key (it names "
+                f"{said.user_id!r}); the registration stays pending",
+            )
+        with RelayClient(pending.relay, client) as relay:
+            try:
+                relay.publish_device_list(ticket=data)
+            except (RelayForbiddenError, RelayBadRequestError) as exc:
+                if exc.code == "user_key_mismatch":
+                    raise CommandError(
+                        EXIT_ERROR, f"the name {pending.name!r} is taken on this relay"
+                    ) from None
+                raise CommandError(
+                    EXIT_ERROR,
+                    f"the relay refused the ticket ({exc.code}: {exc}); the registration stays "
+                    "pending: try another ticket",
+                ) from None
+            relay.publish_prekeys()
+        _write_json(path / CONFIG, {"relay": pending.relay, "name": pending.name})
+    finally:
+        client.close()
+    (path / PENDING).unlink()
+    print(clean(f"{pending.name}: device 1 registered at {pending.relay} (home {path})"))
     return EXIT_OK
 
 
@@ -535,7 +701,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _configured_relay(args: argparse.Namespace) -> str | None:
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        data = json.loads((home_dir(args.home) / CONFIG).read_text())
-        return str(data["relay"])
+    for name in (CONFIG, PENDING):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            data = json.loads((home_dir(args.home) / name).read_text())
+            return str(data["relay"])
     return None

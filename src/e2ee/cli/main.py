@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import e2ee
-from e2ee.cli import client_commands, demo
+from e2ee.cli import client_commands, demo, relay_tickets
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,7 +276,12 @@ def _add_relay_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "relay",
         help="run the relay (prekey directory and mailboxes over HTTP/WebSocket)",
         description="The relay of spec/relay.md: SQLite storage by default, uvicorn.",
-        epilog="example:\n  e2ee relay serve --host 127.0.0.1 --port 8080 --db relay.sqlite",
+        epilog=(
+            "examples:\n  e2ee relay serve --host 127.0.0.1 --port 8080 --db relay.sqlite\n"
+            "  e2ee relay ticket-key --out authority.key\n"
+            "  e2ee relay ticket --key authority.key --origin http://127.0.0.1:8080 "
+            "--user alice --user-key HEX --out alice.ticket"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     relay.set_defaults(relay_parser=relay)
@@ -326,9 +331,11 @@ def _add_relay_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--registration-key",
         type=_public_key,
         metavar="HEX",
-        help="the platform's registration authority (Ed25519 public key, 64 hex digits): a new "
-        "user registers only with a ticket it signed (default: open registration)",
+        help="the platform's registration authority (Ed25519 public key, 64 hex digits, as "
+        "`e2ee relay ticket-key` prints it): a new user registers only with a ticket it signed "
+        "(`e2ee relay ticket`) (default: open registration)",
     )
+    relay_tickets.add_parsers(actions, _public_key, _integer)
 
 
 def _run_relay(args: argparse.Namespace) -> int:
@@ -356,6 +363,10 @@ def _run_relay(args: argparse.Namespace) -> int:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             print(f"e2ee relay serve: {reason}", file=sys.stderr)
             return 1
+    if args.relay_command == "ticket-key":
+        return relay_tickets.run_ticket_key(args)
+    if args.relay_command == "ticket":
+        return relay_tickets.run_ticket(args)
     args.relay_parser.print_help()
     return 2
 

@@ -114,6 +114,25 @@ def read_ticket(data: bytes, authority_key: bytes) -> RegistrationTicket:
     is :class:`RelayBadRequestError` (``bad_ticket``); a signature that does not verify is
     :class:`RelayForbiddenError` (``bad_ticket``). What the ticket says is checked by
     :func:`check_ticket`."""
+    ticket, body, signature = _parse(data)
+    try:
+        primitives.ed25519_verify(authority_key, SIG_LABEL_REGISTRATION_TICKET + body, signature)
+    except SignatureError:
+        raise RelayForbiddenError(
+            "registration ticket is not signed by this relay's authority", code="bad_ticket"
+        ) from None
+    return ticket
+
+
+def parse_unverified_ticket(data: bytes) -> RegistrationTicket:
+    """What a signed ticket says, parsed as strictly as :func:`read_ticket` (malformed:
+    :class:`RelayBadRequestError`, ``bad_ticket``) but NOT verified: for a client, which does
+    not hold the authority key, to see before sending whether a ticket names its user id and
+    user key. Only the relay's :func:`read_ticket` decides whether a ticket is genuine."""
+    return _parse(data)[0]
+
+
+def _parse(data: bytes) -> tuple[RegistrationTicket, bytes, bytes]:
     try:
         outer = codec.decode(data, max_size=MAX_TICKET_SIZE)
         if (
@@ -147,13 +166,7 @@ def read_ticket(data: bytes, authority_key: bytes) -> RegistrationTicket:
         origin, user_id = inner[2].decode(), inner[3].decode()
     except (DecodeError, UnicodeDecodeError):
         raise RelayBadRequestError("malformed registration ticket", code="bad_ticket") from None
-    try:
-        primitives.ed25519_verify(authority_key, SIG_LABEL_REGISTRATION_TICKET + body, outer[3])
-    except SignatureError:
-        raise RelayForbiddenError(
-            "registration ticket is not signed by this relay's authority", code="bad_ticket"
-        ) from None
-    return RegistrationTicket(origin, user_id, inner[4], inner[5], inner[6])
+    return RegistrationTicket(origin, user_id, inner[4], inner[5], inner[6]), body, outer[3]
 
 
 def check_ticket(
@@ -188,5 +201,6 @@ __all__ = [
     "authority_public_key",
     "check_ticket",
     "issue_ticket",
+    "parse_unverified_ticket",
     "read_ticket",
 ]
