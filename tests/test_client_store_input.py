@@ -254,6 +254,39 @@ def test_a_row_of_the_wrong_type_is_a_state_error_and_changes_nothing(
     assert snapshot(client) == before
 
 
+# A second session with alice whose last_used is not an integer (alice's own session has 2, bob's
+# second device 3). Only the highest last_used was checked, when a session was made active, but
+# ORDER BY last_used sorts by SQLite's type order (INTEGER and REAL < TEXT < BLOB): text or a
+# blob became alice's active session for send and headed the list, and a real below the
+# integer maximum was never checked at all.
+ANOTHER_SESSION = (
+    "INSERT INTO sessions SELECT peer_user, peer_device, zeroblob(16), peer_key, ?, state "
+    "FROM sessions WHERE peer_user = 'alice'"
+)
+SESSION_READS: dict[str, Callable[[Client, Reference], object]] = {
+    "active session on send": lambda c, r: c.send("alice", b"x"),
+    "sessions listed": lambda c, r: c.sessions_with("alice", 1),
+    "session made active on receive": lambda c, r: c.receive(r.from_alice),
+}
+
+
+@pytest.mark.parametrize("value", [1.5, "x", b"\x09"], ids=["real", "text", "blob"])
+@pytest.mark.parametrize("read", list(SESSION_READS))
+def test_a_session_last_used_of_another_type_below_the_maximum_is_a_state_error(
+    reference: Reference, tmp_path: Path, read: str, value: object
+) -> None:
+    """REQ-CL-45: every read that orders a peer device's sessions by last_used (the active one
+    for sending, the list, the pruning when one is made active) refuses a last_used that is
+    not an integer in any of them, not only in the highest, with the store unchanged."""
+    path = copy(reference, tmp_path)
+    tamper(path, ANOTHER_SESSION, value)
+    client = Client.open(path)
+    before = snapshot(client)
+    with pytest.raises(StateError, match="session last use in the client store"):
+        SESSION_READS[read](client, reference)
+    assert snapshot(client) == before
+
+
 @pytest.mark.parametrize("value", ["x", 7, None])
 def test_an_account_row_of_the_wrong_type_or_missing_fails_at_open(
     reference: Reference, tmp_path: Path, value: object

@@ -242,3 +242,20 @@ def test_an_address_it_cannot_listen_on_is_one_line_and_exit_status_1(
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == f"e2ee relay serve: cannot listen on 127.0.0.1:{port}"
     assert "Traceback" not in err
+
+
+def test_the_reason_it_cannot_serve_is_printed_cleaned(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The reason names operator input (here a --host holding ESC and a newline, which the
+    resolver refuses): like every other CLI output that may hold foreign text it goes through
+    e2ee.terminal.clean, so it is one line of visible escapes that sends the terminal nothing
+    (it printed the ESC as it was and turned the newline into a space)."""
+    host = "bad\x1b[2Jhost\nx"
+    db = str(tmp_path / "relay.sqlite")
+    status = main(["relay", "serve", "--host", host, "--port", "0", "--db", db])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "e2ee relay serve: cannot listen on bad\\x1b[2Jhost\\nx:0"
+    assert err.endswith("\n")
+    assert all(line.isprintable() for line in err.splitlines())

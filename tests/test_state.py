@@ -691,6 +691,36 @@ def test_a_sealed_state_of_an_older_version_opens_under_its_own_version(
     assert value == {**codec.decode(plain, max_size=MAX), 0: bumped}
 
 
+def test_an_older_state_is_migrated_step_by_step_up_to_the_current_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """[REQ-STATE-08] A state two versions old runs MIGRATIONS[(type, version)] for each version
+    from its own up to STATE_VERSION, in order, each on the previous one's result; a state of
+    the current version runs none. Simulated by raising STATE_VERSION by two."""
+    plain, _, _, _ = session_states(True)
+    current = STATE_VERSION + 2
+    steps: list[int] = []
+
+    def step(version: int) -> Callable[[state_module.StateMap], state_module.StateMap]:
+        def migrate(value: state_module.StateMap) -> state_module.StateMap:
+            assert value[0] == version  # the previous step's result, not the stored map
+            steps.append(version)
+            return {**value, 0: version + 1}
+
+        return migrate
+
+    monkeypatch.setattr(state_module, "STATE_VERSION", current)
+    for version in (STATE_VERSION, STATE_VERSION + 1):
+        monkeypatch.setitem(state_module.MIGRATIONS, (TYPE_SESSION_STATE, version), step(version))
+    value, envelope_id = state_module.load(plain, TYPE_SESSION_STATE, None)
+    assert steps == [STATE_VERSION, STATE_VERSION + 1]
+    assert value == {**codec.decode(plain, max_size=MAX), 0: current}
+    assert envelope_id is None
+    steps.clear()
+    state_module.load(codec.encode(value), TYPE_SESSION_STATE, None)
+    assert steps == []
+
+
 def test_a_state_key_of_another_size_is_a_type_error() -> None:
     """[REQ-STATE-03] A state key longer or shorter than 32 bytes is refused with TypeError, on
     writing and on loading."""

@@ -86,7 +86,7 @@ def load(data: bytes, kind: int, key: bytes | None) -> tuple[StateMap, bytes | N
     version = value[0]
     if not 1 <= version <= STATE_VERSION:
         raise StateError(f"unsupported state version {version}")
-    while version < STATE_VERSION:  # pragma: no cover - no older versions yet
+    while version < STATE_VERSION:
         value = MIGRATIONS[(kind, version)](value)
         version += 1
     loaded: StateMap = value

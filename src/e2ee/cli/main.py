@@ -343,6 +343,7 @@ def _run_relay(args: argparse.Namespace) -> int:
         from e2ee.errors import RelayUnavailableError
         from e2ee.relay.rules import RelayConfig
         from e2ee.relay.serve import serve
+        from e2ee.terminal import clean
 
         try:
             config = RelayConfig(
@@ -360,7 +361,9 @@ def _run_relay(args: argparse.Namespace) -> int:
                 args.host, args.port, args.db, origin=args.origin, config=config, stack=args.stack
             )
         except (RelayUnavailableError, OSError) as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
+            # The reason may hold operator input (the host) and OS text: shown cleaned, as one
+            # line of visible escapes.
+            reason = clean(str(exc)) or type(exc).__name__
             print(f"e2ee relay serve: {reason}", file=sys.stderr)
             return 1
     if args.relay_command == "ticket-key":

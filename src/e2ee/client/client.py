@@ -754,15 +754,7 @@ class Client:
     def sessions_with(self, user_id: str, device_id: int) -> list[Session]:
         """The sessions held with one peer device, active first (for inspection and tests)."""
         with self._store.transaction() as conn:
-            rows = conn.execute(
-                "SELECT state FROM sessions WHERE peer_user = ? AND peer_device = ? "
-                "ORDER BY last_used DESC",
-                (user_id, device_id),
-            ).fetchall()
-        return [
-            Session.from_bytes(column(row[0], bytes, "session state"), key=self._store.key)
-            for row in rows
-        ]
+            return sessions.by_use(conn, self._store, user_id, device_id)
 
 
 def _content(plaintext: bytes) -> Content:

@@ -36,12 +36,24 @@ def by_id(
 
 
 def active(conn: sqlite3.Connection, store: Store, user: str, device: int) -> Session | None:
+    _check_last_used(conn, user, device)
     row = conn.execute(
         "SELECT state FROM sessions WHERE peer_user = ? AND peer_device = ? "
         "ORDER BY last_used DESC LIMIT 1",
         (user, device),
     ).fetchone()
     return None if row is None else _load(row[0], store)
+
+
+def by_use(conn: sqlite3.Connection, store: Store, user: str, device: int) -> list[Session]:
+    """Every session held with one peer device, the active one first."""
+    _check_last_used(conn, user, device)
+    rows = conn.execute(
+        "SELECT state FROM sessions WHERE peer_user = ? AND peer_device = ? "
+        "ORDER BY last_used DESC",
+        (user, device),
+    ).fetchall()
+    return [_load(row[0], store) for row in rows]
 
 
 def _load(state: object, store: Store) -> Session:
@@ -67,6 +79,7 @@ def save(
     state = session.to_bytes(key=store.key, provider=store.provider)
     if make_active:
         next_used = _next_used(conn)
+        _check_last_used(conn, user, device)  # before _prune orders by it
         conn.execute(
             "INSERT OR REPLACE INTO sessions "
             "(peer_user, peer_device, session_id, peer_key, last_used, state) "
@@ -93,6 +106,18 @@ def _next_used(conn: sqlite3.Connection) -> int:
     if last_used >= _MAX_LAST_USED:
         raise StateError("malformed session last use in the client store")
     return last_used + 1
+
+
+def _check_last_used(conn: sqlite3.Connection, user: str, device: int) -> None:
+    """Every ``last_used`` of one peer device's sessions is an integer (REQ-CL-45), checked
+    before a query orders them by it: ``ORDER BY`` sorts other types by SQLite's type order
+    (INTEGER and REAL < TEXT < BLOB), so a tampered row, not only the highest, would choose the
+    active session or the ones pruned. One index search over the peer device's sessions (at
+    most ``1 + MAX_PREVIOUS_SESSIONS``), reading no session state."""
+    for (last_used,) in conn.execute(
+        "SELECT last_used FROM sessions WHERE peer_user = ? AND peer_device = ?", (user, device)
+    ):
+        column(last_used, int, "session last use")
 
 
 def delete_device(conn: sqlite3.Connection, user: str, device: int) -> None:
