@@ -307,3 +307,31 @@ def test_previous_sessions_are_bounded_and_a_previous_one_can_become_active(
     with alice.store.transaction() as conn:
         sessions.save(conn, alice.store, "bob", 1, made[3], make_active=True)
     assert alice.sessions_with("bob", 1)[0].session_id == made[3].session_id
+
+
+def test_send_and_receive_search_the_sessions_table_never_scan_it(world: World) -> None:
+    """Per-message work does not grow with the sessions a device holds: every statement a send
+    and a receive run on the sessions table is an index search on the peer device (the query
+    plan, not a timing). A maximum of last_used over the whole table, which every receive
+    once read, reads every row (SQLite's plan calls it "SEARCH sessions", with no index)."""
+    [alice] = world.user("alice")
+    [bob] = world.user("bob")
+    [carol] = world.user("carol")
+    world.send(alice, "bob", b"hello")  # bob also holds a session with carol
+    world.send(carol, "bob", b"hi")
+    world.deliver(bob)
+    conn = bob.store.conn
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        world.send(alice, "bob", b"again")
+        world.deliver(bob)  # receive on a session made active again
+        world.send(bob, "carol", b"reply")  # send on the active session
+    finally:
+        conn.set_trace_callback(None)
+    on_sessions = [s for s in statements if " sessions " in s + " "]
+    assert any(s.startswith("SELECT") for s in on_sessions)
+    for statement in on_sessions:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement)]
+        on_table = [step for step in plan if " sessions" in step]
+        assert all("(peer_user=? AND peer_device=?" in step for step in on_table), statement

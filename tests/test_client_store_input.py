@@ -254,11 +254,11 @@ def test_a_row_of_the_wrong_type_is_a_state_error_and_changes_nothing(
     assert snapshot(client) == before
 
 
-# A second session with alice whose last_used is not an integer (alice's own session has 2, bob's
-# second device 3). Only the highest last_used was checked, when a session was made active, but
-# ORDER BY last_used sorts by SQLite's type order (INTEGER and REAL < TEXT < BLOB): text or a
-# blob became alice's active session for send and headed the list, and a real below the
-# integer maximum was never checked at all.
+# A second session with alice whose last_used is not an integer (alice's own session has 2; each
+# peer device counts its own). Only the highest last_used was checked, when a session was made
+# active, but ORDER BY last_used sorts by SQLite's type order (INTEGER and REAL < TEXT < BLOB):
+# text or a blob became alice's active session for send and headed the list, and a real below
+# the integer maximum was never checked at all.
 ANOTHER_SESSION = (
     "INSERT INTO sessions SELECT peer_user, peer_device, zeroblob(16), peer_key, ?, state "
     "FROM sessions WHERE peer_user = 'alice'"

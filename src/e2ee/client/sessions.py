@@ -1,7 +1,8 @@
 """Several sessions per peer device, as Sesame describes, bounded.
 
 For each (peer user, peer device) the store keeps the *active* session (the one used most
-recently: highest ``last_used``) and at most :data:`MAX_PREVIOUS_SESSIONS` previous ones.
+recently: highest ``last_used``, a counter of that peer device's sessions) and at most
+:data:`MAX_PREVIOUS_SESSIONS` previous ones.
 
 * Sending uses the active session; with none, a new one is started from a fresh bundle.
 * Receiving picks the session by the session id every e2ee message carries in clear (so "try the
@@ -78,8 +79,7 @@ def save(
 ) -> None:
     state = session.to_bytes(key=store.key, provider=store.provider)
     if make_active:
-        next_used = _next_used(conn)
-        _check_last_used(conn, user, device)  # before _prune orders by it
+        next_used = _next_used(conn, user, device)  # checks every row _prune orders
         conn.execute(
             "INSERT OR REPLACE INTO sessions "
             "(peer_user, peer_device, session_id, peer_key, last_used, state) "
@@ -95,29 +95,33 @@ def save(
         )
 
 
-def _next_used(conn: sqlite3.Connection) -> int:
-    """One more than the highest ``last_used``, read and checked here rather than computed in
-    SQL, which would turn a tampered value (text, a blob, a real) into a number and store it
-    (REQ-CL-45); a value with no successor SQLite can hold is refused too."""
-    (latest,) = conn.execute("SELECT MAX(last_used) FROM sessions").fetchone()
-    if latest is None:
-        return 1
-    last_used = column(latest, int, "session last use")
-    if last_used >= _MAX_LAST_USED:
+def _next_used(conn: sqlite3.Connection, user: str, device: int) -> int:
+    """One more than the highest ``last_used`` of the peer device's sessions. ``last_used``
+    only orders the sessions of one peer device (the active one, the ones kept), so it counts
+    per peer device: one index search over at most ``1 + MAX_PREVIOUS_SESSIONS`` rows per
+    message received, where a maximum over the whole table read every session held. Read and
+    checked here rather than computed in SQL, which would turn a tampered value (text, a blob, a
+    real) into a number and store it (REQ-CL-45); a value with no successor SQLite can hold is
+    refused too."""
+    latest = max(_check_last_used(conn, user, device), default=0)
+    if latest >= _MAX_LAST_USED:
         raise StateError("malformed session last use in the client store")
-    return last_used + 1
+    return latest + 1
 
 
-def _check_last_used(conn: sqlite3.Connection, user: str, device: int) -> None:
-    """Every ``last_used`` of one peer device's sessions is an integer (REQ-CL-45), checked
-    before a query orders them by it: ``ORDER BY`` sorts other types by SQLite's type order
-    (INTEGER and REAL < TEXT < BLOB), so a tampered row, not only the highest, would choose the
-    active session or the ones pruned. One index search over the peer device's sessions (at
-    most ``1 + MAX_PREVIOUS_SESSIONS``), reading no session state."""
-    for (last_used,) in conn.execute(
-        "SELECT last_used FROM sessions WHERE peer_user = ? AND peer_device = ?", (user, device)
-    ):
+def _check_last_used(conn: sqlite3.Connection, user: str, device: int) -> list[int]:
+    """Every ``last_used`` of one peer device's sessions, each checked to be an integer
+    (REQ-CL-45) before a query orders them by it: ``ORDER BY`` sorts other types by SQLite's
+    type order (INTEGER and REAL < TEXT < BLOB), so a tampered row, not only the highest,
+    would choose the active session or the ones pruned. One index search over the peer
+    device's sessions (at most ``1 + MAX_PREVIOUS_SESSIONS``), reading no session state."""
+    return [
         column(last_used, int, "session last use")
+        for (last_used,) in conn.execute(
+            "SELECT last_used FROM sessions WHERE peer_user = ? AND peer_device = ?",
+            (user, device),
+        )
+    ]
 
 
 def delete_device(conn: sqlite3.Connection, user: str, device: int) -> None:
