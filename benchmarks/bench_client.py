@@ -9,7 +9,8 @@ same decrypts on an in-memory session with no store.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_client.py [--messages N] [--rounds R] [--json PATH]
+    .venv/bin/python benchmarks/bench_client.py [--messages N] [--rounds R] [--held N]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -52,10 +53,26 @@ def _pair(root: Path, key: bytes | None) -> tuple[Client, Client, InMemoryDirect
     return alice, bob, directory
 
 
-def durable(messages: int, *, key: bytes | None) -> tuple[float, float]:
-    """(sends/s, receives/s) through the store."""
+def hold_sessions(client: Client, peer: str, count: int) -> None:
+    """Give ``client``'s store ``count`` more sessions, with made-up peers, each a copy of its
+    session with ``peer`` (they are never used: they only make the table large)."""
+    with client.store.transaction() as conn:
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO sessions SELECT 'held' || i, 1, session_id, peer_key, last_used, state "
+            "FROM n, (SELECT * FROM sessions WHERE peer_user = ?)",
+            (count, peer),
+        )
+        (total,) = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()
+    assert total > count
+
+
+def durable(messages: int, *, key: bytes | None, held: int = 0) -> tuple[float, float]:
+    """(sends/s, receives/s) through the store; Bob's store also holds ``held`` sessions."""
     with tempfile.TemporaryDirectory() as tmp:
         alice, bob, _ = _pair(Path(tmp), key)
+        if held:
+            hold_sessions(bob, "alice", held)
         start = time.perf_counter()
         envelopes = [alice.send("bob", PLAINTEXT)[0].to_bytes() for _ in range(messages)]
         send_time = time.perf_counter() - start
@@ -114,13 +131,15 @@ def in_memory(messages: int) -> float:
     return messages / (time.perf_counter() - start)
 
 
-def run(messages: int, rounds: int) -> dict[str, dict[str, float]]:
+def run(messages: int, rounds: int, held: int = 10_000) -> dict[str, dict[str, float]]:
     samples: dict[str, list[float]] = {}
     for _ in range(rounds):
         for label, key in (("plain store", None), ("store encrypted at rest", bytes(32))):
             sends, receives = durable(messages, key=key)
             samples.setdefault(f"durable receive, {label}", []).append(receives)
             samples.setdefault(f"durable send, {label}", []).append(sends)
+        _, receives = durable(messages, key=None, held=held)
+        samples.setdefault(f"durable receive, plain, {held:,} sessions held", []).append(receives)
         samples.setdefault("session.decrypt only (no store)", []).append(in_memory(messages))
     return {
         name: {"median": statistics.median(v), "min": min(v), "max": max(v)}
@@ -132,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--held", type=int, default=10_000, help="other sessions in one row")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    results = run(args.messages, args.rounds)
+    results = run(args.messages, args.rounds, args.held)
     print(f"{args.messages} messages of {len(PLAINTEXT)} bytes, {args.rounds} rounds")
     for name, r in results.items():
         print(f"{name:45s} {r['median']:9.0f} msg/s  ({r['min']:.0f}-{r['max']:.0f})")

@@ -6,6 +6,7 @@ from benchmarks import bench_client
 
 
 def test_bench_client_runs() -> None:
-    results = bench_client.run(messages=3, rounds=1)
+    results = bench_client.run(messages=3, rounds=1, held=50)
     assert all(r["median"] > 0 for r in results.values())
     assert any(name.startswith("durable receive") for name in results)
+    assert "durable receive, plain, 50 sessions held" in results
