@@ -620,3 +620,36 @@ def test_a_hostile_conversation_name_is_printed_escaped_on_one_line(
 
     received = e2ee(dee, "receive")
     assert terminal_lines(ok(received)) == [f"dee/2 -> {SHOWN_CONVERSATION}: see you"]
+
+
+DAMAGED_HOME_FILES = {
+    "over 64 KiB": b'{"relay": "http://127.0.0.1:9", "name": "alice"}' + b" " * 65536,
+    "nested deeper than the parser recurses": b"[" * 100_000 + b"]" * 100_000,
+    "not UTF-8": b'{"relay": "http://127.0.0.1:9", "name": "\xff"}',
+    "not an object": b'["http://127.0.0.1:9", "alice"]',
+    "a field missing": b'{"relay": "http://127.0.0.1:9"}',
+    "a field not a string": b'{"relay": "http://127.0.0.1:9", "name": {"x": 1}}',
+    "a relay that is not an http(s) URL": b'{"relay": "ftp://x", "name": "alice"}',
+}
+
+
+@pytest.mark.parametrize("content", list(DAMAGED_HOME_FILES.values()), ids=list(DAMAGED_HOME_FILES))
+@pytest.mark.parametrize("file", ["config.json", "pending.json"])
+def test_a_damaged_home_file_is_one_line_and_exit_status_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], file: str, content: bytes
+) -> None:
+    """config.json and pending.json are input from disk: read bounded, and anything but an
+    object of strings naming an http(s) relay is one line, never a traceback. Before, a
+    deeply nested file was a RecursionError and a relay URL of another scheme a ValueError."""
+    from e2ee.cli.main import main
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "device.sqlite").write_bytes(b"")
+    if file == "pending.json":  # it also holds the public user key
+        content = content.replace(b'"alice"', b'"alice", "user_key": "' + b"ab" * 32 + b'"')
+    (home / file).write_bytes(content)
+    assert main(["--home", str(home), "receive"]) == EXIT_ERROR
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == f"e2ee: {home / file} is unreadable\n"

@@ -47,7 +47,7 @@ from e2ee.errors import (
     UntrustedIdentityError,
 )
 from e2ee.relay import tickets
-from e2ee.relay.client import RelayClient
+from e2ee.relay.client import RelayClient, origin_of
 from e2ee.safety import safety_number
 from e2ee.terminal import clean
 
@@ -229,12 +229,8 @@ class Home:
             raise CommandError(
                 EXIT_NOT_INITIALISED, f"no device in {path}; run: e2ee --home {path} init"
             )
-        try:
-            data = json.loads(config.read_text())
-            self.relay_url = str(data["relay"])
-            self.name = str(data["name"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise CommandError(EXIT_ERROR, f"{config} is unreadable") from None
+        data = _read_home_file(config, ("relay", "name"))
+        self.relay_url, self.name = data["relay"], data["name"]
         self.client = Client.open(path / STORE, policy="block")
         self.relay = RelayClient(self.relay_url, self.client)
 
@@ -267,12 +263,36 @@ class _Pending:
     user_key: bytes
 
 
+MAX_HOME_FILE = 64 * 1024
+"""``config.json`` and ``pending.json`` hold a URL, a name and a key: far less than this."""
+
+
+def _read_home_file(file: Path, fields: tuple[str, ...]) -> dict[str, str]:
+    """The string ``fields`` of a JSON object in ``file``: read from disk, so untrusted like
+    any input (bounded, and anything else is one line saying the file is unreadable, never a
+    traceback). ``relay`` must be an http(s) URL the relay client accepts."""
+    try:
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_HOME_FILE + 1)
+        if len(raw) > MAX_HOME_FILE:
+            raise ValueError("too large")
+        data = json.loads(raw.decode("utf-8"))
+        values = {name: data[name] for name in fields}
+        if not all(isinstance(value, str) for value in values.values()):
+            raise ValueError("not a string")
+        if "relay" in values:
+            origin_of(values["relay"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        raise CommandError(EXIT_ERROR, f"{file} is unreadable") from None
+    return values
+
+
 def _read_pending(path: Path) -> _Pending:
     file = path / PENDING
+    data = _read_home_file(file, ("relay", "name", "user_key"))
     try:
-        data = json.loads(file.read_text())
-        pending = _Pending(str(data["relay"]), str(data["name"]), bytes.fromhex(data["user_key"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        pending = _Pending(data["relay"], data["name"], bytes.fromhex(data["user_key"]))
+    except ValueError:
         raise CommandError(EXIT_ERROR, f"{file} is unreadable") from None
     if len(pending.user_key) != 32:
         raise CommandError(EXIT_ERROR, f"{file} is unreadable")
@@ -702,7 +722,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _configured_relay(args: argparse.Namespace) -> str | None:
     for name in (CONFIG, PENDING):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            data = json.loads((home_dir(args.home) / name).read_text())
-            return str(data["relay"])
+        with contextlib.suppress(CommandError):
+            return _read_home_file(home_dir(args.home) / name, ("relay",))["relay"]
     return None
