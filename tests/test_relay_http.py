@@ -4,6 +4,7 @@ status codes, error bodies, body limits, the stream, and the relay client."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import time
@@ -33,9 +34,10 @@ from e2ee.errors import (
     RelayUnavailableError,
 )
 from e2ee.relay import api
-from e2ee.relay.app import TOKEN_RECHECK, create_app
+from e2ee.relay.app import TOKEN_RECHECK, create_app, sweep_round
 from e2ee.relay.client import RelayClient
 from e2ee.relay.memory import MemoryStorage
+from e2ee.relay.storage import Swept, Tx
 from e2ee.wire import codec
 from tests.client_support import SMALL_PREKEYS
 from tests.relay_support import (
@@ -550,3 +552,80 @@ def test_a_send_body_is_read_only_for_a_token_that_verifies() -> None:
         body = send_body(bob, os.urandom(16), alice.devices[0])
         assert asgi_request(app, "POST", api.MESSAGES, token, body)[0] == 200
         assert len(verifications) == 2
+
+
+class TakingTurns:
+    """A storage whose ``submit`` lets every other ready task run before the job (a job
+    submitted to the SQLite storage likewise waits some loop turns for its group commit), and
+    records the order in which the jobs ran: "sweep" or "other"."""
+
+    def __init__(self, inner: MemoryStorage, fail: bool = False) -> None:
+        self.inner = inner
+        self.fail = fail
+        self.ran: list[str] = []
+
+    def run(self, job: Any) -> Any:
+        return self.inner.run(job)
+
+    async def submit(self, job: Any) -> Any:
+        await asyncio.sleep(0)  # one loop turn, not a wait for time to pass
+        if self.fail:
+            self.ran.append("failed")
+            raise RelayUnavailableError("storage commit failed")
+        value = self.inner.run(job)
+        self.ran.append("sweep" if isinstance(value, Swept) else "other")
+        return value
+
+    def close(self) -> None:
+        pass
+
+
+def expired_messages(storage: MemoryStorage, relay: Any, count: int) -> None:
+    now = relay.now()
+
+    def job(tx: Tx) -> None:
+        for i in range(count):
+            tx.enqueue("bob", i % 3 + 1, b"old", now - 1)
+        tx.enqueue("bob", 1, b"new", now + 60)
+
+    storage.run(job)
+
+
+def test_a_sweep_round_runs_bounded_jobs_back_to_back_until_one_is_not_full() -> None:
+    """[REQ-RL-41] The periodic sweep submitted one job that deleted everything expired. A
+    round now submits bounded jobs (``sweep_batch`` rows of each table) one after the other,
+    each a job of its own, so the jobs of other requests run between two batches, and stops
+    at the first job that is not full: 25 expired messages in batches of 7 take 4 jobs."""
+    inner = MemoryStorage()
+    relay = make_relay(inner, Clock(), sweep_batch=7)
+    expired_messages(inner, relay, 25)
+    storage = TakingTurns(inner)
+
+    async def other_requests() -> None:
+        for _ in range(20):
+            await storage.submit(lambda tx: tx.queue_length("bob", 1))
+
+    async def main() -> int:
+        others = asyncio.create_task(other_requests())
+        jobs = await sweep_round(relay, storage)
+        await others
+        return jobs
+
+    assert asyncio.run(main()) == 4
+    assert [m[2] for m in inner.messages.values()] == [b"new"]
+    assert inner.queued == {("bob", 1): 1, ("bob", 2): 0, ("bob", 3): 0}
+    sweeps = [i for i, name in enumerate(storage.ran) if name == "sweep"]
+    assert len(sweeps) == 4
+    assert all(b - a > 1 for a, b in itertools.pairwise(sweeps))  # others between
+
+
+def test_a_sweep_round_ends_when_the_storage_fails() -> None:
+    """[REQ-RL-41] A job the storage could not run ends the round without raising (the
+    sweeper task must live on; the next round, a sweep interval later, tries again)."""
+    inner = MemoryStorage()
+    relay = make_relay(inner, Clock(), sweep_batch=7)
+    expired_messages(inner, relay, 25)
+    storage = TakingTurns(inner, fail=True)
+    assert asyncio.run(sweep_round(relay, storage)) == 1
+    assert storage.ran == ["failed"]
+    assert len(inner.messages) == 26

@@ -31,7 +31,7 @@ from e2ee.errors import (
 from e2ee.relay import api
 from e2ee.relay.postgres import RETRIES, PostgresStorage
 from e2ee.relay.rules import Relay
-from e2ee.relay.storage import Tx
+from e2ee.relay.storage import Swept, Tx
 from e2ee.wire import codec
 from tests.relay_support import (
     Clock,
@@ -660,7 +660,7 @@ def test_a_send_locks_its_recipients_counters_in_ascending_device_order(pg: Pg) 
     sweep.join()
     assert send.error is None
     assert sweep.error is None
-    assert sweep.value == 2
+    assert sweep.value == Swept(2, False)
     assert pg.rows("SELECT device, id FROM messages WHERE usr = 'bob' ORDER BY device") == [
         (1, 2),
         (2, 2),

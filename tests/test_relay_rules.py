@@ -31,7 +31,7 @@ from e2ee.relay.memory import MemoryStorage
 from e2ee.relay.postgres import PostgresStorage
 from e2ee.relay.rules import Relay, RelayConfig
 from e2ee.relay.sqlite import SQLiteStorage
-from e2ee.relay.storage import KIND_EC, KIND_KEM, Storage, Tx
+from e2ee.relay.storage import KIND_EC, KIND_KEM, Storage, Swept, Tx
 from e2ee.testing import DeterministicProvider
 from e2ee.wire import codec
 from e2ee.wire.messages import PreKeyBundle
@@ -600,7 +600,7 @@ def test_sweep_drops_only_buckets_idle_long_enough_to_be_full(
     storage.run(claim(alice))
     clock.advance(refill * 0.6)  # carol's bucket idle 1.2 x refill, alice's 0.6 x refill
     storage.run(relay.sweep())
-    assert storage.run(lambda tx: tx.drop_buckets(float("inf"))) == 1  # only alice's was left
+    assert storage.run(lambda tx: tx.drop_buckets(float("inf"), 100)) == 1  # only alice's left
 
 
 def test_a_claim_limit_that_cannot_work_is_refused_when_configured() -> None:
@@ -642,6 +642,7 @@ def test_a_claim_limit_that_cannot_work_is_refused_when_configured() -> None:
         "max_upload_body",
         "max_stored_one_time",
         "max_ticket_lifetime",
+        "sweep_batch",
     ],
 )
 def test_every_ttl_and_size_is_a_positive_integer(name: str) -> None:
@@ -824,8 +825,129 @@ def test_messages_expire_after_the_ttl(relay: Relay, storage: Storage, clock: Cl
     clock.advance(relay.config.message_ttl + 1)
     login(relay, storage, bob.devices[0])
     assert dec(storage.run(relay.fetch(bob.devices[0].token, 0, 10)))[0] == []
-    assert storage.run(relay.sweep()) == 1
+    assert storage.run(relay.sweep()) == Swept(1, False)
     assert storage.run(lambda tx: tx.queue_length("bob", 1)) == 0
+
+
+def rows_in(storage: Storage, table: str) -> int:
+    """How many rows a table of the storage holds (read directly, not through the rules)."""
+    if isinstance(storage, MemoryStorage):
+        return len(getattr(storage, table))
+    assert isinstance(storage, SQLiteStorage | PostgresStorage)
+
+    def count(tx: Any) -> int:
+        return int(tx.c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    return storage.run(count)
+
+
+def per_device(
+    storage: Storage, users: list[User], read: Callable[[Tx, str, int], int]
+) -> dict[tuple[str, int], int]:
+    def job(tx: Tx) -> dict[tuple[str, int], int]:
+        return {
+            (u.name, d.device_id): read(tx, u.name, d.device_id) for u in users for d in u.devices
+        }
+
+    return storage.run(job)
+
+
+def stored_per_device(storage: Storage, users: list[User]) -> dict[tuple[str, int], int]:
+    """The messages stored for each device, expired or not (fetched as at time 0)."""
+    return per_device(storage, users, lambda tx, u, d: len(tx.fetch(u, d, 0, 1000, 0, 1 << 30)))
+
+
+def queued_per_device(storage: Storage, users: list[User]) -> dict[tuple[str, int], int]:
+    return per_device(storage, users, lambda tx, u, d: tx.queue_length(u, d))
+
+
+def test_a_sweep_job_deletes_at_most_sweep_batch_expired_messages(
+    storage: Storage, clock: Clock
+) -> None:
+    """[REQ-RL-41] After downtime, or a burst of sends a message TTL ago, one sweep job deleted
+    every expired message at once: a long stall of the relay (SQLite runs jobs on the event
+    loop) or every expired row in the relay's memory (PostgreSQL). A job now deletes at most
+    ``sweep_batch`` of them, earliest expiry first, says whether it stopped at the bound, and
+    leaves each device's ``queued`` count equal to the messages it still holds; the next jobs
+    delete the rest, the last one says no more, and unexpired messages stay."""
+    relay = make_relay(storage, clock, sweep_batch=7, message_ttl=1000)
+    alice, bob, carol = User.make("alice"), User.make("bob", 3), User.make("carol", 2)
+    for u in (alice, bob, carol):
+        register(relay, storage, u)
+    sender = alice.devices[0]
+
+    def send(to: User, times: int) -> None:
+        for _ in range(times):
+            storage.run(relay.send(sender.token, send_body(to, os.urandom(16), sender)))
+
+    send(bob, 5)  # 15 messages
+    clock.advance(10)
+    send(carol, 5)  # 10 more, expiring later: 25 will have expired
+    clock.advance(995)
+    send(bob, 2)  # 6 and 2 messages that have not expired
+    send(carol, 1)
+    clock.advance(10)
+    users = [bob, carol]
+    assert sum(stored_per_device(storage, users).values()) == 33
+    for deleted, more in [(7, True), (7, True), (7, True), (4, False)]:
+        assert storage.run(relay.sweep()) == Swept(deleted, more)
+        assert queued_per_device(storage, users) == stored_per_device(storage, users)
+        if deleted == 7 and more and rows_in(storage, "messages") == 26:  # the first job
+            carols = [n for (u, _), n in stored_per_device(storage, users).items() if u == "carol"]
+            assert sum(carols) == 12  # earliest expiry first: only bob's went
+    assert stored_per_device(storage, users) == {
+        ("bob", 1): 2,
+        ("bob", 2): 2,
+        ("bob", 3): 2,
+        ("carol", 1): 1,
+        ("carol", 2): 1,
+    }
+    assert rows_in(storage, "messages") == 8
+    assert storage.run(relay.sweep()) == Swept(0, False)
+
+
+def test_a_sweep_job_deletes_at_most_sweep_batch_tokens_challenges_and_results(
+    storage: Storage, clock: Clock
+) -> None:
+    """[REQ-RL-41] Expired challenges, tokens and idempotent results were deleted all at once
+    too: a job deletes at most ``sweep_batch`` rows of each table and says more while any of
+    them gave a full batch."""
+    relay = make_relay(
+        storage, clock, sweep_batch=7, token_ttl=100, challenge_ttl=50, idempotency_ttl=100
+    )
+    alice, bob = User.make("alice"), User.make("bob")
+    for u in (alice, bob):
+        register(relay, storage, u)
+    for _ in range(7):
+        login(relay, storage, alice.devices[0])  # 9 tokens and 9 used challenges in all
+    sender = alice.devices[0]
+    for _ in range(16):  # 16 results (the messages expire in 30 days)
+        storage.run(relay.send(sender.token, send_body(bob, os.urandom(16), sender)))
+    tables = ("challenges", "tokens", "results")
+    assert [rows_in(storage, t) for t in tables] == [9, 9, 16]
+    clock.advance(101)
+    for left, more in [([2, 2, 9], True), ([0, 0, 2], True), ([0, 0, 0], False)]:
+        assert storage.run(relay.sweep()) == Swept(0, more)
+        assert [rows_in(storage, t) for t in tables] == left
+    assert rows_in(storage, "messages") == 16
+
+
+def test_a_sweep_job_drops_at_most_sweep_batch_idle_buckets(storage: Storage, clock: Clock) -> None:
+    """[REQ-RL-41] [REQ-RL-11] Idle buckets were all dropped in one statement as well: a job
+    drops at most ``sweep_batch`` and says more when it dropped that many."""
+    relay = make_relay(storage, clock, sweep_batch=7, claim_burst=5, claim_rate=1.0)
+    now = clock()
+
+    def fill(tx: Tx) -> None:
+        for i in range(10):
+            tx.put_bucket(bytes([i]) * 32, 0.0, now - 100)  # idle long enough: full again
+        tx.put_bucket(b"\xff" * 32, 0.0, now)  # still refilling: kept
+
+    storage.run(fill)
+    assert storage.run(relay.sweep()) == Swept(0, True)
+    assert rows_in(storage, "buckets") == 4
+    assert storage.run(relay.sweep()) == Swept(0, False)
+    assert rows_in(storage, "buckets") == 1
 
 
 # --- fetch pages -----------------------------------------------------------------------------

@@ -120,6 +120,22 @@ def bearer(headers: Any) -> bytes | None:
     return api.decode_token(value[7:])
 
 
+async def sweep_round(relay: Relay, storage: Storage) -> int:
+    """One round of the periodic sweep: bounded sweep jobs (``RelayConfig.sweep_batch`` rows of
+    each table) submitted one after the other until one comes back not full, each a job of its
+    own, so the jobs of other requests run between two batches. Returns the number of jobs. A
+    job the storage could not run ends the round (the next one retries)."""
+    jobs = 0
+    while True:
+        jobs += 1
+        try:
+            swept = await storage.submit(relay.sweep())
+        except RelayError:
+            return jobs
+        if not swept.more:
+            return jobs
+
+
 def create_app(
     relay: Relay, storage: Storage, notifier: Notifier | None = None, *, sweep: bool = True
 ) -> Starlette:
@@ -271,8 +287,7 @@ def create_app(
         async def sweeper() -> None:
             while True:
                 await asyncio.sleep(SWEEP_INTERVAL)
-                with contextlib.suppress(RelayError):
-                    await storage.submit(relay.sweep())
+                await sweep_round(relay, storage)
 
         task = asyncio.create_task(sweeper()) if sweep else None
         try:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar
 
-from e2ee.relay.storage import RowLock, StoredList, TokenRow, Tx
+from e2ee.relay.storage import RowLock, StoredList, Swept, TokenRow, Tx
 
 T = TypeVar("T")
 _MISSING: Any = object()
@@ -124,8 +124,9 @@ class _MemoryTx:
     def put_bucket(self, key: bytes, tokens: float, updated: float) -> None:
         self._set(self._db.buckets, key, (tokens, updated))
 
-    def drop_buckets(self, updated_before: float) -> int:
-        stale = [k for k, (_, updated) in self._db.buckets.items() if updated < updated_before]
+    def drop_buckets(self, updated_before: float, limit: int) -> int:
+        buckets = self._db.buckets
+        stale = [k for k, (_, updated) in buckets.items() if updated < updated_before][:limit]
         for key in stale:
             self._del(self._db.buckets, key)
         return len(stale)
@@ -168,24 +169,23 @@ class _MemoryTx:
             self._set(self._db.queued, (user, device), self.queue_length(user, device) - removed)
         return removed
 
-    def sweep(self, now: int) -> int:
+    def sweep(self, now: int, limit: int) -> Swept:
         db = self._db
-        removed = 0
-        for mid, (u, d, _, expires) in list(db.messages.items()):
-            if expires <= now:
-                self._del(db.messages, mid)
-                self._set(db.queued, (u, d), self.queue_length(u, d) - 1)
-                removed += 1
-        for nonce, expires in list(db.challenges.items()):
-            if expires <= now:
-                self._del(db.challenges, nonce)
-        for token_hash, row in list(db.tokens.items()):
-            if row.expires <= now:
-                self._del(db.tokens, token_hash)
-        for key, (_, _, expires) in list(db.results.items()):
-            if expires <= now:
-                self._del(db.results, key)
-        return removed
+        expired = sorted((row[3], mid) for mid, row in db.messages.items() if row[3] <= now)
+        for _, mid in expired[:limit]:  # earliest expiry first, as the SQL storages delete
+            u, d, _, _ = db.messages[mid]
+            self._del(db.messages, mid)
+            self._set(db.queued, (u, d), self.queue_length(u, d) - 1)
+        stale: list[tuple[dict[Any, Any], list[Any]]] = [
+            (db.challenges, [n for n, expires in db.challenges.items() if expires <= now]),
+            (db.tokens, [t for t, row in db.tokens.items() if row.expires <= now]),
+            (db.results, [k for k, (_, _, expires) in db.results.items() if expires <= now]),
+        ]
+        for table, keys in stale:
+            for key in keys[:limit]:
+                self._del(table, key)
+        full = any(len(keys) >= limit for keys in [expired, *(keys for _, keys in stale)])
+        return Swept(min(len(expired), limit), full)
 
 
 def _restore(table: dict[Any, Any], key: Any, old: Any) -> None:

@@ -71,6 +71,7 @@ from e2ee.relay.storage import (
     LocalNotifier,
     RowLock,
     StoredList,
+    Swept,
     TokenRow,
     Tx,
     _LocalSubscription,
@@ -335,11 +336,14 @@ class _PostgresTx:
             return None  # the placeholder (put_bucket replaces it; a refused job rolls it back)
         return float(row[0]), float(row[1])
 
-    def drop_buckets(self, updated_before: float) -> int:
-        rows = self.c.execute(
-            b"DELETE FROM buckets WHERE updated < %s RETURNING 1", (updated_before,)
-        ).fetchall()
-        return len(rows)
+    def drop_buckets(self, updated_before: float, limit: int) -> int:
+        # by key, the condition checked again on the row deleted: a bucket a concurrent claim
+        # refilled meanwhile (a new row version) is kept
+        return self._do(
+            "DELETE FROM buckets WHERE key = ANY(ARRAY("
+            "SELECT key FROM buckets WHERE updated < %s LIMIT %s)) AND updated < %s",
+            (updated_before, limit, updated_before),
+        )
 
     def put_bucket(self, key: bytes, tokens: float, updated: float) -> None:
         self._do(
@@ -406,21 +410,34 @@ class _PostgresTx:
             )
         return removed
 
-    def sweep(self, now: int) -> int:
-        expired = self.c.execute(
-            b"DELETE FROM messages WHERE expires <= %s RETURNING usr, device", (now,)
+    def sweep(self, now: int, limit: int) -> Swept:
+        # One batch: at most ``limit`` messages, earliest expiry first (an index scan of
+        # messages_by_expiry that stops there), deleted by ctid (messages are never updated);
+        # the database counts them per device, so this process receives one row per device
+        # of the batch, never one per message.
+        counts = self.c.execute(
+            b"WITH gone AS (DELETE FROM messages WHERE ctid = ANY(ARRAY("
+            b"SELECT ctid FROM messages WHERE expires <= %s ORDER BY expires LIMIT %s)) "
+            b"AND expires <= %s RETURNING usr, device) "
+            b"SELECT usr, device, COUNT(*) FROM gone GROUP BY usr, device ORDER BY usr, device",
+            (now, limit, now),
         ).fetchall()
-        counts: dict[tuple[str, int], int] = {}
-        for u, d in expired:
-            counts[(u, int(d))] = counts.get((u, int(d)), 0) + 1
         with self.c.cursor() as cur:
+            # in ascending (user, device) order, as a send locks its recipient's counters
             cur.executemany(
                 b"UPDATE counters SET queued = queued - %s WHERE usr = %s AND device = %s",
-                [(n, u, d) for (u, d), n in sorted(counts.items())],
+                [(int(n), u, int(d)) for u, d, n in counts],
             )
+        deleted = sum(int(n) for _, _, n in counts)
+        full = deleted >= limit
         for table in ("challenges", "tokens", "results"):
-            self._do(f"DELETE FROM {table} WHERE expires <= %s", (now,))  # noqa: S608
-        return len(expired)
+            removed = self._do(
+                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608
+                f"SELECT ctid FROM {table} WHERE expires <= %s LIMIT %s)) AND expires <= %s",
+                (now, limit, now),
+            )
+            full = full or removed >= limit
+        return Swept(deleted, full)
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:

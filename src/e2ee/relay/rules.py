@@ -47,7 +47,7 @@ from e2ee.limits import (
     MLKEM1024_PUBLIC_KEY_SIZE,
 )
 from e2ee.relay import api, tickets
-from e2ee.relay.storage import KIND_EC, KIND_KEM, StoredList, TokenRow, Tx
+from e2ee.relay.storage import KIND_EC, KIND_KEM, StoredList, Swept, TokenRow, Tx
 from e2ee.relay.tickets import RegistrationTicket
 from e2ee.wire import codec
 from e2ee.wire.messages import PreKeyBundle
@@ -72,6 +72,7 @@ _POSITIVE_INTEGERS = (
     "max_upload_body",
     "max_stored_one_time",
     "max_ticket_lifetime",
+    "sweep_batch",
 )
 
 
@@ -104,6 +105,10 @@ class RelayConfig:
     self-signed list of a user id registers it."""
     max_ticket_lifetime: int = 24 * 3600
     """Longest validity (``expires - issued``) of a registration ticket the relay accepts."""
+    sweep_batch: int = 10_000
+    """Most rows one sweep job deletes from each table (expired messages, challenges, tokens,
+    results; idle buckets), so that a job's time and memory do not grow with how much expired
+    at once; the sweeper runs jobs back to back while they come back full."""
 
     def __post_init__(self) -> None:
         for name in _POSITIVE_INTEGERS:  # a TTL or a size of 0, -1, True or 1.5 is a mistake
@@ -648,17 +653,21 @@ class Relay:
 
         return job
 
-    def sweep(self) -> Job[int]:
-        """Delete what has expired, and claim-rate buckets idle long enough to be full again
-        (a full bucket and no bucket mean the same), so that table does not grow with every
-        (claimer, target) pair ever seen. Returns the number of expired messages."""
+    def sweep(self) -> Job[Swept]:
+        """One bounded sweep job: delete what has expired, and claim-rate buckets idle long
+        enough to be full again (a full bucket and no bucket mean the same), so that table does
+        not grow with every (claimer, target) pair ever seen; at most ``sweep_batch`` rows of
+        each table. Returns the number of expired messages deleted and whether the job stopped
+        at the bound somewhere (``more``: run another job; spec/relay.md REQ-RL-41)."""
         now = self.now()
         refill = self.config.claim_burst / self.config.claim_rate
+        limit = self.config.sweep_batch
 
-        def job(tx: Tx) -> int:
-            expired = tx.sweep(now)
-            tx.drop_buckets(now - refill)
-            return expired
+        def job(tx: Tx) -> Swept:
+            swept = tx.sweep(now, limit)
+            if tx.drop_buckets(now - refill, limit) >= limit:
+                return Swept(swept.messages, True)
+            return swept
 
         return job
 

@@ -69,7 +69,7 @@ from typing import Any, Literal, TypeVar
 
 from e2ee.errors import RelayUnavailableError
 from e2ee.identity import SignedDeviceList
-from e2ee.relay.storage import RowLock, StoredList, TokenRow, Tx
+from e2ee.relay.storage import RowLock, StoredList, Swept, TokenRow, Tx
 
 T = TypeVar("T")
 log = logging.getLogger("e2ee.relay")
@@ -337,8 +337,11 @@ class _SQLiteTx:
     def put_bucket(self, key: bytes, tokens: float, updated: float) -> None:
         self.cur.execute("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)", (key, tokens, updated))
 
-    def drop_buckets(self, updated_before: float) -> int:
-        cur = self.cur.execute("DELETE FROM buckets WHERE updated < ?", (updated_before,))
+    def drop_buckets(self, updated_before: float, limit: int) -> int:
+        cur = self.cur.execute(
+            "DELETE FROM buckets WHERE key IN (SELECT key FROM buckets WHERE updated < ? LIMIT ?)",
+            (updated_before, limit),
+        )
         return cur.rowcount
 
     def queue_length(self, user: str, device: int) -> int:
@@ -393,20 +396,36 @@ class _SQLiteTx:
             )
         return removed
 
-    def sweep(self, now: int) -> int:
+    def sweep(self, now: int, limit: int) -> Swept:
         self.tokens.clear()  # expired tokens are deleted
+        # The batch: the first ``limit`` expired messages in (expires, id) order, a walk of the
+        # expiry index (its entries end with the rowid) that stops after ``limit`` rows. The
+        # order is total, so both statements below, in one transaction, name the same rows.
+        args = (now, limit)
         expired = self.cur.execute(
-            "SELECT user, device, COUNT(*) FROM messages WHERE expires <= ? GROUP BY user, device",
-            (now,),
+            f"SELECT user, device, COUNT(*) FROM messages WHERE id IN ({_EXPIRED_MESSAGES}) "  # noqa: S608
+            "GROUP BY user, device",
+            args,
         ).fetchall()
-        self.cur.execute("DELETE FROM messages WHERE expires <= ?", (now,))
+        self.cur.execute(f"DELETE FROM messages WHERE id IN ({_EXPIRED_MESSAGES})", args)  # noqa: S608
         self.cur.executemany(
             "UPDATE devices SET queued = queued - ? WHERE user = ? AND device = ?",
             [(n, u, d) for u, d, n in expired],
         )
-        for table in ("challenges", "tokens", "results"):
-            self.cur.execute(f"DELETE FROM {table} WHERE expires <= ?", (now,))  # noqa: S608
-        return sum(n for _, _, n in expired)
+        deleted = sum(n for _, _, n in expired)
+        full = deleted >= limit
+        for table, key in (("challenges", "nonce"), ("tokens", "hash"), ("results", "rowid")):
+            cur = self.cur.execute(
+                f"DELETE FROM {table} WHERE {key} IN "  # noqa: S608
+                f"(SELECT {key} FROM {table} WHERE expires <= ? LIMIT ?)",
+                args,
+            )
+            full = full or cur.rowcount >= limit
+        return Swept(deleted, full)
+
+
+_EXPIRED_MESSAGES = "SELECT id FROM messages WHERE expires <= ? ORDER BY expires, id LIMIT ?"
+"""The ids of one sweep batch of messages (:meth:`_SQLiteTx.sweep`)."""
 
 
 @functools.lru_cache(maxsize=1024)

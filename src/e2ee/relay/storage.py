@@ -67,6 +67,15 @@ class TokenRow:
         return f"TokenRow({self.user!r}/{self.device}, expires={self.expires})"
 
 
+@dataclass(frozen=True, slots=True)
+class Swept:
+    """What one sweep job did: ``messages`` expired messages deleted, and ``more`` when it
+    stopped at its bound in some table (expired rows may remain: run another job)."""
+
+    messages: int
+    more: bool
+
+
 class Tx(Protocol):
     """One transaction. Every method may raise only on storage failure."""
 
@@ -150,9 +159,10 @@ class Tx(Protocol):
 
     def put_bucket(self, key: bytes, tokens: float, updated: float) -> None: ...
 
-    def drop_buckets(self, updated_before: float) -> int:
-        """Delete buckets last updated before the given time (they have refilled completely, so
-        no row is equivalent); returns how many."""
+    def drop_buckets(self, updated_before: float, limit: int) -> int:
+        """Delete at most ``limit`` buckets last updated before the given time (they have
+        refilled completely, so no row is equivalent); returns how many. A bucket a concurrent
+        claim updated meanwhile is kept (the condition is checked on the row it deletes)."""
         ...
 
     # messages
@@ -178,8 +188,14 @@ class Tx(Protocol):
         """Delete these messages of this device only; ids of other devices are untouched."""
         ...
 
-    def sweep(self, now: int) -> int:
-        """Delete expired messages, challenges, tokens, results and buckets."""
+    def sweep(self, now: int, limit: int) -> Swept:
+        """Delete expired messages, challenges, tokens and results: at most ``limit`` rows of
+        each table, earliest expiry first for messages (through the expiry index, not a scan),
+        and lower each device's ``queued`` count by exactly the number of its messages deleted.
+        ``more`` is true when some table gave ``limit`` rows (there may be more: the caller
+        runs another job). Memory and time are bounded by ``limit``, not by how much expired:
+        the per-device counts are aggregated in the database, not row by row in Python
+        (spec/relay.md REQ-RL-41)."""
         ...
 
 
