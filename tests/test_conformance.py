@@ -192,6 +192,46 @@ def test_flipped_output_bytes_are_reported(capsys: pytest.CaptureFixture[str]) -
     assert "(encrypt by alice): message: expected" in text
 
 
+def test_flipped_relay_bytes_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    """A re-issued ticket or re-signed list one digit off fails its valid case; a login payload
+    one digit off fails every login case (it is compared for invalid cases too). A login
+    signature one digit off: test_wrongly_decoded_relay_fields_are_reported."""
+    cases = _tests("relay_signatures")
+    remade = sum(
+        1
+        for group, test in cases
+        if group["type"] in ("RegistrationTicketVerify", "DeviceListVerify")
+        and test["result"] == "valid"
+    )
+    logins = sum(1 for group, _ in cases if group["type"] == "RelayLoginSignature")
+    assert remade > 0
+    assert logins > 0
+    status, lines, passed, failed = _run(capsys, [*BROKEN, "flip"], *_areas("relay_signatures"))
+    assert (passed, failed, status) == (len(cases) - remade - logins, remade + logins, 1)
+    text = "\n".join(lines)
+    assert "issued ticket: expected" in text
+    assert "signed list: expected" in text
+    assert "payload: expected" in text
+
+
+def test_wrongly_decoded_relay_fields_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    """A ticket or device list decoded with another user key, or a login signature one digit
+    off, fails every valid case (the invalid ones return no fields and sign nothing)."""
+    cases = _tests("relay_signatures")
+    decoded = sum(1 for _, test in cases if test["result"] == "valid")
+    assert {group["type"] for group, test in cases if test["result"] == "valid"} == {
+        "RegistrationTicketVerify",
+        "DeviceListVerify",
+        "RelayLoginSignature",
+    }
+    status, lines, passed, failed = _run(
+        capsys, [*BROKEN, "relay-fields"], *_areas("relay_signatures")
+    )
+    assert (passed, failed, status) == (len(cases) - decoded, decoded, 1)
+    assert "fields differs in ['userKey']" in "\n".join(lines)
+    assert "signature: expected" in "\n".join(lines)
+
+
 def test_wrong_error_categories_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
     areas = ("message_aead", "wire_bundle", "conversation_replay", "handshake_rejections")
     status, lines, passed, failed = _run(capsys, [*BROKEN, "wrong-error"], *_areas(*areas))
@@ -208,6 +248,41 @@ def test_wrong_error_categories_are_reported(capsys: pytest.CaptureFixture[str])
     assert passed == sum(len(_tests(a)) for a in areas) - failed
     assert status == 1
     assert "error category: expected auth_failed, got decode_error" in "\n".join(lines)
+
+
+def test_a_ticket_check_that_ignores_the_origin_is_reported(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An adapter whose ticket check forgets the relay's origin accepts a ticket a phishing
+    relay obtained: exactly the WrongOrigin ticket cases fail, as accepted invalid cases."""
+    cases = _tests("relay_signatures")
+    wrong_origin = [
+        test
+        for group, test in cases
+        if group["type"] == "RegistrationTicketVerify" and "WrongOrigin" in test["flags"]
+    ]
+    assert len(wrong_origin) >= 2
+    status, lines, passed, failed = _run(
+        capsys, [*BROKEN, "ticket-origin"], "--verbose", *_areas("relay_signatures")
+    )
+    assert (passed, failed, status) == (len(cases) - len(wrong_origin), len(wrong_origin), 1)
+    failures = [line for line in lines if line.startswith("  FAIL ")]
+    assert sorted(failures) == sorted(
+        f"  FAIL tcId {test['tcId']} ({test['comment']}): registration_ticket_check accepted"
+        " an invalid case (expected relay_forbidden)"
+        for test in wrong_origin
+    )
+
+
+def test_a_relay_error_without_its_code_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    """The right category is not enough where a vector names the relay's code: every invalid
+    ticket case fails without it; the device list and login cases (no code) still pass."""
+    cases = _tests("relay_signatures")
+    with_code = sum(1 for _, test in cases if "code" in test)
+    assert with_code > 0
+    status, lines, passed, failed = _run(capsys, [*BROKEN, "no-code"], *_areas("relay_signatures"))
+    assert (passed, failed, status) == (len(cases) - with_code, with_code, 1)
+    assert "relay code: expected 'bad_ticket', got none" in "\n".join(lines)
 
 
 def test_state_unchanged_claims_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
