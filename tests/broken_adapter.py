@@ -5,9 +5,16 @@ its answers in one way, chosen by the first argument:
 
 * ``ok``: no damage (only ``--areas`` applies);
 * ``flip``: flips one hex digit of the outputs of ``x25519`` (``shared``), ``hkdf_sha256``
-  (``okm``) and ``encrypt`` (``message``);
+  (``okm``) and ``encrypt`` (``message``), and of the relay structures the adapter makes
+  (``ticket``, ``signedList``, the login ``payload``);
 * ``wrong-error``: reports every e2ee error under another category (``decode_error`` becomes
   ``auth_failed``, everything else ``decode_error``);
+* ``ticket-origin``: ``registration_ticket_check`` ignores the relay's origin (it checks the
+  ticket against the origin the ticket itself names), so a ticket made for another relay
+  passes;
+* ``relay-fields``: flips one hex digit of the ``userKey`` that ``registration_ticket_check``
+  and ``device_list_verify`` decode, and of the ``signature`` of ``relay_login_sign``;
+* ``no-code``: answers relay errors without their ``code`` (category and message intact);
 * ``fingerprint``: answers ``fingerprint`` with a value that changes on every call, so no
   "state unchanged" claim holds;
 * ``loose-types``: answers ``decode_bundle`` and ``decode_message`` with the right values in
@@ -48,8 +55,18 @@ from typing import Any
 
 from e2ee.conformance.protocol import encode_line
 from e2ee.conformance.serve import Server
+from e2ee.errors import E2EEError
+from e2ee.relay import tickets
 
-FLIPPED = {"x25519": "shared", "hkdf_sha256": "okm", "encrypt": "message"}
+FLIPPED = {
+    "x25519": "shared",
+    "hkdf_sha256": "okm",
+    "encrypt": "message",
+    "registration_ticket_issue": "ticket",
+    "device_list_sign": "signedList",
+    "relay_login_payload": "payload",
+}
+DECODED = ("registration_ticket_check", "device_list_verify")
 LOOSE = ("decode_bundle", "decode_message")
 FORGED = "\n99 passed, 0 failed\r\x1b[2K\x1b[8m\u202e\x9b" + "x" * 100_000
 """Text that, printed raw, adds a summary line and hides what follows."""
@@ -79,6 +96,9 @@ def main() -> int:
             "ok",
             "flip",
             "wrong-error",
+            "ticket-origin",
+            "no-code",
+            "relay-fields",
             "fingerprint",
             "loose-types",
             "number-fingerprint",
@@ -124,6 +144,13 @@ def main() -> int:
                 sys.stdout.write("this is not JSON\n")
                 sys.stdout.flush()
                 continue
+        if args.mode == "ticket-origin" and op == "registration_ticket_check":
+            try:
+                ticket = tickets.parse_unverified_ticket(bytes.fromhex(request["ticket"]))
+            except (E2EEError, ValueError, KeyError, TypeError):
+                pass  # malformed: checked as sent
+            else:
+                request["relayOrigin"] = ticket.origin
         response = server.handle(request)
         if args.mode == "deep-hello" and op == "hello":
             deep = "[" * 100_000 + "]" * 100_000
@@ -153,6 +180,15 @@ def main() -> int:
             error["category"] = (
                 "auth_failed" if error["category"] == "decode_error" else ("decode_error")
             )
+        elif args.mode == "relay-fields" and op in DECODED and isinstance(result, dict):
+            fields = result.get("fields")
+            if isinstance(fields, dict) and isinstance(fields.get("userKey"), str):
+                fields["userKey"] = _flip(fields["userKey"])
+        elif args.mode == "relay-fields" and op == "relay_login_sign" and isinstance(result, dict):
+            if isinstance(result.get("signature"), str):
+                result["signature"] = _flip(result["signature"])
+        elif args.mode == "no-code" and isinstance(error, dict):
+            error.pop("code", None)
         elif args.mode == "fingerprint" and op == "fingerprint" and isinstance(result, dict):
             calls += 1
             result["fingerprint"] = f"changed-{calls}"

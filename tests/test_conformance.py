@@ -41,6 +41,15 @@ def _total_cases() -> int:
     return sum(len(_tests(path.stem)) for path in VECTORS.glob("*.json") if path.stem in AREA_OPS)
 
 
+def _manifest_total() -> int:
+    """The number of cases of the bundled vectors, as MANIFEST.json states it (written by the
+    generator, independently of the runner)."""
+    manifest = json.loads((VECTORS / "MANIFEST.json").read_text(encoding="utf-8"))
+    total: int = manifest["numberOfTests"]
+    assert total == sum(entry.get("numberOfTests", 0) for entry in manifest["files"].values())
+    return total
+
+
 def _summary(lines: list[str]) -> tuple[int, int]:
     match = SUMMARY.match(lines[-1])
     assert match, lines[-1]
@@ -99,10 +108,10 @@ def test_serve_passes_every_case_through_the_cli() -> None:
     passed, failed = _summary(lines)
     assert failed == 0, "\n".join(line for line in lines if "FAIL" in line)
     assert passed >= 300
-    assert passed == _total_cases()
+    assert passed == _total_cases() == _manifest_total()
     assert completed.returncode == 0
     assert not any("unsupported" in line for line in lines)
-    assert "verify-only, not sent to the adapter: relay_signatures" in completed.stdout
+    assert f"relay_signatures: {len(_tests('relay_signatures'))} passed, 0 failed" in lines
     assert len([line for line in lines if re.match(r"^\w+: \d+ passed, 0 failed$", line)]) == len(
         AREA_OPS
     )
@@ -183,6 +192,46 @@ def test_flipped_output_bytes_are_reported(capsys: pytest.CaptureFixture[str]) -
     assert "(encrypt by alice): message: expected" in text
 
 
+def test_flipped_relay_bytes_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    """A re-issued ticket or re-signed list one digit off fails its valid case; a login payload
+    one digit off fails every login case (it is compared for invalid cases too). A login
+    signature one digit off: test_wrongly_decoded_relay_fields_are_reported."""
+    cases = _tests("relay_signatures")
+    remade = sum(
+        1
+        for group, test in cases
+        if group["type"] in ("RegistrationTicketVerify", "DeviceListVerify")
+        and test["result"] == "valid"
+    )
+    logins = sum(1 for group, _ in cases if group["type"] == "RelayLoginSignature")
+    assert remade > 0
+    assert logins > 0
+    status, lines, passed, failed = _run(capsys, [*BROKEN, "flip"], *_areas("relay_signatures"))
+    assert (passed, failed, status) == (len(cases) - remade - logins, remade + logins, 1)
+    text = "\n".join(lines)
+    assert "issued ticket: expected" in text
+    assert "signed list: expected" in text
+    assert "payload: expected" in text
+
+
+def test_wrongly_decoded_relay_fields_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    """A ticket or device list decoded with another user key, or a login signature one digit
+    off, fails every valid case (the invalid ones return no fields and sign nothing)."""
+    cases = _tests("relay_signatures")
+    decoded = sum(1 for _, test in cases if test["result"] == "valid")
+    assert {group["type"] for group, test in cases if test["result"] == "valid"} == {
+        "RegistrationTicketVerify",
+        "DeviceListVerify",
+        "RelayLoginSignature",
+    }
+    status, lines, passed, failed = _run(
+        capsys, [*BROKEN, "relay-fields"], *_areas("relay_signatures")
+    )
+    assert (passed, failed, status) == (len(cases) - decoded, decoded, 1)
+    assert "fields differs in ['userKey']" in "\n".join(lines)
+    assert "signature: expected" in "\n".join(lines)
+
+
 def test_wrong_error_categories_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
     areas = ("message_aead", "wire_bundle", "conversation_replay", "handshake_rejections")
     status, lines, passed, failed = _run(capsys, [*BROKEN, "wrong-error"], *_areas(*areas))
@@ -199,6 +248,41 @@ def test_wrong_error_categories_are_reported(capsys: pytest.CaptureFixture[str])
     assert passed == sum(len(_tests(a)) for a in areas) - failed
     assert status == 1
     assert "error category: expected auth_failed, got decode_error" in "\n".join(lines)
+
+
+def test_a_ticket_check_that_ignores_the_origin_is_reported(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An adapter whose ticket check forgets the relay's origin accepts a ticket a phishing
+    relay obtained: exactly the WrongOrigin ticket cases fail, as accepted invalid cases."""
+    cases = _tests("relay_signatures")
+    wrong_origin = [
+        test
+        for group, test in cases
+        if group["type"] == "RegistrationTicketVerify" and "WrongOrigin" in test["flags"]
+    ]
+    assert len(wrong_origin) >= 2
+    status, lines, passed, failed = _run(
+        capsys, [*BROKEN, "ticket-origin"], "--verbose", *_areas("relay_signatures")
+    )
+    assert (passed, failed, status) == (len(cases) - len(wrong_origin), len(wrong_origin), 1)
+    failures = [line for line in lines if line.startswith("  FAIL ")]
+    assert sorted(failures) == sorted(
+        f"  FAIL tcId {test['tcId']} ({test['comment']}): registration_ticket_check accepted"
+        " an invalid case (expected relay_forbidden)"
+        for test in wrong_origin
+    )
+
+
+def test_a_relay_error_without_its_code_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    """The right category is not enough where a vector names the relay's code: every invalid
+    ticket case fails without it; the device list and login cases (no code) still pass."""
+    cases = _tests("relay_signatures")
+    with_code = sum(1 for _, test in cases if "code" in test)
+    assert with_code > 0
+    status, lines, passed, failed = _run(capsys, [*BROKEN, "no-code"], *_areas("relay_signatures"))
+    assert (passed, failed, status) == (len(cases) - with_code, with_code, 1)
+    assert "relay code: expected 'bad_ticket', got none" in "\n".join(lines)
 
 
 def test_state_unchanged_claims_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
@@ -785,30 +869,52 @@ def test_a_closed_output_ends_the_run_quietly(unbuffered: str) -> None:
     assert process.returncode == 1
 
 
-def test_the_relay_vectors_are_verify_only(
+def test_the_relay_vectors_are_run_like_every_area(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """relay_signatures.json is named as verify-only, not run, not a problem; alone it leaves
-    nothing to pass, and a run that executes no case fails (spec/conformance.md section 3)."""
+    """relay_signatures.json is an area like the others (it was verify-only: named, never
+    sent): run alone with ``--area``, and unsupported for an adapter that does not announce
+    it (spec/conformance.md section 3)."""
+    cases = _tests("relay_signatures")
+    types = {group["type"] for group, _ in cases}
+    assert types == {"RegistrationTicketVerify", "DeviceListVerify", "RelayLoginSignature"}
+    status, lines, passed, failed = _run(capsys, SERVE, *_areas("relay_signatures"))
+    assert (status, passed, failed) == (0, len(cases), 0)
+    assert lines[-2] == f"relay_signatures: {len(cases)} passed, 0 failed"
     relay = (VECTORS / "relay_signatures.json").read_bytes()
     both = _vector_dir(
         tmp_path / "both", {"relay_signatures.json": relay, "kdf_ck.json": _vector("kdf_ck")}
     )
-    status, lines, passed, failed = _run(capsys, SERVE, "--vectors", str(both))
-    assert (status, passed, failed) == (0, len(_tests("kdf_ck")), 0)
-    assert not any(line.startswith("relay_signatures:") for line in lines)
-    assert any(
-        line.startswith("verify-only, not sent to the adapter: relay_signatures") for line in lines
-    )
-    status, lines, passed, failed = _run(capsys, SERVE, "--vectors", str(both), "--area", "kdf_ck")
-    assert (status, passed, failed) == (0, len(_tests("kdf_ck")), 0)
-    assert not any("relay_signatures" in line for line in lines)
     status, lines, passed, failed = _run(
-        capsys, SERVE, "--vectors", str(both), "--area", "relay_signatures"
+        capsys, [*BROKEN, "ok", "--areas", "kdf_ck"], "--vectors", str(both)
     )
-    assert (status, passed, failed) == (1, 0, 0)
-    assert "no case passed: a run that executes no case fails" in lines
-    alone = _vector_dir(tmp_path / "alone", {"relay_signatures.json": relay})
-    status, lines, passed, failed = _run(capsys, SERVE, "--vectors", str(alone))
-    assert (status, passed, failed) == (1, 0, 1)
-    assert f"FAIL no vector files in {alone}" in lines
+    assert (status, passed, failed) == (0, len(_tests("kdf_ck")), 0)
+    assert _area_line(lines, "relay_signatures") == (
+        f"relay_signatures: 0 passed, 0 failed, {len(cases)} unsupported"
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_", "category", "code"),
+    [
+        (
+            {"op": "registration_ticket_check", "ticket": "a0", "authorityKey": "00" * 32},
+            "relay_bad_request",
+            "bad_ticket",
+        ),
+        ({"op": "device_list_verify", "signedList": "a0"}, "device_list_invalid", None),
+        ({"op": "device_list_sign", "userSeed": "00" * 32, "fields": {}}, "bad_request", None),
+        (
+            {"op": "verify_signature", "identityKey": "00" * 32, "payload": "", "signature": ""},
+            "signature_invalid",
+            None,
+        ),
+    ],
+)
+def test_serve_answers_relay_errors_with_their_code(
+    request_: dict[str, Any], category: str, code: str | None
+) -> None:
+    """A relay error carries the relay's error code next to its category; no other does."""
+    response = Server().handle({"id": 3, **request_})
+    assert response["error"]["category"] == category
+    assert response["error"].get("code") == code

@@ -85,9 +85,12 @@ class ProtocolFailure(Exception):
 class AdapterError(Exception):
     """The adapter answered a request with an error (an e2ee or a protocol error category)."""
 
-    def __init__(self, category: str, message: str) -> None:
+    def __init__(self, category: str, message: str, code: Any = None) -> None:
         self.category = category
         """As the adapter sent it (compared with the vectors' categories)."""
+        self.code = code
+        """The error's ``code`` member as the adapter sent it (None when absent): the relay's
+        error code, compared with a vector's ``code`` (spec/conformance.md section 4)."""
         self.message = shown(message)
         """Shortened (see :func:`shown`; escaped where printed): only ever shown."""
         name = shown(category)
@@ -390,7 +393,9 @@ def _parse_response(line: bytes, request_id: int) -> JSON:
         if not isinstance(error, dict) or not isinstance(error.get("category"), str):
             raise ProtocolFailure("'error' must be an object with a string 'category'")
         message = error.get("message", "")
-        raise AdapterError(error["category"], message if isinstance(message, str) else "")
+        raise AdapterError(
+            error["category"], message if isinstance(message, str) else "", error.get("code")
+        )
     result = response["result"]
     if not isinstance(result, dict):
         raise ProtocolFailure("'result' must be a JSON object")

@@ -135,10 +135,20 @@ def _outcome(test: Test, call: Call, op: str, arguments: JSON) -> JSON | None:
                 f"{op}: error category: expected {test['error']}, got {shown(exc.category)}"
                 + (f" ({exc.message})" if exc.message else "")
             ) from None
+        if "code" in test and not same(test["code"], exc.code):
+            raise Mismatch(
+                f"{op}: relay code: expected {brief(test['code'])}, got {_code(exc)}"
+            ) from None
         return None
     if expected == "invalid":
         raise Mismatch(f"{op} accepted an invalid case (expected {test.get('error')})")
     return result
+
+
+def _code(exc: AdapterError) -> str:
+    if exc.code is None:
+        return "none"
+    return shown(exc.code) if isinstance(exc.code, str) else brief(exc.code)
 
 
 def _one(call: Call, op: str, arguments: JSON) -> JSON:
@@ -359,6 +369,64 @@ def message_decode(call: Call, group: Group, test: Test) -> None:
         _eq("re-encoding", test["message"], result["encoding"])
 
 
+# --- relay structures ----------------------------------------------------------------------
+
+
+def registration_ticket(call: Call, group: Group, test: Test) -> None:
+    """Check the ticket as the relay does (category and relay code); a valid one must decode
+    to the vector's fields and be exactly what the issuer makes from them."""
+    op = "registration_ticket_check"
+    arguments = {
+        "ticket": test["ticket"],
+        "authorityKey": group["authorityKey"],
+        "relayOrigin": test["relayOrigin"],
+        "userId": test["userId"],
+        "userKey": test["userKey"],
+        "now": test["now"],
+        "maxLifetime": group["maxLifetime"],
+    }
+    result = _outcome(test, call, op, arguments)
+    if result is None or test["result"] != "valid":
+        return
+    _expect(result, op, test, "fields")
+    op = "registration_ticket_issue"
+    arguments = {"authoritySeed": group["authoritySeed"], "fields": test["fields"]}
+    _eq("issued ticket", test["ticket"], _get(_one(call, op, arguments), "ticket", op))
+
+
+def device_list(call: Call, group: Group, test: Test) -> None:
+    """Decode and verify the signed list; a valid one must give the vector's fields and be
+    exactly what the user key signs for them."""
+    op = "device_list_verify"
+    result = _outcome(test, call, op, {"signedList": test["signedList"]})
+    if result is None or test["result"] != "valid":
+        return
+    _expect(result, op, test, "fields")
+    fields = {name: test["fields"][name] for name in ("userId", "counter", "devices")}
+    op = "device_list_sign"
+    arguments = {"userSeed": group["userSeed"], "fields": fields}
+    _eq("signed list", test["signedList"], _get(_one(call, op, arguments), "signedList", op))
+
+
+def relay_login(call: Call, group: Group, test: Test) -> None:
+    """The login payload the relay builds, its signature verified under the device key; a
+    valid signature must be exactly what the device signs."""
+    login = {name: test[name] for name in ("relayOrigin", "challenge", "userId", "deviceId")}
+    op = "relay_login_payload"
+    payload = _get(_one(call, op, login), "payload", op)
+    _eq("payload", test["payload"], payload)
+    arguments = {
+        "identityKey": group["deviceKey"],
+        "payload": payload,
+        "signature": test["signature"],
+    }
+    _outcome(test, call, "verify_signature", arguments)
+    if test["result"] == "valid":
+        op = "relay_login_sign"
+        result = _one(call, op, {"deviceSeed": group["deviceSeed"], **login})
+        _eq("signature", test["signature"], _get(result, "signature", op))
+
+
 # --- scenarios ------------------------------------------------------------------------------
 
 
@@ -467,5 +535,10 @@ DRIVERS: dict[str, dict[str, Driver]] = {
     "e2ee_wire_bundle_schema_v1.json": {"BundleDecode": bundle_decode},
     "e2ee_wire_message_schema_v1.json": {"MessageDecode": message_decode},
     "e2ee_scenario_schema_v1.json": {"ScenarioTest": scenario},
+    "e2ee_relay_signature_schema_v1.json": {
+        "RegistrationTicketVerify": registration_ticket,
+        "DeviceListVerify": device_list,
+        "RelayLoginSignature": relay_login,
+    },
 }
 """schema name -> test-group type -> driver."""

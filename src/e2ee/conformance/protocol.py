@@ -65,8 +65,12 @@ E2EE_ERROR_CATEGORIES = (
     "state_corrupt",
     "local_error",
     "exhausted",
+    "device_list_invalid",
+    "relay_bad_request",
+    "relay_forbidden",
 )
-"""The ``category`` strings of :mod:`e2ee.errors` an adapter maps its own errors onto."""
+"""The ``category`` strings of :mod:`e2ee.errors` an adapter maps its own errors onto. The
+``relay_*`` categories also carry the relay's error ``code`` (spec/conformance.md section 4)."""
 
 PROTOCOL_ERROR_CATEGORIES = (
     "unsupported_operation",
@@ -75,6 +79,18 @@ PROTOCOL_ERROR_CATEGORIES = (
     "internal_error",
 )
 """Errors about the request rather than the cryptography; never an expected outcome."""
+
+RELAY_OPS = (
+    "registration_ticket_check",
+    "registration_ticket_issue",
+    "device_list_verify",
+    "device_list_sign",
+    "relay_login_payload",
+    "relay_login_sign",
+    "verify_signature",
+)
+"""The relay layer's signed structures (relay_signatures.json): check and make a registration
+ticket, a signed device list and a login signature; ``verify_signature`` checks the latter."""
 
 AREA_OPS: dict[str, tuple[str, ...]] = {
     "x25519": ("x25519", "x25519_public_key"),
@@ -102,14 +118,9 @@ AREA_OPS: dict[str, tuple[str, ...]] = {
     "conversation_tamper": SCENARIO_OPS + SCENARIO_CONTROL_OPS,
     "conversation_header_encryption": SCENARIO_OPS + SCENARIO_CONTROL_OPS,
     "conversation_state": SCENARIO_OPS + SCENARIO_CONTROL_OPS,
+    "relay_signatures": RELAY_OPS,
 }
 """Area (= vector file name without ``.json``) -> the operations its cases send."""
-
-
-VERIFY_ONLY_SCHEMAS = frozenset({"e2ee_relay_signature_schema_v1.json"})
-"""Vector schemas the adapter protocol does not cover: their files (relay_signatures.json,
-the relay layer's signed structures) are checked by ``e2ee vectors verify`` only. The runner
-lists them as verify-only and sends none of their cases (spec/conformance.md section 3)."""
 
 
 def area_of(file_name: str) -> str:

@@ -27,7 +27,6 @@ from e2ee.conformance.protocol import (
     DEFAULT_STARTUP_TIMEOUT,
     DEFAULT_TIMEOUT,
     STATE_CAPABILITY,
-    VERIFY_ONLY_SCHEMAS,
     area_of,
 )
 from e2ee.terminal import clean
@@ -64,8 +63,6 @@ class Report:
     adapter: str = ""
     output_closed: bool = False
     """The report's reader went away before the end (the run was stopped there)."""
-    verify_only: list[str] = field(default_factory=list)
-    """Areas whose schema the adapter protocol does not cover (``VERIFY_ONLY_SCHEMAS``)."""
 
     @property
     def passed(self) -> int:
@@ -133,16 +130,12 @@ def _envelope_problem(data: Any) -> str | None:
     return None
 
 
-def load_vectors(
-    directory: Path, problems: list[str], verify_only: list[str] | None = None
-) -> list[VectorFile]:
+def load_vectors(directory: Path, problems: list[str]) -> list[VectorFile]:
     """The vector files of ``directory`` (sorted by name), checked against the manifest.
 
     Vector files are untrusted input: one that cannot be read (not a regular file, too
     large), parsed (not JSON, nested too deep) or walked (:func:`_envelope_problem`) is a
-    file-level problem, and the run goes on with the others. A file of a schema in
-    ``VERIFY_ONLY_SCHEMAS`` is checked against the manifest like any other, then left out
-    (its area is appended to ``verify_only``): no adapter operation covers it.
+    file-level problem, and the run goes on with the others.
     """
     manifest: dict[str, str] = {}
     try:
@@ -171,10 +164,6 @@ def load_vectors(
         problem = _envelope_problem(data)
         if problem is not None:
             problems.append(f"{path.name}: not a vector file ({problem})")
-            continue
-        if data["schema"] in VERIFY_ONLY_SCHEMAS:
-            if verify_only is not None:
-                verify_only.append(area_of(path.name))
             continue
         if data["schema"] not in DRIVERS:
             problems.append(f"{path.name}: unknown schema {brief(data['schema'])}")
@@ -270,10 +259,9 @@ def _run(
     out: Callable[[str], None],
 ) -> None:
     directory = default_dir() if vectors is None else vectors
-    files = load_vectors(directory, report.problems, report.verify_only)
+    files = load_vectors(directory, report.problems)
     if areas:
-        unknown = sorted(set(areas) - {f.area for f in files} - set(report.verify_only))
-        report.verify_only = [area for area in report.verify_only if area in areas]
+        unknown = sorted(set(areas) - {f.area for f in files})
         for name in unknown:
             report.problems.append(f"--area {name}: no such area in {directory}")
         files = [f for f in files if f.area in areas]
@@ -369,11 +357,6 @@ def _print_area(result: AreaResult, verbose: bool, out: Callable[[str], None]) -
 def _finish(report: Report, out: Callable[[str], None]) -> None:
     for problem in report.problems:
         out(f"FAIL {problem}")
-    if report.verify_only:
-        out(
-            f"verify-only, not sent to the adapter: {', '.join(report.verify_only)}"
-            " (checked by e2ee vectors verify)"
-        )
     if report.unsupported:
         missing = sorted(a.area for a in report.areas if a.unsupported)
         out(f"unsupported: {report.unsupported} cases ({', '.join(missing)})")

@@ -30,9 +30,12 @@ from e2ee.conformance.protocol import (
     encode_line,
 )
 from e2ee.crypto import primitives
-from e2ee.errors import E2EEError
+from e2ee.errors import E2EEError, RelayError
 from e2ee.handshake import pqxdh, signing
+from e2ee.identity import SignedDeviceList, UserIdentity
 from e2ee.ratchet import chains
+from e2ee.relay import api as relay_api
+from e2ee.relay import tickets
 from e2ee.session import Session
 from e2ee.vectors.common import (
     BUNDLE_FIELD_ATTRIBUTES,
@@ -82,6 +85,13 @@ def _int(request: JSON, name: str) -> int:
 
 def _opt_int(request: JSON, name: str) -> int | None:
     return None if request.get(name) is None else _int(request, name)
+
+
+def _str(request: JSON, name: str) -> str:
+    value = request.get(name)
+    if not isinstance(value, str):
+        raise RequestError("bad_request", f"{name!r} must be a string")
+    return value
 
 
 def _bool(request: JSON, name: str) -> bool:
@@ -319,6 +329,92 @@ def _decode_message(request: JSON) -> JSON:
     return {"fields": fields, "encoding": _hex(encoding)}
 
 
+def _registration_ticket_check(request: JSON) -> JSON:
+    """What the relay does with a ticket that comes with a device list (spec/relay.md 4.1)."""
+    ticket = tickets.read_ticket(_bytes(request, "ticket"), _bytes(request, "authorityKey"))
+    tickets.check_ticket(
+        ticket,
+        origin=_str(request, "relayOrigin"),
+        user_id=_str(request, "userId"),
+        user_key=_bytes(request, "userKey"),
+        now=_int(request, "now"),
+        max_lifetime=_int(request, "maxLifetime"),
+    )
+    return {
+        "fields": {
+            "origin": ticket.origin,
+            "userId": ticket.user_id,
+            "userKey": _hex(ticket.user_key),
+            "issued": ticket.issued,
+            "expires": ticket.expires,
+        }
+    }
+
+
+def _registration_ticket_issue(request: JSON) -> JSON:
+    fields = _object(request, "fields")
+    ticket = tickets.issue_ticket(
+        _bytes(request, "authoritySeed"),
+        origin=_str(fields, "origin"),
+        user_id=_str(fields, "userId"),
+        user_key=_bytes(fields, "userKey"),
+        issued=_int(fields, "issued"),
+        expires=_int(fields, "expires"),
+    )
+    return {"ticket": _hex(ticket)}
+
+
+def _device_list_verify(request: JSON) -> JSON:
+    listed = SignedDeviceList.from_bytes(_bytes(request, "signedList")).device_list
+    return {
+        "fields": {
+            "userId": listed.user_id,
+            "userKey": _hex(listed.user_key),
+            "counter": listed.counter,
+            "devices": [[device, _hex(key)] for device, key in listed.devices],
+        }
+    }
+
+
+def _device_list_sign(request: JSON) -> JSON:
+    fields = _object(request, "fields")
+    entries = fields.get("devices")
+    if not isinstance(entries, list):
+        raise RequestError("bad_request", "'devices' must be a list of [id, key] pairs")
+    devices: dict[int, bytes] = {}
+    for entry in entries:
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise RequestError("bad_request", "a device is an [id, key] pair")
+        device = _int({"id": entry[0]}, "id")
+        if device in devices:
+            raise RequestError("bad_request", f"device id {device} appears twice")
+        devices[device] = _bytes({"key": entry[1]}, "key")
+    identity = UserIdentity(_bytes(request, "userSeed"))
+    signed = identity.sign_device_list(_str(fields, "userId"), _int(fields, "counter"), devices)
+    return {"signedList": _hex(signed.to_bytes())}
+
+
+def _login_payload(request: JSON) -> bytes:
+    """The bytes a device signs to log in: label || CBOR([origin, challenge, user, device])."""
+    return signing.relay_login_payload(
+        relay_api.login_payload(
+            _str(request, "relayOrigin"),
+            _bytes(request, "challenge"),
+            _str(request, "userId"),
+            _int(request, "deviceId"),
+        )
+    )
+
+
+def _relay_login_payload(request: JSON) -> JSON:
+    return {"payload": _hex(_login_payload(request))}
+
+
+def _relay_login_sign(request: JSON) -> JSON:
+    signature = signing.sign(_bytes(request, "deviceSeed"), _login_payload(request))
+    return {"signature": _hex(signature)}
+
+
 STATELESS: dict[str, Callable[[JSON], JSON]] = {
     "x25519": _x25519,
     "x25519_public_key": _x25519_public_key,
@@ -341,6 +437,12 @@ STATELESS: dict[str, Callable[[JSON], JSON]] = {
     "handshake_derive": _handshake_derive,
     "decode_bundle": _decode_bundle,
     "decode_message": _decode_message,
+    "registration_ticket_check": _registration_ticket_check,
+    "registration_ticket_issue": _registration_ticket_issue,
+    "device_list_verify": _device_list_verify,
+    "device_list_sign": _device_list_sign,
+    "relay_login_payload": _relay_login_payload,
+    "relay_login_sign": _relay_login_sign,
 }
 
 
@@ -383,6 +485,10 @@ class Server:
             return _error(request_id, exc.category, str(exc))
         except ReplayError as exc:
             return _error(request_id, "replay_mismatch", str(exc))
+        except RelayError as exc:  # the relay's error code goes with its category
+            response = _error(request_id, exc.category, str(exc) or type(exc).__name__)
+            response["error"]["code"] = exc.code
+            return response
         except E2EEError as exc:
             return _error(request_id, exc.category, str(exc) or type(exc).__name__)
         except (KeyError, TypeError, ValueError) as exc:
