@@ -918,3 +918,19 @@ def test_serve_answers_relay_errors_with_their_code(
     response = Server().handle({"id": 3, **request_})
     assert response["error"]["category"] == category
     assert response["error"].get("code") == code
+
+
+def test_the_area_table_of_the_spec_matches_the_manifest_and_the_operations() -> None:
+    """spec/conformance.md section 3 lists every area with its number of cases: each count is
+    the bundled MANIFEST.json's, and every area the runner knows is listed (the table had
+    drifted by six areas before this test)."""
+    manifest = json.loads((PROJECT_ROOT / "test_vectors" / "MANIFEST.json").read_text())
+    text = (PROJECT_ROOT / "spec" / "conformance.md").read_text()
+    listed = {name: int(count) for name, count in re.findall(r"^\| `(\w+)` \| (\d+)", text, re.M)}
+    expected = {
+        name.removesuffix(".json"): entry["numberOfTests"]
+        for name, entry in manifest["files"].items()
+        if "numberOfTests" in entry
+    }
+    assert listed == expected
+    assert set(listed) == set(AREA_OPS)
