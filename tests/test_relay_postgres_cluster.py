@@ -384,6 +384,22 @@ def test_migrations_are_versioned_and_applied_once(cluster: list[RelayProcess]) 
             assert conn.execute(b"SELECT count(*) FROM schema_version").fetchone() == (
                 len(MIGRATIONS),
             )
+            # Migration 2: the sweep's batches (REQ-RL-41) can walk an index on expires.
+            found = conn.execute(
+                b"SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+            ).fetchall()
+            assert {
+                "challenges_by_expiry",
+                "tokens_by_expiry",
+                "results_by_expiry",
+                "messages_by_expiry",
+            } <= {r[0] for r in found}
+            conn.execute(b"SET enable_seqscan = off")  # an empty table: ask what it could use
+            for table in ("challenges", "tokens", "results"):
+                plan = conn.execute(
+                    f"EXPLAIN SELECT ctid FROM {table} WHERE expires <= 1 LIMIT 10".encode()
+                ).fetchall()
+                assert any(f"{table}_by_expiry" in row[0] for row in plan), plan
     finally:
         drop_postgres_database(fresh)
 

@@ -61,8 +61,30 @@ def without_rowid(path: Path, table: str) -> bool:
         return "WITHOUT ROWID" in sql[0].upper()
 
 
+EXPIRY_INDEXES = {"challenges_by_expiry", "tokens_by_expiry", "results_by_expiry"}
+"""What schema 3 added: the sweep's batches walk them (REQ-RL-41)."""
+
+
+def indexes(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+
+def rewrite_as_schema_2(path: Path) -> None:
+    """Turn a closed relay file back into the schema-2 layout (no expiry indexes but the
+    messages'), rows unchanged."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for index in EXPIRY_INDEXES:
+        conn.execute(f"DROP INDEX {index}")
+    conn.execute(
+        "UPDATE meta SET value = ? WHERE name = 'schema_version'", ((2).to_bytes(4, "big"),)
+    )
+    conn.close()
+
+
 def rewrite_as_schema_1(path: Path) -> None:
     """Turn a closed relay file back into the schema-1 layout, rows unchanged."""
+    rewrite_as_schema_2(path)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN")
     for table, create in SCHEMA_1_TABLES.items():
@@ -94,11 +116,13 @@ def test_a_schema_1_file_is_migrated_with_every_row_and_claims_go_on(tmp_path: P
     rewrite_as_schema_1(path)
     assert schema_version(path) == 1
     assert without_rowid(path, "one_time")
+    assert not EXPIRY_INDEXES & indexes(path)
     before = rows(path)
 
     storage = SQLiteStorage(path)
     try:
-        assert schema_version(path) == 2
+        assert schema_version(path) == 3
+        assert indexes(path) >= EXPIRY_INDEXES
         assert not without_rowid(path, "one_time")
         assert not without_rowid(path, "results")
         assert rows(path) == before  # every row of every table kept
@@ -133,6 +157,64 @@ def test_a_schema_1_file_is_migrated_with_every_row_and_claims_go_on(tmp_path: P
         storage.close()
 
 
+def test_a_schema_2_file_gains_the_expiry_indexes_with_every_row_kept(tmp_path: Path) -> None:
+    """[REQ-RL-28] Schema 2 to 3 adds the challenges', tokens' and results' expiry indexes in
+    the migration's one transaction; nothing else changes."""
+    path = tmp_path / "relay.sqlite"
+    clock = Clock()
+    storage = SQLiteStorage(path)
+    relay = make_relay(storage, clock)
+    alice, bob = User.make("alice"), User.make("bob")
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    upload(relay, storage, bob, ec=2, kem=2)
+    storage.run(relay.claim(alice.devices[0].token, codec.encode({0: b"bob", 1: b"c" * 16})))
+    storage.run(relay.send(alice.devices[0].token, send_body(bob, b"m" * 16, alice.devices[0])))
+    storage.close()
+    rewrite_as_schema_2(path)
+    before = rows(path)
+    assert not EXPIRY_INDEXES & indexes(path)
+
+    SQLiteStorage(path).close()
+    assert schema_version(path) == 3
+    assert indexes(path) >= EXPIRY_INDEXES
+    assert rows(path) == before
+
+
+def test_every_sweep_statement_walks_an_expiry_index(tmp_path: Path) -> None:
+    """[REQ-RL-41] A sweep batch is bounded in the rows it reads, not only in those it
+    deletes: every statement of a sweep job searches an index on ``expires``. Without one, a
+    sweep that found nothing expired read every result of the last day (KiB per claim)."""
+    storage = SQLiteStorage(tmp_path / "relay.sqlite")
+    relay = make_relay(storage)
+    alice, bob = User.make("alice"), User.make("bob")
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    storage.run(relay.send(alice.devices[0].token, send_body(bob, b"m" * 16, alice.devices[0])))
+    conn = storage._conn
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        storage.run(relay.sweep())
+    finally:
+        conn.set_trace_callback(None)
+    swept = {
+        table
+        for table in ("messages", "challenges", "tokens", "results")
+        for statement in statements
+        if f"FROM {table} WHERE" in statement and "expires <=" in statement
+    }
+    assert swept == {"messages", "challenges", "tokens", "results"}
+    for statement in statements:
+        if "expires <=" not in statement:
+            continue
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement)]
+        walks = [step for step in plan if "expires<?" in step]
+        assert walks, (statement, plan)
+        assert all("_by_expiry" in step for step in walks), (statement, plan)
+    storage.close()
+
+
 def relay_file_with_version(path: Path, value: object, journal_mode: str = "wal") -> bytes:
     """A closed relay file whose ``meta.schema_version`` is ``value``, in the given journal
     mode; returns its bytes."""
@@ -151,13 +233,13 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path, journal_mode: 
     before anything that writes (the relay switched a rollback-journal file to WAL, which
     rewrites the file header, before it looked at the version)."""
     path = tmp_path / "relay.sqlite"
-    image = relay_file_with_version(path, (3).to_bytes(4, "big"), journal_mode)
+    image = relay_file_with_version(path, (4).to_bytes(4, "big"), journal_mode)
     before = rows(path)
     with pytest.raises(RelayUnavailableError, match="newer"):
         SQLiteStorage(path)
     assert path.read_bytes() == image
     assert rows(path) == before
-    assert schema_version(path) == 3
+    assert schema_version(path) == 4
 
 
 @pytest.mark.parametrize(

@@ -136,6 +136,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX messages_by_expiry ON messages (expires);
         """,
     ),
+    (
+        2,
+        # The sweep's batches (REQ-RL-41) walk these instead of reading whole tables: results
+        # hold a day of sends and claims (claims' bodies are KiB), tokens every logged-in device.
+        """
+        CREATE INDEX challenges_by_expiry ON challenges (expires);
+        CREATE INDEX tokens_by_expiry ON tokens (expires);
+        CREATE INDEX results_by_expiry ON results (expires);
+        """,
+    ),
 )
 """(version, SQL) in order; a new schema change is appended, never edited in place."""
 

@@ -47,7 +47,12 @@ lets the next commit restart the WAL from its beginning.
 
 Schema 2 (see :func:`_migrate`) keeps one-time keys and idempotent results, whose rows are
 large (an ML-KEM key is 1,568 bytes, a claim result several KiB), in rowid tables behind unique
-indexes; schema 1's WITHOUT ROWID tables made a claim two deep b-tree searches.
+indexes; schema 1's WITHOUT ROWID tables made a claim two deep b-tree searches. Schema 3 adds
+an index on ``expires`` to challenges, tokens and results, so that a sweep batch walks the
+index instead of reading the whole table: with 300,000 results (claims' bodies are KiB), a
+sweep that found nothing expired read them all, 44 ms on the event loop every minute, against
+0.2 ms with the index. Each send and claim pays one more index entry, at the index's right
+edge (``expires`` grows with time).
 
 Why AUTOINCREMENT: a plain INTEGER PRIMARY KEY may reuse the id of a deleted last row, and a
 client paging with ``after=<id>`` would then miss a message. The claim statement is one
@@ -74,7 +79,7 @@ from e2ee.relay.storage import RowLock, StoredList, Swept, TokenRow, Tx
 T = TypeVar("T")
 log = logging.getLogger("e2ee.relay")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
@@ -107,6 +112,9 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_device ON messages (user, device, id);
 CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires);
+CREATE INDEX IF NOT EXISTS challenges_by_expiry ON challenges (expires);
+CREATE INDEX IF NOT EXISTS tokens_by_expiry ON tokens (expires);
+CREATE INDEX IF NOT EXISTS results_by_expiry ON results (expires);
 """
 
 
