@@ -267,3 +267,43 @@ def test_a_file_that_is_not_a_relay_database_is_refused_with_a_typed_error(tmp_p
     with pytest.raises(RelayUnavailableError, match="cannot be opened"):
         SQLiteStorage(path)
     assert path.read_bytes() == junk
+
+
+def test_no_request_reads_a_whole_table(tmp_path: Path) -> None:
+    """A request's work does not grow with what the relay holds: every step of every
+    statement that publishing a list, logging in, uploading keys, counting them, claiming,
+    sending, fetching and acknowledging run is an index search with a constraint (the query
+    plans, not a timing). The one-time key claim, for instance, must not scan the device's
+    keys, and nothing may read all messages or all results."""
+    storage = SQLiteStorage(tmp_path / "relay.sqlite")
+    relay = make_relay(storage)
+    alice, bob = User.make("alice", devices=2), User.make("bob")
+    register(relay, storage, bob)
+    upload(relay, storage, bob, ec=3, kem=3)
+    conn = storage._conn
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        register(relay, storage, alice)  # publish a list, challenge and login for two devices
+        upload(relay, storage, alice, ec=2, kem=2)
+        storage.run(relay.key_counts(alice.devices[0].token))
+        claim = codec.encode({0: b"bob", 1: b"c" * 16})
+        storage.run(relay.claim(alice.devices[0].token, claim))
+        storage.run(relay.claim(alice.devices[0].token, claim))  # the stored result
+        body = send_body(bob, b"m" * 16, alice.devices[0])
+        storage.run(relay.send(alice.devices[0].token, body))
+        storage.run(relay.send(alice.devices[0].token, body))  # the stored result
+        page = storage.run(relay.fetch(bob.devices[0].token, 0, 10))
+        ids = [row[0] for row in codec.decode(page, max_size=1 << 20)[0]]
+        storage.run(relay.ack(bob.devices[0].token, codec.encode({0: ids})))
+    finally:
+        conn.set_trace_callback(None)
+    queries = [s for s in statements if s.split()[0] in ("SELECT", "INSERT", "UPDATE", "DELETE")]
+    assert any("INTO messages" in s for s in queries)
+    assert any("FROM one_time" in s for s in queries)
+    for statement in queries:
+        for *_, step in conn.execute("EXPLAIN QUERY PLAN " + statement):
+            if step.startswith(("SCAN", "SEARCH")):
+                assert step.startswith("SEARCH"), (statement, step)
+                assert "=?" in step, (statement, step)  # a range alone may be everything
+    storage.close()
