@@ -4,6 +4,7 @@ status codes, error bodies, body limits, the stream, and the relay client."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import socket
@@ -22,6 +23,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from e2ee.client import Client
+from e2ee.client.envelope import Envelope
 from e2ee.errors import (
     LocalError,
     MismatchedDevicesError,
@@ -392,6 +394,58 @@ def test_the_relay_closes_a_stream_with_a_code_that_names_the_cause(
             with pytest.raises(WebSocketDisconnect) as info:
                 ws.receive_bytes()
     assert info.value.code == {"token_expired": 4401, "storage_failed": 1013}[cause]
+
+
+def test_a_device_holds_at_most_max_streams_and_a_newer_one_closes_the_oldest() -> None:
+    """[REQ-RL-42] Every stream of a device is woken by each message queued for it: a device
+    holding many streams made each message to it cost as many storage jobs. With
+    max_streams_per_device=2, a third stream of alice's device closes her first with 4409;
+    the two newer ones both get the next message, and bob's stream is not touched."""
+    storage = MemoryStorage()
+    relay = make_relay(storage, origin=ASGI_ORIGIN, max_streams_per_device=2)
+    alice, bob = User.make("alice"), User.make("bob")
+    with TestClient(create_app(relay, storage, sweep=False)) as client:
+        for user in (alice, bob):
+            assert client.put(api.DEVICE_LIST, content=user.list_body()).status_code == 201
+            http_login(client, user.devices[0], ASGI_ORIGIN)
+        with contextlib.ExitStack() as stack:
+            bobs = stack.enter_context(
+                client.websocket_connect(api.STREAM, headers=auth(bob.devices[0]))
+            )
+            first, second, third = (
+                stack.enter_context(
+                    client.websocket_connect(api.STREAM, headers=auth(alice.devices[0]))
+                )
+                for _ in range(3)
+            )
+            message_id = os.urandom(16)
+            sent = client.post(
+                api.MESSAGES,
+                content=send_body(alice, message_id, bob.devices[0]),
+                headers=auth(bob.devices[0]),
+            )
+            assert sent.status_code == 200
+            with pytest.raises(WebSocketDisconnect) as info:  # not the message: it was closed
+                first.receive_bytes()
+            assert info.value.code == 4409
+            for ws in (second, third):
+                pushed = cbor2.loads(ws.receive_bytes())
+                assert Envelope.from_bytes(pushed[1]).message_id == message_id
+            to_bob = client.post(
+                api.MESSAGES,
+                content=send_body(bob, message_id, alice.devices[0]),
+                headers=auth(alice.devices[0]),
+            )
+            assert to_bob.status_code == 200
+            assert Envelope.from_bytes(cbor2.loads(bobs.receive_bytes())[1]).message_id == (
+                message_id
+            )
+
+
+def test_max_streams_per_device_is_a_positive_integer() -> None:
+    for value in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="max_streams_per_device"):
+            make_relay(MemoryStorage(), max_streams_per_device=value)
 
 
 @pytest.mark.parametrize(

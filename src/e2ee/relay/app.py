@@ -78,11 +78,18 @@ def routing_refusal(request: Request, exc: Exception) -> Response:
     return response
 
 
-def close_code(pusher: asyncio.Task[None]) -> int:
-    """How the relay closes a stream, by why its pusher (which only ends by an error) ended:
-    4401 when the token is no longer valid (expired, or the device left the list: log in
-    again), 1013 when the relay could not serve it (try again later), 1000 when the pusher is
-    still running (the client's side ended the stream)."""
+STREAM_SUPERSEDED = 4409
+"""The close code of a stream the same device's newer streams pushed out (REQ-RL-42)."""
+
+
+def close_code(pusher: asyncio.Task[None], superseded: asyncio.Event) -> int:
+    """How the relay closes a stream: 4409 when newer streams of the same device replaced it
+    (REQ-RL-42); else by why its pusher (which only ends by an error) ended: 4401 when the
+    token is no longer valid (expired, or the device left the list: log in again), 1013 when
+    the relay could not serve it (try again later), 1000 when the pusher is still running (the
+    client's side ended the stream)."""
+    if superseded.is_set():
+        return STREAM_SUPERSEDED
     if not pusher.done() or pusher.cancelled():
         return 1000
     error = pusher.exception()
@@ -143,6 +150,7 @@ def create_app(
     notify: Notifier = notifier or LocalNotifier()
     cfg = relay.config
     verified: dict[bytes, int] = {}  # sha256(token) -> when it was last verified
+    streams: dict[tuple[str, int], list[asyncio.Event]] = {}  # open streams, oldest first
 
     async def verify_before_body(token: bytes | None) -> None:
         """Before a send's body (up to max_send_body) is read: its token must be valid. One
@@ -237,6 +245,12 @@ def create_app(
             await websocket.close(code=4401)  # before accept: an HTTP 403 to the handshake
             return
         await websocket.accept()
+        device = (auth.user, auth.device)
+        superseded = asyncio.Event()  # set when newer streams of the device push this one out
+        held = streams.setdefault(device, [])
+        held.append(superseded)
+        while len(held) > cfg.max_streams_per_device:
+            held.pop(0).set()
         subscription = notify.subscribe(auth.user, auth.device)
 
         async def pusher() -> None:
@@ -265,12 +279,21 @@ def create_app(
                     return
                 await storage.submit(relay.ack_ids(token, ids))
 
-        tasks = [asyncio.create_task(pusher()), asyncio.create_task(acker())]
+        pushing = asyncio.create_task(pusher())
+        tasks: list[asyncio.Task[Any]] = [
+            pushing,
+            asyncio.create_task(acker()),
+            asyncio.create_task(superseded.wait()),
+        ]
         code = 1000
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            code = close_code(tasks[0])
+            code = close_code(pushing, superseded)
         finally:
+            if superseded in held:
+                held.remove(superseded)
+            if not held and streams.get(device) is held:
+                del streams[device]
             subscription.close()
             for task in tasks:
                 task.cancel()

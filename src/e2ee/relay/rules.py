@@ -73,6 +73,7 @@ _POSITIVE_INTEGERS = (
     "max_stored_one_time",
     "max_ticket_lifetime",
     "sweep_batch",
+    "max_streams_per_device",
 )
 
 
@@ -109,6 +110,11 @@ class RelayConfig:
     """Most rows one sweep job deletes from each table (expired messages, challenges, tokens,
     results; idle buckets), so that a job's time and memory do not grow with how much expired
     at once; the sweeper runs jobs back to back while they come back full."""
+    max_streams_per_device: int = 2
+    """Most WebSocket streams one device holds open on one relay process; a newer one closes
+    the oldest with 4409. Every stream of a device is woken by each message queued for it, so
+    without a bound a device opening thousands of streams made each message to it cost as many
+    storage jobs. Two let a client's new connection overlap the old one it replaces."""
 
     def __post_init__(self) -> None:
         for name in _POSITIVE_INTEGERS:  # a TTL or a size of 0, -1, True or 1.5 is a mistake
