@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -653,3 +654,61 @@ def test_a_damaged_home_file_is_one_line_and_exit_status_1(
     out = capsys.readouterr()
     assert out.out == ""
     assert out.err == f"e2ee: {home / file} is unreadable\n"
+
+
+def test_files_the_cli_reads_that_are_fifos_are_refused_without_blocking(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO (or a device) in place of a home file, a ticket or a key file made the command
+    wait for ever in open() (review finding): each is now one line, status 1, before any
+    byte is read."""
+    from e2ee.cli.main import main
+
+    home = tmp_path / "fifo"
+    home.mkdir()
+    (home / "device.sqlite").write_bytes(b"")
+    os.mkfifo(home / "pending.json")  # (a config.json that is no regular file: "no device")
+    assert main(["--home", str(home), "receive"]) == EXIT_ERROR
+    assert capsys.readouterr().err == f"e2ee: {home / 'pending.json'} is unreadable\n"
+
+    home = tmp_path / "pending"
+    home.mkdir()
+    (home / "device.sqlite").write_bytes(b"")
+    pending = {"relay": "http://127.0.0.1:9", "name": "alice", "user_key": "ab" * 32}
+    (home / "pending.json").write_text(json.dumps(pending))
+    fifo = tmp_path / "ticket"
+    os.mkfifo(fifo)
+    assert main(["--home", str(home), "init", "--ticket", str(fifo)]) == EXIT_ERROR
+    assert capsys.readouterr().err.startswith(f"e2ee: cannot read {fifo}: ")
+
+    key = tmp_path / "authority.key"
+    os.mkfifo(key)
+    user_key = tickets.authority_public_key(bytes(32)).hex()
+    ticket = ["relay", "ticket", "--origin", "http://x:1", "--user", "a", "--user-key", user_key]
+    assert main([*ticket, "--key", str(key), "--out", str(tmp_path / "t")]) == 1
+    assert capsys.readouterr().err.startswith(f"e2ee relay ticket: cannot read {key}: ")
+
+
+@pytest.mark.parametrize("out", ["/", ".", "DIR"])
+def test_relay_ticket_to_a_path_that_is_no_file_is_one_line_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, out: str
+) -> None:
+    """`--out /` or `--out .` was a ValueError traceback from Path.with_name, and a directory
+    left `<out>.tmp` behind (review finding)."""
+    from e2ee.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    key = tmp_path / "authority.key"
+    key.write_text("00" * 32 + "\n")
+    target = str(tmp_path / "dir") if out == "DIR" else out
+    if out == "DIR":
+        (tmp_path / "dir").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    user_key = tickets.authority_public_key(bytes(32)).hex()
+    argv = ["relay", "ticket", "--key", str(key), "--origin", "http://x:1", "--user", "a"]
+    assert main([*argv, "--user-key", user_key, "--out", target]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"e2ee relay ticket: cannot write {target}: ")
+    assert captured.err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from e2ee.cli import client_commands
+from e2ee.errors import RelayConflictError
 from e2ee.relay.client import ReceiveReport
 
 
@@ -67,3 +69,79 @@ def test_an_empty_queue_is_still_nothing_to_receive(
     code = run_receive(monkeypatch, ReceiveReport())
     assert code == client_commands.EXIT_NOTHING_TO_RECEIVE
     assert "again" not in capsys.readouterr().err
+
+
+class StreamingRelay:
+    """Stands for RelayClient.stream: each call plays the next of ``streams``: a list of
+    results to yield, or an exception to raise. Time moves only when the test says so."""
+
+    def __init__(self, streams: list[Any], clock: list[float]) -> None:
+        self.streams, self.clock, self.opened = streams, clock, 0
+
+    def stream(self, *, idle_timeout: float) -> Iterator[tuple[int, Any]]:
+        self.opened += 1
+        step = self.streams.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        yield from step
+
+
+def follow(
+    monkeypatch: pytest.MonkeyPatch,
+    streams: list[Any],
+    idle: float | None,
+    pauses: list[float] | None = None,
+) -> tuple[int, list[float], int]:
+    """Run ``_follow`` on ``streams``; returns (exit status, pauses slept, streams opened)."""
+    clock = [0.0]
+    pauses = [] if pauses is None else pauses
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])  # what client_commands reads
+    monkeypatch.setattr(time, "sleep", sleep)
+    home = StubHome(ReceiveReport())
+    relay = StreamingRelay(streams, clock)
+    home.relay = relay  # type: ignore[assignment]
+    try:
+        code = client_commands._follow(home, idle)  # type: ignore[arg-type]
+    except client_commands.CommandError as exc:
+        code = exc.code
+    return code, pauses, relay.opened
+
+
+def test_follow_stops_when_a_newer_stream_of_the_device_took_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """[REQ-RL-42] Reopening a stream the relay closed with 4409 would push out the newer one,
+    and three `receive --follow` of one device took turns about 270 times a second (review
+    finding): the command stops with status 1 instead."""
+    superseded = RelayConflictError("replaced", code="stream_superseded")
+    code, pauses, opened = follow(monkeypatch, [[], superseded, []], idle=None)
+    assert (code, pauses, opened) == (client_commands.EXIT_ERROR, [0.5], 2)
+
+
+def test_follow_waits_longer_each_time_a_stream_closes_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A relay that closes each stream at once (1013: it cannot serve it now) is not hammered:
+    the pauses double from 0.5 s up to MAX_RECONNECT_PAUSE, and --idle still ends the
+    command on time (the last pause is cut to what is left of it)."""
+    code, pauses, opened = follow(monkeypatch, [[] for _ in range(7)], idle=30.0)
+    assert code == client_commands.EXIT_OK
+    assert pauses == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 4.5]  # 30 s in all
+    assert opened == 7
+
+
+def test_follow_reopens_at_once_after_a_stream_that_delivered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream that pushed something is reopened with no pause; any other error of the relay
+    client goes on to the command's error handling (here: a conflict of another kind)."""
+    other = RelayConflictError("conflict", code="something_else")
+    pauses: list[float] = []
+    with pytest.raises(RelayConflictError):
+        follow(monkeypatch, [[(1, None)], [(2, None)], other], idle=None, pauses=pauses)
+    assert pauses == []

@@ -11,6 +11,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import cast
 
 import httpx
@@ -18,11 +19,20 @@ import pytest
 from websockets.sync.server import ServerConnection, serve
 
 from e2ee.client import Client
-from e2ee.errors import DecodeError, LocalError, RelayBadRequestError, RelayUnavailableError
+from e2ee.errors import (
+    DecodeError,
+    LocalError,
+    RelayBadRequestError,
+    RelayConflictError,
+    RelayUnavailableError,
+)
 from e2ee.relay import api
 from e2ee.relay import client as relay_client_module
 from e2ee.relay.client import MAX_PAGES, RelayClient
+from e2ee.relay.memory import MemoryStorage
+from e2ee.relay.rules import Relay, RelayConfig
 from e2ee.wire import codec
+from tests.relay_support import Clock, ThreadedRelay, free_port
 
 URL = "http://relay.example:80"
 MiB = 1 << 20
@@ -187,6 +197,61 @@ def test_a_stream_the_relay_closes_during_processing_just_ends() -> None:
         with relay:
             assert list(relay.stream(idle_timeout=10)) == [(7, None)]
         server.shutdown()
+
+
+@pytest.mark.parametrize("pushed", [False, True])
+def test_a_stream_replaced_by_a_newer_one_raises_stream_superseded(pushed: bool) -> None:
+    """[REQ-RL-42] The relay closes a stream with 4409 when newer streams of the device pushed
+    it out: the relay client raises RelayConflictError (stream_superseded) instead of ending
+    as for any close, so a caller that reopens the stream after each close does not push the
+    newer ones out in turn. An envelope pushed before the close is still yielded first."""
+    closed = threading.Event()
+
+    def handler(ws: ServerConnection) -> None:
+        if pushed:
+            ws.send(codec.encode({0: 7, 1: b"envelope"}))
+        ws.close(4409)
+        closed.set()
+
+    class Refusing:
+        def receive(self, envelope: bytes) -> None:
+            assert closed.wait(10)
+            raise DecodeError("not an envelope")
+
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        relay = RelayClient(f"http://127.0.0.1:{port}", cast(Client, Refusing()))
+        relay._token = bytes(api.TOKEN_SIZE)
+        yielded: list[object] = []
+        with relay, pytest.raises(RelayConflictError) as info:
+            yielded.extend(relay.stream(idle_timeout=10))
+        assert info.value.code == "stream_superseded"
+        assert yielded == ([(7, None)] if pushed else [])
+        server.shutdown()
+
+
+def test_a_stream_reopened_after_its_token_expired_logs_in_again(tmp_path: Path) -> None:
+    """The relay closes a stream with 4401 when the token expires; reopening it with the kept
+    token was refused, so `receive --follow` stopped with an error after token_ttl (an hour).
+    The relay client now logs in once more and opens the stream."""
+    clock = Clock(time.time())
+    storage = MemoryStorage()
+    port = free_port()
+    relay = Relay(
+        storage.run(Relay.secret_job()),
+        RelayConfig(origin=f"http://127.0.0.1:{port}"),
+        clock=clock,
+    )
+    alice = Client.create(tmp_path / "alice.sqlite", "alice")
+    with ThreadedRelay(relay, storage, port) as server, RelayClient(server.url, alice) as client:
+        client.publish_device_list()
+        assert list(client.stream(idle_timeout=0.2)) == []
+        kept = client._token
+        clock.advance(relay.config.token_ttl + 1)
+        assert list(client.stream(idle_timeout=0.2)) == []
+        assert client._token not in (None, kept)
+    alice.close()
 
 
 class Stub:

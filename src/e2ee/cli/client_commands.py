@@ -35,12 +35,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from e2ee.cli.files import read_bounded, write_whole
 from e2ee.client import Client, Message, ReceiveResult
 from e2ee.client import trust as _trust
 from e2ee.errors import (
     E2EEError,
     MismatchedDevicesError,
     RelayBadRequestError,
+    RelayConflictError,
     RelayError,
     RelayForbiddenError,
     RelayUnavailableError,
@@ -272,8 +274,7 @@ def _read_home_file(file: Path, fields: tuple[str, ...]) -> dict[str, str]:
     any input (bounded, and anything else is one line saying the file is unreadable, never a
     traceback). ``relay`` must be an http(s) URL the relay client accepts."""
     try:
-        with file.open("rb") as stream:
-            raw = stream.read(MAX_HOME_FILE + 1)
+        raw = read_bounded(file, MAX_HOME_FILE)
         if len(raw) > MAX_HOME_FILE:
             raise ValueError("too large")
         data = json.loads(raw.decode("utf-8"))
@@ -300,10 +301,8 @@ def _read_pending(path: Path) -> _Pending:
 
 
 def _write_json(file: Path, data: dict[str, str]) -> None:
-    """Write ``file`` whole or not at all (a temporary file renamed over it)."""
-    tmp = file.with_name(file.name + ".tmp")
-    tmp.write_text(json.dumps(data) + "\n")
-    os.replace(tmp, file)
+    """Write ``file`` whole or not at all (:func:`e2ee.cli.files.write_whole`)."""
+    write_whole(file, (json.dumps(data) + "\n").encode())
 
 
 def _pending_lines(path: Path, pending: _Pending) -> None:
@@ -399,8 +398,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def _read_ticket_file(file: Path) -> bytes:
     """The ticket file's bytes (untrusted: bounded, and parsed before anything is sent)."""
     try:
-        with file.open("rb") as stream:
-            data = stream.read(tickets.MAX_TICKET_SIZE + 1)
+        data = read_bounded(file, tickets.MAX_TICKET_SIZE)
     except OSError as exc:
         raise CommandError(EXIT_ERROR, f"cannot read {file}: {exc.strerror or exc}") from None
     if len(data) > tickets.MAX_TICKET_SIZE:
@@ -534,20 +532,51 @@ def cmd_receive(args: argparse.Namespace) -> int:
         return _follow(home, args.idle)
 
 
+MAX_RECONNECT_PAUSE = 10.0
+"""Longest wait of ``receive --follow`` before it reopens a stream the relay kept closing."""
+
+
 def _follow(home: Home, idle: float | None) -> int:
+    """Print what the stream pushes, reopening it when it ends, until ``idle`` seconds pass
+    without a message (forever without ``idle``). A stream that ends within a second with
+    nothing pushed (the relay cannot serve it now) is reopened after a pause that doubles up
+    to MAX_RECONNECT_PAUSE. A stream replaced by a newer one of this device (another
+    ``receive --follow`` of the same home) ends the command: reopening it would push that one
+    out in turn, and the two would take turns for ever."""
     last = time.monotonic()
     window = 30.0 if idle is None else max(0.1, idle)
+    pause = 0.0
     try:
         while True:
-            for _, result in home.relay.stream(idle_timeout=window):
-                if result is not None:
-                    _print_results([result], home.name)
-                    _report_events(home.client)
-                    last = time.monotonic()
-                if idle is not None and time.monotonic() - last >= idle:
-                    return EXIT_OK
-            if idle is not None and time.monotonic() - last >= idle:
+            opened, pushed = time.monotonic(), False
+            try:
+                for _, result in home.relay.stream(idle_timeout=window):
+                    pushed = True
+                    if result is not None:
+                        _print_results([result], home.name)
+                        _report_events(home.client)
+                        last = time.monotonic()
+                    if idle is not None and time.monotonic() - last >= idle:
+                        return EXIT_OK
+            except RelayConflictError as exc:
+                if exc.code != "stream_superseded":
+                    raise
+                raise CommandError(
+                    EXIT_ERROR,
+                    "another `receive --follow` of this device took over its stream from the "
+                    "relay; this one stops",
+                ) from None
+            left = None if idle is None else idle - (time.monotonic() - last)
+            if left is not None and left <= 0:
                 return EXIT_OK
+            if pushed or time.monotonic() - opened >= 1.0:
+                pause = 0.0
+                continue
+            pause = min(max(2 * pause, 0.5), MAX_RECONNECT_PAUSE)
+            if left is not None and left <= pause:  # --idle ends during this pause
+                time.sleep(left)
+                return EXIT_OK
+            time.sleep(pause)
     except KeyboardInterrupt:
         return EXIT_OK
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from e2ee.cli.files import read_bounded, write_whole
 from e2ee.crypto.provider import SystemProvider
 from e2ee.limits import ED25519_KEY_SIZE
 from e2ee.relay import tickets
@@ -124,10 +125,8 @@ def run_ticket(args: argparse.Namespace) -> int:
             )
         except ValueError as exc:  # the messages name no key material
             args.relay_ticket_parser.error(str(exc))
-        tmp = args.out.with_name(args.out.name + ".tmp")
         try:
-            tmp.write_bytes(data)
-            os.replace(tmp, args.out)
+            write_whole(args.out, data)
         except OSError as exc:
             raise _Failure(f"cannot write {args.out}: {exc.strerror or exc}") from None
     except _Failure as exc:
@@ -145,8 +144,7 @@ def run_ticket(args: argparse.Namespace) -> int:
 def _read_key(file: Path) -> bytes:
     """The authority seed from its key file: 64 hex digits, surrounding whitespace allowed."""
     try:
-        with file.open("rb") as stream:
-            text = stream.read(4 * ED25519_KEY_SIZE + 1)
+        text = read_bounded(file, 4 * ED25519_KEY_SIZE)
     except OSError as exc:
         raise _Failure(f"cannot read {file}: {exc.strerror or exc}") from None
     try:

@@ -44,6 +44,8 @@ CLAIM = "/v1/claim"
 MESSAGES = "/v1/messages"  # POST (send) and GET ?after=&limit= (fetch)
 ACK = "/v1/messages/ack"
 STREAM = "/v1/stream"  # WebSocket
+STREAM_SUPERSEDED = 4409
+"""The close code of a stream the same device's newer streams pushed out (REQ-RL-42)."""
 HEALTH = "/v1/health"
 
 CHALLENGE_SIZE = 48  # nonce 16 || expiry u64 8 || HMAC-SHA-256 truncated to 24

@@ -78,10 +78,6 @@ def routing_refusal(request: Request, exc: Exception) -> Response:
     return response
 
 
-STREAM_SUPERSEDED = 4409
-"""The close code of a stream the same device's newer streams pushed out (REQ-RL-42)."""
-
-
 def close_code(pusher: asyncio.Task[None], superseded: asyncio.Event) -> int:
     """How the relay closes a stream: 4409 when newer streams of the same device replaced it
     (REQ-RL-42); else by why its pusher (which only ends by an error) ended: 4401 when the
@@ -89,7 +85,7 @@ def close_code(pusher: asyncio.Task[None], superseded: asyncio.Event) -> int:
     the relay could not serve it (try again later), 1000 when the pusher is still running (the
     client's side ended the stream)."""
     if superseded.is_set():
-        return STREAM_SUPERSEDED
+        return api.STREAM_SUPERSEDED
     if not pusher.done() or pusher.cancelled():
         return 1000
     error = pusher.exception()

@@ -45,6 +45,7 @@ from e2ee.errors import (
     MismatchedDevicesError,
     RelayAuthError,
     RelayBadRequestError,
+    RelayConflictError,
     RelayError,
     RelayNotFoundError,
     RelayUnavailableError,
@@ -565,30 +566,47 @@ class RelayClient:
             total += acked if type(acked) is int else 0
         return total
 
+    def _open_stream(self) -> Any:
+        """The WebSocket of ``GET /v1/stream``, authenticated. A token kept from an earlier
+        login may have expired meanwhile (the relay closes a stream with 4401 when it does):
+        a refused handshake with such a token logs in once more and tries again, so a caller
+        that reopens the stream after each close goes on past the token's lifetime."""
+        kept = self._token is not None
+        while True:
+            if self._token is None:
+                self.login()
+            assert self._token is not None
+            url = "ws" + self.base_url[4:] + api.STREAM
+            headers = {"Authorization": "Bearer " + api.encode_token(self._token)}
+            try:
+                return connect(url, additional_headers=headers, max_size=_MAX_RESPONSE)
+            except (OSError, ConnectionClosed) as exc:
+                raise RelayUnavailableError(f"stream failed: {type(exc).__name__}") from None
+            except Exception as exc:  # websockets' handshake rejections
+                self._token = None
+                if not kept:
+                    raise RelayAuthError(f"stream refused: {type(exc).__name__}") from None
+                kept = False
+
     def stream(self, *, idle_timeout: float = 30.0) -> Iterator[tuple[int, ReceiveResult | None]]:
         """Pushed envelopes over the WebSocket, processed and acknowledged one by one; yields
         (relay message id, result or None when refused or kept). Ends after ``idle_timeout``
         seconds without a message or when the relay closes the stream, also while an envelope
         was being processed (it closes the stream when the token expires): that envelope is
         still yielded, and, unacknowledged, is delivered again later and reported as a
-        duplicate ([REQ-RL-32])."""
-        if self._token is None:
-            self.login()
-        assert self._token is not None
-        url = "ws" + self.base_url[4:] + api.STREAM
-        headers = {"Authorization": "Bearer " + api.encode_token(self._token)}
-        try:
-            socket = connect(url, additional_headers=headers, max_size=_MAX_RESPONSE)
-        except (OSError, ConnectionClosed) as exc:
-            raise RelayUnavailableError(f"stream failed: {type(exc).__name__}") from None
-        except Exception as exc:  # websockets' handshake rejections
-            self._token = None
-            raise RelayAuthError(f"stream refused: {type(exc).__name__}") from None
+        duplicate ([REQ-RL-32]). Except when the relay closed it with 4409 because newer
+        streams of this device replaced it ([REQ-RL-42]): then, after any envelope in
+        progress is yielded, :class:`RelayConflictError` (code ``stream_superseded``), so
+        that a caller that reconnects on every close does not push those streams out in turn."""
+        socket = self._open_stream()
         with socket:
             while True:
                 try:
                     frame = socket.recv(timeout=idle_timeout)
-                except (TimeoutError, ConnectionClosed):
+                except TimeoutError:
+                    return
+                except ConnectionClosed:
+                    _check_superseded(socket)
                     return
                 if not isinstance(frame, bytes):
                     raise RelayBadRequestError("relay pushed a text frame")
@@ -605,7 +623,16 @@ class RelayClient:
                         closed = True
                 yield message_id, (report.results[0] if report.results else None)
                 if closed:
+                    _check_superseded(socket)
                     return
+
+
+def _check_superseded(socket: Any) -> None:
+    """Raise when the relay closed the stream because newer ones of this device replaced it."""
+    if socket.close_code == api.STREAM_SUPERSEDED:
+        raise RelayConflictError(
+            "a newer stream of this device replaced this one", code="stream_superseded"
+        )
 
 
 def _read_body(response: httpx.Response, limit: int, deadline: float) -> bytes | None:
