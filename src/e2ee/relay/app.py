@@ -241,13 +241,13 @@ def create_app(
             await websocket.close(code=4401)  # before accept: an HTTP 403 to the handshake
             return
         await websocket.accept()
+        subscription = notify.subscribe(auth.user, auth.device)
         device = (auth.user, auth.device)
         superseded = asyncio.Event()  # set when newer streams of the device push this one out
-        held = streams.setdefault(device, [])
+        held = streams.setdefault(device, [])  # registered last: the finally below removes it
         held.append(superseded)
         while len(held) > cfg.max_streams_per_device:
             held.pop(0).set()
-        subscription = notify.subscribe(auth.user, auth.device)
 
         async def pusher() -> None:
             sent = 0
