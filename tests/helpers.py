@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
 import e2ee
@@ -47,3 +48,26 @@ def flip_bit(data: bytes, index: int, bit: int = 0) -> bytes:
     out = bytearray(data)
     out[index] ^= 1 << bit
     return bytes(out)
+
+
+QUERIES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+
+def table_reads_without_index(
+    conn: sqlite3.Connection, statements: list[str], *, ranges: bool
+) -> list[tuple[str, str]]:
+    """(statement, plan step) for each step of the traced ``statements`` (expanded SQL from
+    ``set_trace_callback``) that reads a table other than by an index search with an equality
+    constraint (or, with ``ranges``, a range one): what makes a statement's work grow with the
+    table. SQLite calls a min/max read with no usable index "SEARCH t", with no constraint."""
+    found = []
+    for statement in statements:
+        if statement.split()[0] not in QUERIES:
+            continue
+        for *_, step in conn.execute("EXPLAIN QUERY PLAN " + statement):
+            if not step.startswith(("SCAN", "SEARCH")):
+                continue
+            bounded = "=?" in step or (ranges and ("<?" in step or ">?" in step))
+            if not (step.startswith("SEARCH") and bounded):
+                found.append((statement, step))
+    return found

@@ -18,6 +18,7 @@ from e2ee.errors import (
 )
 from e2ee.identity import UserIdentity
 from tests.client_support import World
+from tests.helpers import table_reads_without_index
 
 
 @pytest.fixture
@@ -329,12 +330,7 @@ def test_send_and_receive_search_every_table_never_scan_one(world: World) -> Non
         world.send(bob, "carol", b"reply")  # send on the active session, a copy to bob/2
     finally:
         conn.set_trace_callback(None)
-    queries = [s for s in statements if s.split()[0] in ("SELECT", "INSERT", "UPDATE", "DELETE")]
-    assert any("FROM sessions WHERE" in s for s in queries)
-    assert any("INTO processed" in s for s in queries)
-    for statement in queries:
-        for *_, step in conn.execute("EXPLAIN QUERY PLAN " + statement):
-            if step.startswith(("SCAN", "SEARCH")):
-                constrained = "=?" in step or "<?" in step or ">?" in step
-                assert step.startswith("SEARCH"), (statement, step)
-                assert constrained, (statement, step)
+    assert any("FROM sessions WHERE" in s for s in statements)
+    assert any("INTO processed" in s for s in statements)
+    # ranges allowed: pruning the processed log deletes the rows older than its window
+    assert table_reads_without_index(conn, statements, ranges=True) == []
