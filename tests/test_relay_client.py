@@ -4,6 +4,7 @@ the client must stay bounded and raise only typed ``e2ee.errors`` exceptions."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import socket
@@ -173,44 +174,17 @@ def test_a_malformed_content_length_is_refused(length: str) -> None:
         relay.key_counts()
 
 
-def test_a_stream_the_relay_closes_during_processing_just_ends() -> None:
-    """[REQ-RL-32] The relay pushes an envelope and closes the stream (as when the token
-    expires) while the client processes it: the envelope is still yielded and the stream
-    ends, instead of websockets' ConnectionClosed escaping from the acknowledgement."""
+@contextlib.contextmanager
+def closing_stream(code: int, *, push: bool) -> Iterator[RelayClient]:
+    """A relay client whose stream server pushes envelope 7 (when ``push``) and closes with
+    ``code``; the stand-in for Client refuses the envelope for good, once the stream closed,
+    so the close always lands while the envelope is being processed."""
     closed = threading.Event()
 
     def handler(ws: ServerConnection) -> None:
-        ws.send(codec.encode({0: 7, 1: b"envelope"}))
-        ws.close(4401)  # returns once the client answered the close
-        closed.set()
-
-    class Refusing:  # stands for Client: refuses the envelope for good once the stream closed
-        def receive(self, envelope: bytes) -> None:
-            assert closed.wait(10)
-            raise DecodeError("not an envelope")
-
-    with serve(handler, "127.0.0.1", 0) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        port = server.socket.getsockname()[1]
-        relay = RelayClient(f"http://127.0.0.1:{port}", cast(Client, Refusing()))
-        relay._token = bytes(api.TOKEN_SIZE)
-        with relay:
-            assert list(relay.stream(idle_timeout=10)) == [(7, None)]
-        server.shutdown()
-
-
-@pytest.mark.parametrize("pushed", [False, True])
-def test_a_stream_replaced_by_a_newer_one_raises_stream_superseded(pushed: bool) -> None:
-    """[REQ-RL-42] The relay closes a stream with 4409 when newer streams of the device pushed
-    it out: the relay client raises RelayConflictError (stream_superseded) instead of ending
-    as for any close, so a caller that reopens the stream after each close does not push the
-    newer ones out in turn. An envelope pushed before the close is still yielded first."""
-    closed = threading.Event()
-
-    def handler(ws: ServerConnection) -> None:
-        if pushed:
+        if push:
             ws.send(codec.encode({0: 7, 1: b"envelope"}))
-        ws.close(4409)
+        ws.close(code)  # returns once the client answered the close
         closed.set()
 
     class Refusing:
@@ -223,12 +197,30 @@ def test_a_stream_replaced_by_a_newer_one_raises_stream_superseded(pushed: bool)
         port = server.socket.getsockname()[1]
         relay = RelayClient(f"http://127.0.0.1:{port}", cast(Client, Refusing()))
         relay._token = bytes(api.TOKEN_SIZE)
-        yielded: list[object] = []
-        with relay, pytest.raises(RelayConflictError) as info:
-            yielded.extend(relay.stream(idle_timeout=10))
-        assert info.value.code == "stream_superseded"
-        assert yielded == ([(7, None)] if pushed else [])
+        with relay:
+            yield relay
         server.shutdown()
+
+
+def test_a_stream_the_relay_closes_during_processing_just_ends() -> None:
+    """[REQ-RL-32] The relay pushes an envelope and closes the stream (as when the token
+    expires) while the client processes it: the envelope is still yielded and the stream
+    ends, instead of websockets' ConnectionClosed escaping from the acknowledgement."""
+    with closing_stream(4401, push=True) as relay:
+        assert list(relay.stream(idle_timeout=10)) == [(7, None)]
+
+
+@pytest.mark.parametrize("pushed", [False, True])
+def test_a_stream_replaced_by_a_newer_one_raises_stream_superseded(pushed: bool) -> None:
+    """[REQ-RL-42] The relay closes a stream with 4409 when newer streams of the device pushed
+    it out: the relay client raises RelayConflictError (stream_superseded) instead of ending
+    as for any close, so a caller that reopens the stream after each close does not push the
+    newer ones out in turn. An envelope pushed before the close is still yielded first."""
+    yielded: list[object] = []
+    with closing_stream(4409, push=pushed) as relay, pytest.raises(RelayConflictError) as info:
+        yielded.extend(relay.stream(idle_timeout=10))
+    assert info.value.code == "stream_superseded"
+    assert yielded == ([(7, None)] if pushed else [])
 
 
 def test_a_stream_reopened_after_its_token_expired_logs_in_again(tmp_path: Path) -> None:

@@ -100,9 +100,10 @@ def rewrite_as_schema_1(path: Path) -> None:
     conn.close()
 
 
-def test_a_schema_1_file_is_migrated_with_every_row_and_claims_go_on(tmp_path: Path) -> None:
-    path = tmp_path / "relay.sqlite"
-    clock = Clock()
+def populate(path: Path, clock: Clock) -> tuple[User, User, bytes, bytes]:
+    """A closed relay file holding two users, bob's three keys of each kind less the one
+    alice claimed, that claim's stored result and a message to bob: (alice, bob, the claim
+    request, its answer)."""
     storage = SQLiteStorage(path)
     relay = make_relay(storage, clock)
     alice, bob = User.make("alice"), User.make("bob")
@@ -113,6 +114,13 @@ def test_a_schema_1_file_is_migrated_with_every_row_and_claims_go_on(tmp_path: P
     first = storage.run(relay.claim(alice.devices[0].token, claim))
     storage.run(relay.send(alice.devices[0].token, send_body(bob, b"m" * 16, alice.devices[0])))
     storage.close()
+    return alice, bob, claim, first
+
+
+def test_a_schema_1_file_is_migrated_with_every_row_and_claims_go_on(tmp_path: Path) -> None:
+    path = tmp_path / "relay.sqlite"
+    clock = Clock()
+    alice, bob, claim, first = populate(path, clock)
 
     rewrite_as_schema_1(path)
     assert schema_version(path) == 1
@@ -162,16 +170,7 @@ def test_a_schema_2_file_gains_the_expiry_indexes_with_every_row_kept(tmp_path: 
     """[REQ-RL-28] Schema 2 to 3 adds the challenges', tokens' and results' expiry indexes in
     the migration's one transaction; nothing else changes."""
     path = tmp_path / "relay.sqlite"
-    clock = Clock()
-    storage = SQLiteStorage(path)
-    relay = make_relay(storage, clock)
-    alice, bob = User.make("alice"), User.make("bob")
-    register(relay, storage, alice)
-    register(relay, storage, bob)
-    upload(relay, storage, bob, ec=2, kem=2)
-    storage.run(relay.claim(alice.devices[0].token, codec.encode({0: b"bob", 1: b"c" * 16})))
-    storage.run(relay.send(alice.devices[0].token, send_body(bob, b"m" * 16, alice.devices[0])))
-    storage.close()
+    populate(path, Clock())
     rewrite_as_schema_2(path)
     before = rows(path)
     assert not EXPIRY_INDEXES & indexes(path)
