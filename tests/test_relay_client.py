@@ -448,3 +448,14 @@ def test_a_callers_own_http_client_keeps_its_transport() -> None:
         assert own._deadline is not None
     with RelayClient(URL, cast(Client, None), http=mock) as given:
         assert given._deadline is None
+
+
+@pytest.mark.parametrize("counts", [{0: -1, 1: 0}, {0: 0, 1: -5}, {0: True, 1: 0}, {0: 1}])
+def test_key_counts_a_relay_sends_must_be_two_non_negative_integers(
+    counts: dict[int, object],
+) -> None:
+    """[REQ-RL-43] publish_prekeys feeds the relay's counts to the refill: a negative count
+    would reach the client's policy as a caller error (ValueError), not a relay's."""
+    relay = relay_client(lambda _: httpx.Response(200, content=codec.encode(counts)))
+    with relay, pytest.raises(RelayBadRequestError):
+        relay.key_counts()

@@ -417,6 +417,38 @@ def test_the_ml_kem_supply_is_filled_to_its_own_cap_and_no_further() -> None:
     assert [record[0] for record in full[6][15:]] == [next_id + 7, next_id + 8, next_id + 9]
 
 
+def _held(account: e2ee.Account) -> tuple[list[tuple[int, bool]], list[tuple[int, bool]]]:
+    """(id, published) of the one-time X25519 and ML-KEM prekeys, from the state (state.md)."""
+    state = codec.decode(account.to_bytes(), max_size=MAX_STATE_SIZE)
+    return [(r[0], r[4]) for r in state[6]], [(r[0], r[4]) for r in state[7]]
+
+
+def test_discarding_published_one_time_prekeys_takes_the_oldest_published_only() -> None:
+    """[REQ-HS-27] discard_published_one_time_prekeys(n, m) forgets the n oldest published
+    X25519 and the m oldest published ML-KEM one-time prekeys; unpublished keys and newer
+    published ones stay. Asking for more than a kind's published keys, or a negative count,
+    is a ValueError that changes nothing."""
+    provider = DeterministicProvider("hs-27")
+    account = e2ee.Account.generate(provider=provider, now=NOW)
+    account.generate_one_time_prekeys(6, provider=provider)
+    ec, kem = _held(account)
+    ec_ids, kem_ids = [i for i, _ in ec], [i for i, _ in kem]
+    # published: EC 2nd, 3rd, 5th (not in id order of publication), ML-KEM 1st and 4th
+    account.mark_published([ec_ids[4], ec_ids[1], ec_ids[2], kem_ids[0], kem_ids[3]])
+    before = account.to_bytes()
+    for bad in ((4, 0), (0, 3), (-1, 0), (0, -1), (True, 0)):
+        with pytest.raises(ValueError, match=r"published one-time prekeys|non-negative"):
+            account.discard_published_one_time_prekeys(*bad)
+        assert account.to_bytes() == before
+    account.discard_published_one_time_prekeys(2, 1)
+    ec, kem = _held(account)
+    assert ec == [(ec_ids[0], False), (ec_ids[3], False), (ec_ids[4], True), (ec_ids[5], False)]
+    assert kem == [(i, i == kem_ids[3]) for i in kem_ids[1:]]
+    assert (account.one_time_prekey_count(), account.one_time_kem_prekey_count()) == (4, 5)
+    account.discard_published_one_time_prekeys(1, 1)
+    assert [i for i, published in _held(account)[0] + _held(account)[1] if published] == []
+
+
 # --- REQ-DR-24: a sender must not be restored to an older state --------------------------------
 
 

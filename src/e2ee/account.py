@@ -292,6 +292,28 @@ class Account:
             if key is not None:
                 key.published = True
 
+    def one_time_kem_prekey_count(self) -> int:
+        """One-time ML-KEM prekeys whose private key is still held (published or not)."""
+        return len(self._one_time_kem_prekeys)
+
+    def discard_published_one_time_prekeys(self, one_time: int, one_time_kem: int = 0) -> None:
+        """Forget the ``one_time`` oldest published one-time EC prekeys and the
+        ``one_time_kem`` oldest published one-time ML-KEM prekeys (oldest: lowest id, which is
+        creation order). A directory hands out one-time keys lowest id first, so these are the
+        keys handed out longest ago whose initial message never came: keeping them for ever
+        would fill the account's cap and stop the refill (handshake.md, section 12). An initial
+        message that uses a discarded key is refused afterwards. Raises ``ValueError``, and
+        changes nothing, if a count is negative or more than that kind's published keys."""
+        kinds = ((one_time, self._one_time_prekeys), (one_time_kem, self._one_time_kem_prekeys))
+        for count, keys in kinds:
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError("counts must be non-negative integers")
+            if count > sum(1 for k in keys.values() if k.published):
+                raise ValueError("fewer published one-time prekeys than asked to discard")
+        for count, keys in kinds:
+            for prekey_id in [i for i, k in keys.items() if k.published][:count]:
+                del keys[prekey_id]
+
     def signed_prekey_bundle(self) -> PreKeyBundle:
         """A bundle with the current signed prekey (and its last-resort ML-KEM companion) and
         no one-time prekey; nothing is marked as published. A directory combines it with

@@ -508,6 +508,28 @@ def _pending(client: Client) -> list[str]:
     return [known.user_id for known in client.known_identities() if known.pending]
 
 
+PREKEY_CHECK_INTERVAL = 3600.0
+"""How often ``receive --follow`` refills prekeys when no new session asked for it sooner."""
+
+
+def _refill_prekeys(home: Home) -> None:
+    """Rotate the signed prekey when due and replace the one-time keys the relay handed out
+    (:meth:`RelayClient.publish_prekeys`). Without it a device would be reachable only with
+    the keys of its ``init``: initiators refuse a signed prekey over 30 days old. A failure
+    is noted and leaves the receive's outcome alone: the next receive tries again."""
+    try:
+        home.relay.publish_prekeys()
+    except E2EEError as exc:
+        _note(
+            f"could not refill this device's prekeys at the relay ({exc.category}); "
+            "the next receive tries again"
+        )
+
+
+def _started_session(result: ReceiveResult) -> bool:
+    return any(e.kind in ("session_new", "session_replaced") for e in result.events)
+
+
 def cmd_receive(args: argparse.Namespace) -> int:
     with _open(args) as home:
         report = home.relay.receive()
@@ -515,6 +537,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
         for _, category in report.refused:
             _note(f"a message could not be read ({category}); dropped")
         _report_events(home.client)
+        _refill_prekeys(home)
         if report.more:  # the relay client stops after MAX_PAGES pages (REQ-RL-33)
             _note("more messages are queued than one receive takes; run `e2ee receive` again")
         pending = _pending(home.client) if report.kept else []
@@ -543,12 +566,15 @@ def _follow(home: Home, idle: float | None) -> int:
     to MAX_RECONNECT_PAUSE. A stream replaced by a newer one of this device (another
     ``receive --follow`` of the same home) ends the command: reopening it would push that one
     out in turn, and the two would take turns for ever."""
-    last = time.monotonic()
+    last = refilled = time.monotonic()
     window = 30.0 if idle is None else max(0.1, idle)
     pause = 0.0
     try:
         while True:
             opened, pushed = time.monotonic(), False
+            if opened - refilled >= PREKEY_CHECK_INTERVAL:
+                _refill_prekeys(home)
+                refilled = opened
             try:
                 for _, result in home.relay.stream(idle_timeout=window):
                     pushed = True
@@ -556,6 +582,9 @@ def _follow(home: Home, idle: float | None) -> int:
                         _print_results([result], home.name)
                         _report_events(home.client)
                         last = time.monotonic()
+                        if _started_session(result):  # it used a one-time key
+                            _refill_prekeys(home)
+                            refilled = time.monotonic()
                     if idle is not None and time.monotonic() - last >= idle:
                         return EXIT_OK
             except RelayConflictError as exc:

@@ -336,14 +336,23 @@ class Client:
 
     # --- prekeys ---------------------------------------------------------------------------
 
-    def prekeys_to_upload(self, *, now: int | None = None) -> PrekeyUpload:
+    def prekeys_to_upload(
+        self, *, stored: tuple[int, int] | None = None, now: int | None = None
+    ) -> PrekeyUpload:
         """Refill one-time prekeys and rotate the signed prekey as the policy says, then
-        return what the directory needs (call :meth:`mark_uploaded` once it accepted it)."""
+        return what the directory needs (call :meth:`mark_uploaded` once it accepted it).
+        ``stored``: the (EC, ML-KEM) one-time key counts the directory reports for this device
+        (``GET /v1/keys``); without them only unpublished keys count as supply, and no key
+        handed out is ever discarded to make room (spec/client.md [REQ-CL-34])."""
         current = int(time.time()) if now is None else now
+        if stored is not None and (
+            len(stored) != 2 or any(type(n) is not int or n < 0 for n in stored)
+        ):
+            raise ValueError("stored must be two non-negative integers")
         with self._store.transaction() as conn:
             device_id = self._require_device_id(conn)
             account = self._account(conn)
-            if maintain(account, self.prekey_policy, self._store.provider, current):
+            if maintain(account, self.prekey_policy, self._store.provider, current, stored):
                 self._save_account(conn, account)
             return pending_upload(account, self._user_id, device_id)
 

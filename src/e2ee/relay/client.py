@@ -361,10 +361,13 @@ class RelayClient:
         return status == 201
 
     def publish_prekeys(self, *, now: int | None = None) -> tuple[int, int]:
-        """Refill/rotate as the client's policy says and upload what is unpublished, in
-        batches; the client marks the keys published only after the relay stored them.
-        Returns the relay's stored (EC, ML-KEM) one-time key counts."""
-        upload = self.client.prekeys_to_upload(now=now)
+        """Ask the relay how many one-time keys it still holds for this device, refill/rotate
+        as the client's policy says with those counts, and upload the signed bundle and what
+        is unpublished, in batches; the client marks the keys published only after the relay
+        stored them. Call it now and then (the CLI does on every receive): it is what rotates
+        the signed prekey and replaces claimed one-time keys. Returns the relay's stored
+        (EC, ML-KEM) one-time key counts."""
+        upload = self.client.prekeys_to_upload(stored=self.key_counts(), now=now)
         batch = 100
         counts = (0, 0)
         rounds = max(1, -(-max(len(upload.one_time), len(upload.one_time_kem)) // batch))
@@ -386,7 +389,7 @@ class RelayClient:
     def _counts(self, data: bytes) -> tuple[int, int]:
         value = self._map(data)
         ec, kem = value.get(0), value.get(1)
-        if type(ec) is not int or type(kem) is not int:
+        if type(ec) is not int or type(kem) is not int or min(ec, kem) < 0:
             raise RelayBadRequestError("relay sent malformed key counts")
         return ec, kem
 
