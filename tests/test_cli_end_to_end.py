@@ -384,6 +384,113 @@ def test_a_pending_home_refuses_everything_but_a_ticket_and_changes_nothing(
     assert again.stderr == f"e2ee: {home} already holds a registered device\n"
 
 
+def test_a_pending_home_whose_files_disagree_is_refused(
+    ticket_relay: TicketRelay, tmp_path: Path
+) -> None:
+    """``init --ticket`` registers the store's user key under pending.json's name: a
+    pending.json edited (or copied from another home) to name someone else is refused before
+    anything is sent, and nothing changes."""
+    home = tmp_path / "home"
+    user_key, _ = pending_init(ticket_relay, home, "quin")
+    pending = home / "pending.json"
+    pending.write_text(pending.read_text().replace('"quin"', '"quincy"'))
+    ticket = tmp_path / "t.ticket"
+    issue(ticket_relay, ticket, "quincy", user_key)
+    before = snapshot(home)
+    refused = e2ee(home, "init", "--ticket", str(ticket))
+    assert refused.returncode == EXIT_ERROR
+    assert refused.stderr == (
+        f"e2ee: {pending} does not match the device store in {home}; delete {home} and run "
+        "init again\n"
+    )
+    assert snapshot(home) == before
+
+
+def test_a_registration_the_relay_took_finishes_without_a_usable_ticket(
+    ticket_relay: TicketRelay, tmp_path: Path
+) -> None:
+    """An ``init --ticket`` that stopped after the relay registered the user (the prekey upload
+    or writing config.json failed) is finished by running it again, even with a ticket that
+    can no longer be used (here: one for another relay's origin, as an expired or used one
+    would be): the relay already holds this user key and needs no ticket for it."""
+    home = tmp_path / "home"
+    user_key, _ = pending_init(ticket_relay, home, "rue")
+    good = tmp_path / "good.ticket"
+    issue(ticket_relay, good, "rue", user_key)
+    pending = (home / "pending.json").read_bytes()
+    ok(e2ee(home, "init", "--ticket", str(good)))
+    (home / "config.json").unlink()  # as if it had stopped right after the registration
+    (home / "pending.json").write_bytes(pending)
+    unusable = tmp_path / "unusable.ticket"
+    unusable.write_bytes(
+        tickets.issue_ticket(
+            ticket_relay.seed,
+            origin="http://elsewhere.example:1",
+            user_id="rue",
+            user_key=user_key,
+            issued=int(time.time()),
+            expires=int(time.time()) + 600,
+        )
+    )
+    assert "rue: device 1 registered" in ok(e2ee(home, "init", "--ticket", str(unusable)))
+    assert e2ee(home, "receive").returncode == EXIT_NOTHING_TO_RECEIVE
+
+
+def test_a_name_taken_while_pending_says_how_to_start_over(
+    ticket_relay: TicketRelay, tmp_path: Path
+) -> None:
+    """Two pending homes for one name: the first ticket used wins; the other home's own valid
+    ticket is then refused with the way out (delete the home, pick another name), and the
+    home stays as it was."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first_key, _ = pending_init(ticket_relay, first, "sol")
+    second_key, _ = pending_init(ticket_relay, second, "sol")
+    for home, key in ((first, first_key), (second, second_key)):
+        issue(ticket_relay, home.with_suffix(".ticket"), "sol", key)
+    ok(e2ee(first, "init", "--ticket", str(first.with_suffix(".ticket"))))
+    before = snapshot(second)
+    taken = e2ee(second, "init", "--ticket", str(second.with_suffix(".ticket")))
+    assert taken.returncode == EXIT_ERROR
+    assert taken.stderr == (
+        f"e2ee: the name 'sol' is taken on this relay; delete {second} and run init with "
+        "another name\n"
+    )
+    assert snapshot(second) == before
+
+
+def test_an_init_whose_prekey_upload_fails_keeps_the_registered_home(
+    server: RelayProcess,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Once the relay accepted the device list, it holds the user key: deleting the store
+    because the prekey upload then failed lost the name for good (init again makes a new key,
+    which the relay refuses). The home is kept, registered, with a note; `e2ee receive`
+    uploads the prekeys."""
+    from e2ee.cli import client_commands
+    from e2ee.errors import RelayUnavailableError
+
+    def fail(self: RelayClient, **_: object) -> tuple[int, int]:
+        raise RelayUnavailableError("connection reset")
+
+    home = tmp_path / "home"
+    with monkeypatch.context() as patch:
+        patch.setattr(RelayClient, "publish_prekeys", fail)
+        args = argparse.Namespace(home=home, relay=server.url, name="tam", ticket=None)
+        assert client_commands.cmd_init(args) == 0
+    err = capsys.readouterr().err
+    assert "registered, but the prekeys could not be uploaded (relay_unavailable)" in err
+    assert json.loads((home / "config.json").read_text()) == {"relay": server.url, "name": "tam"}
+    assert e2ee(home, "receive").returncode == EXIT_NOTHING_TO_RECEIVE
+    client = Client.open(home / "device.sqlite")
+    try:
+        with RelayClient(server.url, client) as relay:
+            assert relay.key_counts() == (100, 100)  # uploaded by the receive
+    finally:
+        client.close()
+
+
 def test_a_ticket_needs_a_pending_home(tmp_path: Path) -> None:
     """``init --ticket`` on an empty home: nothing is pending (exit 8), nothing is made."""
     ticket = tmp_path / "t"
@@ -399,6 +506,7 @@ def test_relay_ticket_key_never_overwrites_and_a_bad_key_file_is_one_line(
 ) -> None:
     key_file = tmp_path / "authority.key"
     key_file.write_text("precious\n")
+    key_file.chmod(0o600)
     refused = e2ee(None, "relay", "ticket-key", "--out", str(key_file))
     assert refused.returncode == 1
     assert refused.stdout == ""
@@ -426,6 +534,54 @@ def test_relay_ticket_key_never_overwrites_and_a_bad_key_file_is_one_line(
         f"e2ee relay ticket: {key_file} is not an authority key file (64 hex digits)\n"
     )
     assert not out.exists()
+
+
+def test_relay_ticket_refuses_a_key_file_others_can_read_and_a_name_init_refuses(
+    tmp_path: Path,
+) -> None:
+    """Whoever reads the authority key can register any user id, so a key file open to other
+    users is refused, as ssh refuses such a private key (the message names the fix, not the
+    key). A ticket for a name ``init`` would refuse could never be used: a usage error."""
+    key_file = tmp_path / "authority.key"
+    ok(e2ee(None, "relay", "ticket-key", "--out", str(key_file)))
+    secret = key_file.read_text().strip()
+    out = tmp_path / "t.ticket"
+    user_key = tickets.authority_public_key(bytes(32)).hex()
+
+    def ticket(user: str) -> subprocess.CompletedProcess[str]:
+        return e2ee(
+            None,
+            "relay",
+            "ticket",
+            "--key",
+            str(key_file),
+            "--origin",
+            "http://x:1",
+            "--user",
+            user,
+            "--user-key",
+            user_key,
+            "--out",
+            str(out),
+        )
+
+    for mode in (0o640, 0o604, 0o620):
+        key_file.chmod(mode)
+        refused = ticket("ann")
+        assert refused.returncode == 1
+        assert refused.stderr == (
+            f"e2ee relay ticket: {key_file} is open to other users (mode {mode:03o}); the "
+            f"authority key admits anyone who reads it: run chmod 600 {key_file}\n"
+        )
+        assert secret not in refused.stdout + refused.stderr
+        assert not out.exists()
+    key_file.chmod(0o600)
+    for name in (" ann", "ann ", "", "a\tb", "x" * 65):
+        usage = ticket(name)
+        assert usage.returncode == EXIT_USAGE
+        assert "argument --user: a user name is 1 to 64 printable characters" in usage.stderr
+        assert not out.exists()
+    assert ticket("x" * 64).returncode == 0
 
 
 def test_a_relay_that_serves_another_key_for_a_contact_stops_the_send(
@@ -682,7 +838,7 @@ def test_files_the_cli_reads_that_are_fifos_are_refused_without_blocking(
     assert capsys.readouterr().err.startswith(f"e2ee: cannot read {fifo}: ")
 
     key = tmp_path / "authority.key"
-    os.mkfifo(key)
+    os.mkfifo(key, 0o600)
     user_key = tickets.authority_public_key(bytes(32)).hex()
     ticket = ["relay", "ticket", "--origin", "http://x:1", "--user", "a", "--user-key", user_key]
     assert main([*ticket, "--key", str(key), "--out", str(tmp_path / "t")]) == 1
@@ -700,6 +856,7 @@ def test_relay_ticket_to_a_path_that_is_no_file_is_one_line_and_leaves_nothing(
     monkeypatch.chdir(tmp_path)
     key = tmp_path / "authority.key"
     key.write_text("00" * 32 + "\n")
+    key.chmod(0o600)
     target = str(tmp_path / "dir") if out == "DIR" else out
     if out == "DIR":
         (tmp_path / "dir").mkdir()

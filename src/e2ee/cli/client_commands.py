@@ -250,9 +250,18 @@ def _open(args: argparse.Namespace) -> Iterator[Home]:
         home.close()
 
 
+NAME_RULE = f"a user name is 1 to {MAX_NAME} printable characters"
+
+
+def valid_name(name: str) -> bool:
+    """What ``init --name`` takes (and ``relay ticket --user`` issues tickets for): 1 to
+    MAX_NAME printable characters, no leading or trailing space."""
+    return 0 < len(name) <= MAX_NAME and name.isprintable() and name == name.strip()
+
+
 def _check_name(name: str) -> str:
-    if not name or len(name) > MAX_NAME or not name.isprintable() or name != name.strip():
-        raise CommandError(EXIT_USAGE, f"a user name is 1 to {MAX_NAME} printable characters")
+    if not valid_name(name):
+        raise CommandError(EXIT_USAGE, NAME_RULE)
     return name
 
 
@@ -375,9 +384,9 @@ def cmd_init(args: argparse.Namespace) -> int:
                 )
                 keep = True
             else:
-                relay.publish_prekeys()
+                keep = True  # the relay holds this user key now: never delete it
+                _publish_first_prekeys(relay)
                 _write_json(path / CONFIG, {"relay": relay_url, "name": name})
-                keep = True
     finally:
         client.close()
         if not keep:  # leave nothing half made: init can simply be run again
@@ -409,6 +418,30 @@ def _read_ticket_file(file: Path) -> bytes:
     return data
 
 
+def _publish_first_prekeys(relay: RelayClient) -> None:
+    """Upload the prekeys of a device whose registration the relay accepted. A failure does
+    not undo the registration (the relay holds the user key, and deleting the store would
+    lose the name): the home is kept and the next `e2ee receive` uploads them (REQ-RL-43)."""
+    try:
+        relay.publish_prekeys()
+    except E2EEError as exc:
+        _note(
+            f"registered, but the prekeys could not be uploaded ({exc.category}); until "
+            "`e2ee receive` uploads them, no one can start a conversation with this device"
+        )
+
+
+def _registered_already(relay: RelayClient) -> bool:
+    """Whether the relay takes this user's device list without a ticket: it already holds
+    this user key (an earlier `init --ticket` got as far as that), or registers without
+    tickets now. A registration must not depend on a ticket that was used or has expired."""
+    try:
+        relay.publish_device_list()
+    except RelayError:
+        return False
+    return True
+
+
 def _finish_init(path: Path, ticket_file: Path) -> int:
     if (path / CONFIG).exists():
         raise CommandError(EXIT_ERROR, f"{path} already holds a registered device")
@@ -428,10 +461,16 @@ def _finish_init(path: Path, ticket_file: Path) -> int:
     try:
         user_key = client.user_key
         if (
-            said.user_id != client.user_id
+            pending.name != client.user_id
             or user_key is None
-            or not hmac.compare_digest(said.user_key, user_key)
+            or not hmac.compare_digest(pending.user_key, user_key)
         ):
+            raise CommandError(
+                EXIT_ERROR,
+                f"{path / PENDING} does not match the device store in {path}; delete {path} "
+                "and run init again",
+            )
+        if said.user_id != client.user_id or not hmac.compare_digest(said.user_key, user_key):
             raise CommandError(
                 EXIT_ERROR,
                 f"{ticket_file} is a ticket for another user or user key (it names "
@@ -443,14 +482,17 @@ def _finish_init(path: Path, ticket_file: Path) -> int:
             except (RelayForbiddenError, RelayBadRequestError) as exc:
                 if exc.code == "user_key_mismatch":
                     raise CommandError(
-                        EXIT_ERROR, f"the name {pending.name!r} is taken on this relay"
+                        EXIT_ERROR,
+                        f"the name {pending.name!r} is taken on this relay; delete {path} and "
+                        "run init with another name",
                     ) from None
-                raise CommandError(
-                    EXIT_ERROR,
-                    f"the relay refused the ticket ({exc.code}: {exc}); the registration stays "
-                    "pending: try another ticket",
-                ) from None
-            relay.publish_prekeys()
+                if exc.code != "bad_ticket" or not _registered_already(relay):
+                    raise CommandError(
+                        EXIT_ERROR,
+                        f"the relay refused the ticket ({exc.code}: {exc}); the registration "
+                        "stays pending: try another ticket",
+                    ) from None
+            _publish_first_prekeys(relay)
         _write_json(path / CONFIG, {"relay": pending.relay, "name": pending.name})
     finally:
         client.close()

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from e2ee.cli.client_commands import NAME_RULE, valid_name
 from e2ee.cli.files import read_bounded, write_whole
 from e2ee.crypto.provider import SystemProvider
 from e2ee.limits import ED25519_KEY_SIZE
@@ -111,6 +112,8 @@ def run_ticket_key(args: argparse.Namespace) -> int:
 
 
 def run_ticket(args: argparse.Namespace) -> int:
+    if not valid_name(args.user):  # a ticket for a name `init` refuses could never be used
+        args.relay_ticket_parser.error(f"argument --user: {NAME_RULE}")
     try:
         seed = _read_key(args.key)
         issued = int(time.time())
@@ -142,8 +145,16 @@ def run_ticket(args: argparse.Namespace) -> int:
 
 
 def _read_key(file: Path) -> bytes:
-    """The authority seed from its key file: 64 hex digits, surrounding whitespace allowed."""
+    """The authority seed from its key file: 64 hex digits, surrounding whitespace allowed.
+    Like ssh with a private key, a file other users may read or write is refused: whoever
+    reads it can register any user id on the relay."""
     try:
+        mode = file.stat().st_mode
+        if mode & 0o077:
+            raise _Failure(
+                f"{file} is open to other users (mode {mode & 0o777:03o}); the authority key "
+                f"admits anyone who reads it: run chmod 600 {file}"
+            )
         text = read_bounded(file, 4 * ED25519_KEY_SIZE)
     except OSError as exc:
         raise _Failure(f"cannot read {file}: {exc.strerror or exc}") from None
