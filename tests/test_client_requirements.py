@@ -31,7 +31,7 @@ from e2ee.errors import (
     UntrustedIdentityError,
 )
 from e2ee.identity import SignedDeviceList, UserIdentity
-from e2ee.limits import HEADER_NONCE_SIZE, TYPE_SEALED_STATE
+from e2ee.limits import HEADER_NONCE_SIZE, TYPE_CONTENT, TYPE_SEALED_STATE
 from e2ee.session import Session
 from e2ee.wire import codec
 from e2ee.wire.messages import PreKeyBundle
@@ -379,7 +379,9 @@ def test_a_session_whose_peer_key_is_not_the_listed_device_key_is_refused(world:
     assert bundle is not None
     session = mallory.start_session(PreKeyBundle.from_bytes(bundle))
     message_id = b"\x42" * 16
-    wire = session.encrypt(Content(message_id, "bob", b"send the money to mallory").to_bytes())
+    wire = session.encrypt(
+        Content(message_id, "bob", b"send the money to mallory", "alice", 1).to_bytes()
+    )
     forged = Envelope("alice", 1, "bob", 1, message_id, wire)
     before = snapshot(bob)
     with pytest.raises(UnknownDeviceError, match="listed device key"):
@@ -402,7 +404,7 @@ def test_routing_fields_rewritten_in_transit_are_refused(world: World) -> None:
     with alice.store.transaction() as conn:
         session = sessions.active(conn, alice.store, "bob", 1)
         assert session is not None
-        wire = session.encrypt(Content(message_id, "carol", b"not for bob").to_bytes())
+        wire = session.encrypt(Content(message_id, "carol", b"not for bob", "alice", 1).to_bytes())
         sessions.save(conn, alice.store, "bob", 1, session, make_active=False)
     with pytest.raises(AuthenticationError, match="another user"):
         bob.receive(Envelope("alice", 1, "bob", 1, message_id, wire).to_bytes())
@@ -410,6 +412,53 @@ def test_routing_fields_rewritten_in_transit_are_refused(world: World) -> None:
     assert message is not None
     assert message.body == b"x"
     assert [m.body for m in bob.inbox()][-1] == b"x"
+
+
+def test_a_relay_cannot_hand_a_first_message_over_as_another_users(world: World) -> None:
+    """REQ-CL-09 (review finding): device keys are public (every bundle carries one), so a relay
+    can register a user id of its own whose signed list names Bob's device key, rewrite the
+    sender of Bob's first message to that user and attach that list. The session's peer key
+    then matched the list's key and Alice delivered Bob's words as mallory's. The content
+    names its sender now: Alice refuses the message and keeps nothing of it, and the genuine
+    envelope is still delivered afterwards."""
+    [alice] = world.user("alice")
+    [bob] = world.user("bob")
+    [envelope] = bob.send("alice", b"I resign. -- Bob", world.directory)
+    relay_user_key = UserIdentity.generate()
+    listed = relay_user_key.sign_device_list("mallory", 1, {7: bob.device_key}).to_bytes()
+    rewritten = dataclasses.replace(
+        envelope, sender_user="mallory", sender_device=7, sender_device_list=listed
+    )
+    before = snapshot(alice)
+    with pytest.raises(AuthenticationError, match="sender differs"):
+        alice.receive(rewritten.to_bytes())
+    assert snapshot(alice) == before
+    message = alice.receive(envelope.to_bytes()).message
+    assert message is not None
+    assert (message.sender_user, message.sender_device, message.body) == (
+        "bob",
+        1,
+        b"I resign. -- Bob",
+    )
+
+
+def test_content_of_version_1_which_names_no_sender_is_refused(world: World) -> None:
+    """REQ-CL-09: version 1 content had no sender fields; a receiver refuses it rather than
+    deliver a message whose sender nothing authenticated."""
+    [alice] = world.user("alice")
+    [bob] = world.user("bob")
+    converse(world, alice, bob)
+    message_id = b"\x09" * 16
+    old = codec.encode({0: 1, 1: TYPE_CONTENT, 2: message_id, 3: b"bob", 4: b"hi"})
+    with alice.store.transaction() as conn:
+        session = sessions.active(conn, alice.store, "bob", 1)
+        assert session is not None
+        wire = session.encrypt(old)
+        sessions.save(conn, alice.store, "bob", 1, session, make_active=False)
+    before = snapshot(bob)
+    with pytest.raises(AuthenticationError, match="content is malformed"):
+        bob.receive(Envelope("alice", 1, "bob", 1, message_id, wire).to_bytes())
+    assert snapshot(bob) == before
 
 
 def test_a_failed_receive_changes_nothing(world: World) -> None:
@@ -705,6 +754,22 @@ def test_a_replaced_key_clears_verification_and_drops_the_old_list(world: World)
     assert stored_counter(alice, "bob") == 1  # the old key's list (counter 2) is gone
     assert alice.sessions_with("bob", 1) == []
     assert alice.sessions_with("bob", 2) == []
+
+
+def test_linking_drops_an_own_list_taken_before_under_another_key(world: World) -> None:
+    """REQ-CL-30 (review finding): a device waiting to be linked can accept a list for its own
+    user from the directory (trust on first use, as send does before it needs a device id).
+    complete_link replaced that user key by the approved one but kept its list, so a forged
+    list with a high counter made the genuine approval "older", on every retry."""
+    [primary] = world.user("alice")
+    new = Client.create_linked(world.path("alice"), "alice")
+    forger = UserIdentity.generate()
+    forged = forger.sign_device_list("alice", 1000, {1: Account.generate().identity_key})
+    assert [e.kind for e in new.process_device_list(forged.to_bytes(), "alice")] == ["identity_new"]
+    new.complete_link(primary.approve_link(new.link_request(), new.link_code))
+    assert new.identity_key_of("alice") == primary.user_key
+    assert stored_counter(new, "alice") == 2
+    assert new.device_id == 2
 
 
 def test_approving_a_pending_key_drops_every_session_with_the_user(world: World) -> None:

@@ -43,6 +43,15 @@ def version_true(data: bytes) -> bytes:
     return out
 
 
+def sender_device_true(data: bytes) -> bytes:
+    """Content (version 2, which no boolean can be mistaken for) with its sender device id, 1,
+    replaced by ``true``."""
+    value = codec.decode(data, max_size=1 << 20)
+    assert codec.is_int(value[6], 1)
+    value[6] = True
+    return codec.encode(value)
+
+
 def signed_list() -> bytes:
     return IDENTITY.sign_device_list("alice", 1, {1: DEVICE_KEY}).to_bytes()
 
@@ -99,8 +108,8 @@ CASES: dict[str, Case] = {
         DecodeError,
     ),
     "content": (
-        lambda: Content(b"m" * 16, "bob", b"hi").to_bytes(),
-        lambda: version_true(Content(b"m" * 16, "bob", b"hi").to_bytes()),
+        lambda: Content(b"m" * 16, "bob", b"hi", "alice", 1).to_bytes(),
+        lambda: sender_device_true(Content(b"m" * 16, "bob", b"hi", "alice", 1).to_bytes()),
         Content.from_bytes,
         DecodeError,
     ),

@@ -296,6 +296,14 @@ class Client:
                 or device_list.device_key(parsed.device_id) != self._device_key
             ):
                 raise LinkError("the approved device list does not name this device")
+            known = conn.execute(
+                "SELECT identity_key FROM identities WHERE user_id = ?", (self._user_id,)
+            ).fetchone()
+            if known is None or known[0] != device_list.user_key:
+                # a list this device took for its own user before the link, under another
+                # key, goes with that key (REQ-CL-30); kept, a forged one with a high counter
+                # made the genuine approval "older" for good
+                conn.execute("DELETE FROM device_lists WHERE user_id = ?", (self._user_id,))
             conn.execute(
                 "INSERT OR REPLACE INTO identities (user_id, identity_key, verified) "
                 "VALUES (?, ?, 1)",
@@ -519,7 +527,7 @@ class Client:
                 bundles[(user, device)] = bundle
 
         message_id = self._store.provider.random_bytes(MESSAGE_ID_SIZE)
-        content = Content(message_id, to_user, body).to_bytes()
+        content = Content(message_id, to_user, body, self._user_id, device_id).to_bytes()
         envelopes: list[Envelope] = []
         with self._store.transaction() as conn:
             own_list = conn.execute(
@@ -678,6 +686,8 @@ class Client:
         content = _content(plaintext)
         if content.message_id != envelope.message_id:
             raise AuthenticationError("message id differs from the authenticated one")
+        if (content.sender_user, content.sender_device) != (user, device):
+            raise AuthenticationError("sender differs from the authenticated one")
         outgoing = user == self._user_id
         if not outgoing and content.conversation != self._user_id:
             raise AuthenticationError("message was addressed to another user")

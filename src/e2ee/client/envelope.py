@@ -8,12 +8,16 @@ An envelope is addressed to one device (canonical CBOR, spec/client.md)::
 
 The routing fields are in clear for the transport. The wire message encrypts the *content*::
 
-    content = {0: 1, 1: 35, 2: message id, 3: conversation user, 4: body}
+    content = {0: 2, 1: 35, 2: message id, 3: conversation user, 4: body, 5: sender user,
+               6: sender device}
 
-The receiver checks that the content's message id equals the envelope's, and that the
-conversation user is its own user (a message to it) or, when the sender is its own user, any
-user (a copy of a message its other device sent). A transport that rewrites the routing fields
-therefore gets the message refused, never delivered under another id or to another conversation.
+The receiver checks that the content's message id and sender equal the envelope's, and that
+the conversation user is its own user (a message to it) or, when the sender is its own user,
+any user (a copy of a message its other device sent). A transport that rewrites the routing
+fields therefore gets the message refused, never delivered under another id, from another
+sender or to another conversation. (A device key is public: without the sender in the content,
+a relay could register a user id whose list names another user's device key and hand that
+device's first message over as that user's.)
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from e2ee.limits import MAX_MESSAGE_SIZE, MAX_PLAINTEXT_SIZE, TYPE_CONTENT, TYPE
 from e2ee.wire import codec
 
 ENVELOPE_VERSION = 1
+CONTENT_VERSION = 2
+"""Version 1 content did not name its sender (spec/client.md section 3); it is refused."""
 MESSAGE_ID_SIZE = 16
 MAX_BODY_SIZE = MAX_PLAINTEXT_SIZE - 1024
 MAX_ENVELOPE_SIZE = MAX_MESSAGE_SIZE + MAX_SIGNED_DEVICE_LIST_SIZE + 1024
@@ -94,18 +100,25 @@ class Content:
     message_id: bytes
     conversation: str
     body: bytes
+    sender_user: str
+    sender_device: int
 
     def __repr__(self) -> str:
-        return f"Content(id={self.message_id.hex()}, conversation={self.conversation!r})"
+        return (
+            f"Content(id={self.message_id.hex()}, conversation={self.conversation!r}, "
+            f"sender={self.sender_user!r}/{self.sender_device})"
+        )
 
     def to_bytes(self) -> bytes:
         return codec.encode(
             {
-                0: ENVELOPE_VERSION,
+                0: CONTENT_VERSION,
                 1: TYPE_CONTENT,
                 2: self.message_id,
                 3: self.conversation.encode(),
                 4: self.body,
+                5: self.sender_user.encode(),
+                6: self.sender_device,
             }
         )
 
@@ -114,15 +127,15 @@ class Content:
         value = codec.decode(data, max_size=MAX_PLAINTEXT_SIZE)
         if (
             not isinstance(value, dict)
-            or set(value) != set(range(5))
-            or not codec.is_int(value[0], ENVELOPE_VERSION)
+            or set(value) != set(range(7))
+            or not codec.is_int(value[0], CONTENT_VERSION)
             or not codec.is_int(value[1], TYPE_CONTENT)
             or type(value[2]) is not bytes
             or len(value[2]) != MESSAGE_ID_SIZE
             or type(value[4]) is not bytes
         ):
             raise DecodeError("not message content of this version")
-        return cls(value[2], _user(value[3]), value[4])
+        return cls(value[2], _user(value[3]), value[4], _user(value[5]), _device(value[6]))
 
 
 def _user(value: object) -> str:
