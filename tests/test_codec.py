@@ -838,6 +838,20 @@ def test_a_version_2_bundle_with_an_unknown_key_is_unsupported() -> None:
     assert type(info.value) is DecodeError
 
 
+@pytest.mark.parametrize("version", [-1, -24, -25, NINT_MIN])
+def test_a_negative_version_is_a_plain_decode_error(version: int) -> None:
+    """[REQ-WIRE-05] A CBOR negative integer (major type 1, admitted by the profile) as the
+    version is not an unsigned integer: DecodeError with the category decode_error, not an
+    UnsupportedVersionError."""
+    for data in bundles():
+        fields: dict[int, Any] = codec.decode(data, max_size=MAX_BUNDLE_SIZE)
+        fields[0] = version
+        with pytest.raises(DecodeError) as info:
+            PreKeyBundle.from_bytes(codec.encode(fields))
+        assert type(info.value) is DecodeError
+        assert info.value.category == "decode_error"
+
+
 def test_missing_or_mistyped_version_is_a_plain_decode_error() -> None:
     fields: dict[int, Any] = codec.decode(bundles()[0], max_size=MAX_BUNDLE_SIZE)
     for version in (None, True, b"\x01", [1]):

@@ -435,6 +435,9 @@ def bundle_file() -> JSON:
         ["SharedValue", "WrongItemType"],
         cmap(_replace(base, 2, dag)),
     )
+    # spec/wire.md [REQ-WIRE-05]: a version that is not an unsigned integer is a decode_error,
+    # not an unsupported version.
+    bad("version -1 (a CBOR negative integer)", ["WrongItemType"], cmap(_replace(base, 0, b"\x20")))
     return envelope(
         schema="e2ee_wire_bundle_schema_v1.json",
         algorithm="e2ee-prekey-bundle",
