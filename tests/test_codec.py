@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import cbor2
@@ -21,7 +23,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import e2ee
-from e2ee.errors import DecodeError, E2EEError, UnsupportedVersionError
+from e2ee.client.envelope import Content, Envelope
+from e2ee.errors import DecodeError, DeviceListError, E2EEError, StateError, UnsupportedVersionError
+from e2ee.identity import SignedDeviceList, UserIdentity
 from e2ee.limits import (
     MAX_BUNDLE_SIZE,
     MAX_CBOR_DEPTH,
@@ -368,6 +372,134 @@ def test_decode_rejects_very_deep_nesting_without_recursion_error() -> None:
             codec.decode(data, max_size=len(data))
 
 
+# --- decode: tags are refused before anything resolves them ------------------------------
+# cbor2 resolves value sharing (tags 28/29, RFC 8949 section 3.4 / IANA) and string
+# references (tags 256/25) while it decodes. The inputs below are built by hand: each is small,
+# but with the references resolved it is a structure of exponential size, or a byte string
+# repeated many times. spec/wire.md [REQ-WIRE-04] refuses every tag; these check that the
+# refusal comes first, before anything expands the input.
+
+_MiB = 1 << 20
+
+
+def _head(major: int, value: int) -> bytes:
+    """A CBOR head, written out here rather than taken from the codec under test."""
+    top = major << 5
+    for info, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if value < 24:
+            return bytes((top | value,))
+        if value < 1 << (8 * width):
+            return bytes((top | info,)) + value.to_bytes(width, "big")
+    raise ValueError(value)
+
+
+_SHAREABLE = b"\xd8\x1c"  # tag 28: the next item may be referenced
+_SHARED_REF = b"\xd8\x1d"  # tag 29 + uint n: the n-th shareable item seen so far
+_STRINGREF_NAMESPACE = b"\xd9\x01\x00"  # tag 256: string references inside
+_STRINGREF = b"\xd8\x19"  # tag 25 + uint n: the n-th long-enough string seen so far
+
+
+def _shared_dag(levels: int, width: int) -> bytes:
+    """A_i = shareable [A_(i-1), ref(A_(i-1)) x (width - 1)], A_0 = shareable h''. Resolved,
+    it is a tree of width ** levels leaves; as bytes it is about 3 * levels * width."""
+    data = _SHAREABLE + b"\x40"
+    for level in range(1, levels + 1):
+        # Shareable items are numbered in the order they start: A_levels is 0, A_0 is levels.
+        ref = _SHARED_REF + _head(0, levels - level + 1)
+        data = _SHAREABLE + _head(4, width) + data + ref * (width - 1)
+    return data
+
+
+def _expanding_inputs() -> dict[str, bytes]:
+    """Inputs of at most 16 MiB (the state limit) whose references, resolved, make 100 MiB."""
+    big = _head(2, _MiB) + bytes(_MiB)
+    return {
+        "shared reference": _head(4, 101) + _SHAREABLE + big + (_SHARED_REF + b"\x00") * 100,
+        "string reference": _STRINGREF_NAMESPACE
+        + _head(4, 101)
+        + big
+        + (_STRINGREF + b"\x00") * 100,
+    }
+
+
+_STATE_READERS: dict[str, tuple[Callable[[bytes], object], type[E2EEError]]] = {
+    "codec.decode": (lambda data: codec.decode(data, max_size=MAX_STATE_SIZE), DecodeError),
+    "Account.from_bytes": (e2ee.Account.from_bytes, StateError),
+    "Session.from_bytes": (e2ee.Session.from_bytes, StateError),
+    "UserIdentity.from_bytes": (UserIdentity.from_bytes, StateError),
+}
+_READERS: dict[str, tuple[Callable[[bytes], object], type[E2EEError]]] = {
+    **_STATE_READERS,
+    "PreKeyBundle.from_bytes": (PreKeyBundle.from_bytes, DecodeError),
+    "SignedDeviceList.from_bytes": (SignedDeviceList.from_bytes, DeviceListError),
+    "Envelope.from_bytes": (Envelope.from_bytes, DecodeError),
+    "Content.from_bytes": (Content.from_bytes, DecodeError),
+}
+
+
+def test_shared_dag_is_what_it_claims() -> None:
+    """The test input itself: plain cbor2 resolves the references into one list object
+    referenced ``width`` times per level (so a tree walk visits width ** levels leaves)."""
+    value = cbor2.loads(_shared_dag(3, 4))
+    assert len(value) == 4
+    assert all(item is value[0] for item in value)
+    assert len(value[0]) == 4
+    assert all(item is value[0][0] for item in value[0])
+    assert value[0][0][0] == b""
+    assert len(_shared_dag(6, 40)) == 729
+
+
+@pytest.mark.parametrize("reader", sorted(_READERS))
+def test_shared_references_are_refused_before_they_expand(reader: str) -> None:
+    """[REQ-WIRE-04] A 729-byte input of value-sharing tags that resolves to 40 ** 6 (4.1e9)
+    leaves: every generic-decoder entry point refuses it with its typed error. Before the tags
+    were refused ahead of cbor2, the type walk over the resolved value took minutes for each
+    entry point (76 s with 30 ** 6 leaves)."""
+    read, error = _READERS[reader]
+    data = _shared_dag(6, 40)
+    assert len(data) <= MAX_BUNDLE_SIZE
+    with pytest.raises(error):
+        read(data)
+
+
+@pytest.mark.parametrize("kind", sorted(_expanding_inputs()))
+@pytest.mark.parametrize("reader", sorted(_STATE_READERS))
+def test_references_to_a_large_string_are_refused_in_small_memory(kind: str, reader: str) -> None:
+    """[REQ-WIRE-04] A 1 MiB byte string referenced 100 times (a value-sharing or a string
+    reference) is refused without materialising the references: the decoder's peak memory
+    stays far below the 100 MiB they stand for (re-encoding the resolved value used to build
+    all of it)."""
+    read, error = _STATE_READERS[reader]
+    data = _expanding_inputs()[kind]
+    assert _MiB < len(data) <= MAX_STATE_SIZE
+    tracemalloc.start()
+    try:
+        with pytest.raises(error):
+            read(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < _MiB // 4
+
+
+@pytest.mark.parametrize(
+    "hex_data",
+    [
+        "d81c80",  # shareable []
+        "82d81c41ffd81d00",  # [shareable h'ff', ref 0]
+        "d901008243616263d81900",  # stringref namespace [h'616263', 25(0)]
+        "d9010080",  # an empty stringref namespace
+        "d81900",  # a string reference outside a namespace
+        "a101d81c00",  # shareable 0 as a map value
+        "a1d81c0100",  # a tagged map key
+    ],
+)
+def test_every_tag_is_refused_wherever_it_is(hex_data: str) -> None:
+    """[REQ-WIRE-04] No tag is admitted anywhere: top level, inside arrays and maps, as a key."""
+    with pytest.raises(DecodeError):
+        codec.decode(bytes.fromhex(hex_data), max_size=1024)
+
+
 def test_decode_size_limit() -> None:
     data = codec.encode([bytes(100), 1, None])
     assert codec.decode(data, max_size=len(data)) == [bytes(100), 1, None]
@@ -704,6 +836,20 @@ def test_a_version_2_bundle_with_an_unknown_key_is_unsupported() -> None:
     with pytest.raises(DecodeError) as info:  # version 1: the unknown key is the problem
         PreKeyBundle.from_bytes(codec.encode({**fields, 15: b"x"}))
     assert type(info.value) is DecodeError
+
+
+@pytest.mark.parametrize("version", [-1, -24, -25, NINT_MIN])
+def test_a_negative_version_is_a_plain_decode_error(version: int) -> None:
+    """[REQ-WIRE-05] A CBOR negative integer (major type 1, admitted by the profile) as the
+    version is not an unsigned integer: DecodeError with the category decode_error, not an
+    UnsupportedVersionError."""
+    for data in bundles():
+        fields: dict[int, Any] = codec.decode(data, max_size=MAX_BUNDLE_SIZE)
+        fields[0] = version
+        with pytest.raises(DecodeError) as info:
+            PreKeyBundle.from_bytes(codec.encode(fields))
+        assert type(info.value) is DecodeError
+        assert info.value.category == "decode_error"
 
 
 def test_missing_or_mistyped_version_is_a_plain_decode_error() -> None:

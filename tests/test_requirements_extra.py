@@ -36,6 +36,7 @@ from e2ee.errors import (
     StateError,
 )
 from e2ee.limits import (
+    MAX_BASE_KEYS_PER_PREKEY,
     MAX_COUNTER,
     MAX_OLD_SIGNED_PREKEYS,
     MAX_ONE_TIME_PREKEYS,
@@ -288,6 +289,116 @@ def test_local_errors_leave_the_account_unchanged() -> None:
         assert near_end.to_bytes() == before
     near_end.generate_one_time_prekeys(0, provider=provider)
     assert near_end.to_bytes() == before
+
+
+# --- REQ-ERR-08: a failing randomness source leaves the account unchanged ----------------------
+
+
+class _EntropyFailure(Exception):
+    """What the failing provider raises: an exception no e2ee code raises or catches."""
+
+
+class _FailingProvider:
+    """A DeterministicProvider whose ``random_bytes`` raises on its ``fail_at``-th call (counted
+    from 1) and on every later one; ``fail_at=None`` never fails and just counts the draws."""
+
+    def __init__(self, seed: str, fail_at: int | None) -> None:
+        self._inner = DeterministicProvider(seed)
+        self._fail_at = fail_at
+        self.calls = 0
+
+    def random_bytes(self, length: int) -> bytes:
+        self.calls += 1
+        if self._fail_at is not None and self.calls >= self._fail_at:
+            raise _EntropyFailure(f"draw {self.calls} failed")
+        return self._inner.random_bytes(length)
+
+    def mlkem1024_encapsulate(self, public_key: bytes) -> tuple[bytes, bytes]:
+        return self._inner.mlkem1024_encapsulate(public_key)
+
+
+_PREKEY_OPERATIONS: dict[str, Callable[[e2ee.Account, Any], None]] = {
+    "generate_one_time_prekeys": lambda a, p: a.generate_one_time_prekeys(3, provider=p),
+    "rotate_signed_prekey": lambda a, p: a.rotate_signed_prekey(provider=p, now=NOW + 60),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(_PREKEY_OPERATIONS))
+@pytest.mark.parametrize("post_quantum", [True, False], ids=["pq", "classic"])
+def test_a_failing_draw_leaves_the_account_unchanged(operation: str, post_quantum: bool) -> None:
+    """[REQ-ERR-08] Whichever draw of prekey generation or rotation fails, the provider's
+    exception propagates and the account is byte-identical: no prekey added, no id taken. The
+    same operation with a working provider then gives exactly the account a never-failed run
+    gives (so no id was skipped either)."""
+    run = _PREKEY_OPERATIONS[operation]
+    account = e2ee.Account.generate(
+        provider=DeterministicProvider("err-08"), now=NOW, post_quantum=post_quantum
+    )
+    account.generate_one_time_prekeys(1, provider=DeterministicProvider("err-08 one"))
+    reference = e2ee.Account.from_bytes(account.to_bytes())
+    counting = _FailingProvider("err-08 run", None)
+    run(reference, counting)
+    draws = counting.calls
+    assert draws >= 1
+    for fail_at in range(1, draws + 1):
+        before = account.to_bytes()
+        with pytest.raises(_EntropyFailure):
+            run(account, _FailingProvider("err-08 run", fail_at))
+        assert account.to_bytes() == before, f"draw {fail_at} of {draws} failed"
+    run(account, _FailingProvider("err-08 run", None))
+    assert account.to_bytes() == reference.to_bytes()
+
+
+@pytest.mark.parametrize("post_quantum", [True, False], ids=["pqxdh", "x3dh"])
+def test_a_failing_draw_in_accept_session_leaves_the_account_unchanged(
+    post_quantum: bool,
+) -> None:
+    """[REQ-ERR-08] [REQ-HS-22] [REQ-HS-23] A first message that fills the current signed
+    prekey's replay memory is accepted with a rotation. When any draw of that call fails (the
+    new ratchet key, the new signed prekey), the account is byte-identical: the base key is
+    not remembered, so the genuine message is accepted afterwards with a working provider,
+    not refused as a replay."""
+    bob = e2ee.Account.generate(
+        provider=DeterministicProvider("err-08 bob"), now=NOW, post_quantum=post_quantum
+    )
+    # As persisted (state.md section 2): the current signed prekey (last of key 5) one base
+    # key (record element 8) short of a full replay memory.
+    state = codec.decode(bob.to_bytes(), max_size=MAX_STATE_SIZE)
+    assert isinstance(state, dict)
+    state[5][-1][8] = sorted(
+        hashlib.sha256(b"seen %d" % i).digest() for i in range(MAX_BASE_KEYS_PER_PREKEY - 1)
+    )
+    bob = e2ee.Account.from_bytes(codec.encode(state))
+    old_prekey_id = bob.signed_prekey_bundle().signed_prekey_id
+    alice = e2ee.Account.generate(provider=DeterministicProvider("err-08 alice"), now=NOW)
+    session = alice.start_session(
+        bob.signed_prekey_bundle(),
+        config=e2ee.SessionConfig(allow_x3dh=True),
+        provider=DeterministicProvider("err-08 session"),
+        now=NOW,
+    )
+    message = session.encrypt(b"fills the memory")
+
+    reference = e2ee.Account.from_bytes(bob.to_bytes())
+    counting = _FailingProvider("err-08 accept", None)
+    reference.accept_session(message, provider=counting, now=NOW)
+    draws = counting.calls
+    assert reference.signed_prekey_bundle().signed_prekey_id != old_prekey_id  # rotated
+    assert draws >= 2  # the new ratchet key, then the rotation
+    for fail_at in range(1, draws + 1):
+        before = bob.to_bytes()
+        with pytest.raises(_EntropyFailure):
+            bob.accept_session(
+                message, provider=_FailingProvider("err-08 accept", fail_at), now=NOW
+            )
+        assert bob.to_bytes() == before, f"draw {fail_at} of {draws} failed"
+    _, plaintext = bob.accept_session(
+        message, provider=_FailingProvider("err-08 accept", None), now=NOW
+    )
+    assert plaintext == b"fills the memory"
+    assert bob.to_bytes() == reference.to_bytes()
+    with pytest.raises(DuplicateMessageError):
+        bob.accept_session(message, now=NOW)
 
 
 # --- REQ-DR-25 / REQ-STATE-10: no message number MAX_COUNTER, no Nr above it ------------------

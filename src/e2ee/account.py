@@ -138,7 +138,9 @@ class Account:
             one_time_prekeys={},
             one_time_kem_prekeys={},
         )
-        account._signed_prekeys.append(account._new_signed_prekey(provider, _now(now)))
+        spk = account._new_signed_prekey(provider, _now(now))
+        account._next_prekey_id = _next_id_after(spk)
+        account._signed_prekeys.append(spk)
         return account
 
     def _reserve_ids(self, count: int) -> None:
@@ -146,19 +148,17 @@ class Account:
         if self._next_prekey_id + count > MAX_COUNTER + 1:
             raise ExhaustedError("prekey ids exhausted")
 
-    def _take_id(self) -> int:
-        prekey_id = self._next_prekey_id
-        self._next_prekey_id += 1
-        return prekey_id
-
     def _new_signed_prekey(self, provider: Provider, now: int) -> _SignedPrekey:
+        """Draw and sign a signed prekey with the next free id(s), changing nothing: a failing
+        draw leaves the account as it was. The caller commits it, ``_next_prekey_id`` =
+        ``_next_id_after(key)`` included, once nothing else can fail."""
         self._reserve_ids(_IDS_PER_SIGNED_PREKEY)
         private = provider.random_bytes(32)
         public = primitives.x25519_public_key(private)
-        prekey_id = self._take_id()
+        prekey_id = self._next_prekey_id
         kem_id = kem_seed = kem_public = None
         if self._post_quantum:
-            kem_id = self._take_id()
+            kem_id = prekey_id + 1
             kem_seed = provider.random_bytes(MLKEM1024_SEED_SIZE)
             kem_public = primitives.mlkem1024_public_key(kem_seed)
         signature = signing.sign(
@@ -219,22 +219,32 @@ class Account:
         )
         self._reserve_ids(count + kem_count)
         provider = provider or default_provider()
+        # Every key is drawn and signed before the account changes: a failing draw leaves it
+        # as it was (no id taken, no key added).
+        next_id = self._next_prekey_id
+        new_keys: dict[int, _OneTimePrekey] = {}
+        new_kem_keys: dict[int, _OneTimePrekey] = {}
         for index in range(count):
-            prekey_id = self._take_id()
+            prekey_id = next_id
+            next_id += 1
             private = provider.random_bytes(32)
             public = primitives.x25519_public_key(private)
             signature = signing.sign(
                 self._identity_seed, signing.one_time_prekey_payload(prekey_id, public)
             )
-            self._one_time_prekeys[prekey_id] = _OneTimePrekey(private, public, signature)
+            new_keys[prekey_id] = _OneTimePrekey(private, public, signature)
             if index < kem_count:
-                kem_id = self._take_id()
+                kem_id = next_id
+                next_id += 1
                 seed = provider.random_bytes(MLKEM1024_SEED_SIZE)
                 kem_public = primitives.mlkem1024_public_key(seed)
                 kem_signature = signing.sign(
                     self._identity_seed, signing.one_time_kem_prekey_payload(kem_id, kem_public)
                 )
-                self._one_time_kem_prekeys[kem_id] = _OneTimePrekey(seed, kem_public, kem_signature)
+                new_kem_keys[kem_id] = _OneTimePrekey(seed, kem_public, kem_signature)
+        self._one_time_prekeys.update(new_keys)
+        self._one_time_kem_prekeys.update(new_kem_keys)
+        self._next_prekey_id = next_id
 
     def prekey_bundle(self) -> PreKeyBundle:
         """A bundle with the current signed prekey and an unpublished one-time prekey of each
@@ -338,7 +348,11 @@ class Account:
         self._rotate(provider or default_provider(), current_time)
 
     def _rotate(self, provider: Provider, now: int) -> None:
-        new = self._new_signed_prekey(provider, now)
+        self._install_signed_prekey(self._new_signed_prekey(provider, now), now)
+
+    def _install_signed_prekey(self, new: _SignedPrekey, now: int) -> None:
+        """Make ``new`` (from :meth:`_new_signed_prekey`) current; cannot fail."""
+        self._next_prekey_id = _next_id_after(new)
         self._signed_prekeys[-1].retired_at = now
         self._signed_prekeys.append(new)
         keep = [
@@ -586,15 +600,15 @@ class Account:
         plaintext = session.decrypt(message, provider=provider)
 
         # Authenticated. Remembering the base key may fill the current signed prekey's replay
-        # memory, which calls for a rotation; the ids it takes are checked now, so that an
-        # ExhaustedError leaves the account unchanged and the message can be accepted later.
+        # memory, which calls for a rotation. The new signed prekey is drawn now, before
+        # anything is committed, so that an ExhaustedError (no ids left) or a failing draw
+        # leaves the account unchanged and the message can be accepted later.
         rotate = (
             remember_base_key
             and len(spk.seen_base_keys) + 1 >= MAX_BASE_KEYS_PER_PREKEY
             and spk is self._signed_prekeys[-1]
         )
-        if rotate:
-            self._reserve_ids(_IDS_PER_SIGNED_PREKEY)
+        new_signed_prekey = self._new_signed_prekey(provider, current_time) if rotate else None
 
         # Nothing below can fail: commit the account changes.
         if one_time is not None:
@@ -605,8 +619,8 @@ class Account:
             del self._one_time_kem_prekeys[initial.kem_prekey_id]
         if remember_base_key:
             spk.seen_base_keys.add(initial.base_key)
-        if rotate:
-            self._rotate(provider, current_time)
+        if new_signed_prekey is not None:
+            self._install_signed_prekey(new_signed_prekey, current_time)
         return session, plaintext
 
     def _find_signed_prekey(self, prekey_id: int, now: int) -> _SignedPrekey:
@@ -688,6 +702,12 @@ class Account:
         if envelope_id is not None and envelope_id != account.identity_key:
             raise StateError("sealed envelope belongs to another account")
         return account
+
+
+def _next_id_after(spk: _SignedPrekey) -> int:
+    """The next free prekey id once ``spk`` is installed: after its ML-KEM companion's id, or
+    after its own on a classic account."""
+    return (spk.prekey_id if spk.kem_id is None else spk.kem_id) + 1
 
 
 def _first_unpublished(keys: dict[int, _OneTimePrekey]) -> int | None:

@@ -66,6 +66,14 @@ WIRE_NOTES = {
         "puts it. Map keys are integers 0..23 (spec/wire.md section 1). In some languages true "
         "equals 1, so a decoder that builds a dictionary first may read `true: 1` as the key 1.",
     ),
+    "SharedValue": note(
+        "CAN_OF_WORMS",
+        "CBOR value sharing (tags 28 and 29) or string references (tags 256 and 25). No tag is "
+        "admitted (spec/wire.md section 1), and a decoder must refuse them before it resolves "
+        "them: resolved, one field reads as a copy of another, and a few hundred bytes of "
+        "nested references stand for a value of exponential size, whose walk or re-encoding "
+        "never ends.",
+    ),
     "Undefined": note(
         "CAN_OF_WORMS",
         "The simple value undefined (0xf7) where null (0xf6) is allowed. Only false, true and "
@@ -96,6 +104,21 @@ def array(items: list[bytes]) -> bytes:
 
 def cmap(pairs: list[tuple[bytes, bytes]]) -> bytes:
     return ref.cbor_head(5, len(pairs)) + b"".join(k + v for k, v in pairs)
+
+
+SHAREABLE, SHARED_REF = b"\xd8\x1c", b"\xd8\x1d"  # tag 28, tag 29 (RFC 8949 registry)
+STRINGREF_NAMESPACE, STRINGREF = b"\xd9\x01\x00", b"\xd8\x19"  # tag 256, tag 25
+
+
+def shared_dag(levels: int, width: int) -> bytes:
+    """A_i = 28([A_(i-1), 29(index of A_(i-1)) x (width - 1)]), A_0 = 28(h''): about
+    3 * levels * width bytes that resolve to width ** levels leaves. Shareable items are
+    numbered in the order they start, so A_levels is 0 and A_(i-1) is levels - i + 1."""
+    data = SHAREABLE + bstr(b"")
+    for level in range(1, levels + 1):
+        reference = SHARED_REF + uint(levels - level + 1)
+        data = SHAREABLE + ref.cbor_head(4, width) + data + reference * (width - 1)
+    return data
 
 
 MAX_CIPHERTEXT_SIZE = (limits.MAX_PLAINTEXT_SIZE // 16 + 1) * 16 + limits.MESSAGE_TAG_SIZE
@@ -393,6 +416,28 @@ def bundle_file() -> JSON:
         ["NonIntegerKey"],
         cmap([*base, (ref.cbor_head(3, 1) + b"a", uint(0))]),
     )
+    bad(
+        "identity key (key 2) shareable (tag 28), signed prekey (key 4) a shared reference to it "
+        "(tag 29)",
+        ["SharedValue", "WrongItemType"],
+        cmap(_replace(_replace(base, 2, SHAREABLE + bstr(identity)), 4, SHARED_REF + uint(0))),
+    )
+    bad(
+        "the map in a string-reference namespace (tag 256), the signed prekey (key 4) string "
+        "reference 0 (tag 25) to the identity key",
+        ["SharedValue", "WrongItemType"],
+        STRINGREF_NAMESPACE + cmap(_replace(base, 4, STRINGREF + uint(0))),
+    )
+    dag = shared_dag(6, 30)
+    bad(
+        f"identity key (key 2) replaced by {len(dag)} bytes of nested value sharing that resolve "
+        "to 30^6 leaves",
+        ["SharedValue", "WrongItemType"],
+        cmap(_replace(base, 2, dag)),
+    )
+    # spec/wire.md [REQ-WIRE-05]: a version that is not an unsigned integer is a decode_error,
+    # not an unsupported version.
+    bad("version -1 (a CBOR negative integer)", ["WrongItemType"], cmap(_replace(base, 0, b"\x20")))
     return envelope(
         schema="e2ee_wire_bundle_schema_v1.json",
         algorithm="e2ee-prekey-bundle",

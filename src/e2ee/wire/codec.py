@@ -6,7 +6,9 @@ order of section 4.2.1 coincide and there is exactly one valid encoding of every
 
 Two decoders share one definition of "acceptable":
 
-* :func:`decode` -- the generic one, for bundles and persisted state: ``cbor2`` with
+* :func:`decode` -- the generic one, for bundles and persisted state: first a linear walk over
+  the item heads (:func:`_check_profile`) that refuses everything outside the profile, tags
+  above all, before ``cbor2`` sees the input; then ``cbor2`` with
   indefinite lengths and duplicate keys disabled and a depth limit, then a type walk that only
   admits unsigned/negative integers, byte strings, arrays, maps with integer keys in ascending
   order, booleans and null, then a re-encoding that must equal the input byte for byte (this
@@ -47,6 +49,7 @@ def decode(data: bytes, *, max_size: int) -> CBORValue:
         raise DecodeError(f"structure is {len(data)} bytes, over the limit of {max_size}")
     if not data:
         raise DecodeError("empty input")
+    _check_profile(data)
     try:
         value = cbor2.loads(
             data,
@@ -74,6 +77,95 @@ def decode(data: bytes, *, max_size: int) -> CBORValue:
     if canonical != data:
         raise DecodeError("not canonical CBOR (or trailing bytes)")
     return value
+
+
+def _check_profile(data: bytes) -> None:
+    """Refuse, before ``cbor2`` interprets anything, every input that is not one item of the
+    profile (spec/wire.md section 1): tags (major type 6), text strings, floats and simple
+    values other than false/true/null, indefinite lengths and reserved heads, non-minimal heads,
+    map keys other than 0..23 in ascending order, nesting beyond ``MAX_CBOR_DEPTH``, truncation
+    and trailing bytes.
+
+    ``cbor2`` resolves value-sharing tags (28/29) and string references (25/256) while it
+    decodes, so a few hundred bytes of shared references expand into a structure whose walk
+    and re-encoding take exponential time or gigabytes. This walk reads each head once and
+    skips byte strings without copying: time linear in ``len(data)``, and memory bounded by
+    the depth limit (at most ``MAX_CBOR_DEPTH + 1`` open levels). A container that announces
+    more items than bytes are left is refused at once (every item takes at least one byte).
+    """
+    size = len(data)
+    pos = 0
+    # Per open level: items still to read, and for a map the previous key (-1 before the
+    # first), for an array (or the top level) None. A map of n entries has 2n items: after
+    # taking one, an odd count left means it was a key.
+    remaining = [1]
+    previous_key: list[int | None] = [None]
+    left = 1  # remaining[-1], kept in a local on the hot path
+    previous: int | None = None  # previous_key[-1]
+    while True:
+        if not left:
+            remaining.pop()
+            previous_key.pop()
+            if not remaining:
+                break
+            left = remaining[-1]
+            previous = previous_key[-1]
+            continue
+        left -= 1
+        if pos >= size:
+            raise DecodeError("truncated CBOR")
+        initial = data[pos]
+        pos += 1
+        if previous is not None and left & 1:
+            if initial > 23:  # the one-byte heads 0x00..0x17 are the unsigned integers 0..23
+                raise DecodeError("map keys must be integers from 0 to 23")
+            if initial <= previous:
+                raise DecodeError("not canonical CBOR (map keys out of order)")
+            previous = initial
+            continue
+        major = initial >> 5
+        if major == 7:  # floats and simple values
+            if initial == 0xF4 or initial == 0xF5 or initial == 0xF6:
+                continue
+            raise DecodeError("CBOR floats and simple values other than false, true, null")
+        info = initial & 0x1F
+        if info < 24:
+            value = info
+        else:
+            width = _WIDTH_FOR_INFO.get(info)
+            if width is None:
+                raise DecodeError("indefinite or reserved CBOR length")
+            end = pos + width
+            if end > size:
+                raise DecodeError("truncated CBOR")
+            value = int.from_bytes(data[pos:end], "big")
+            if value < _MIN_FOR_INFO[info]:
+                raise DecodeError("non-minimal CBOR integer")
+            pos = end
+        if major <= 1:
+            continue
+        if major == 2:
+            if value > size - pos:
+                raise DecodeError("truncated byte string")
+            pos += value
+        elif major == 4 or major == 5:
+            if len(remaining) > MAX_CBOR_DEPTH:
+                raise DecodeError("CBOR nesting too deep")
+            items = value if major == 4 else 2 * value
+            if items > size - pos:
+                raise DecodeError("truncated CBOR")
+            remaining[-1] = left
+            previous_key[-1] = previous
+            remaining.append(items)
+            left = items
+            previous = None if major == 4 else -1
+            previous_key.append(previous)
+        elif major == 3:
+            raise DecodeError("CBOR text strings are not allowed")
+        else:
+            raise DecodeError("CBOR tags are not allowed")
+    if pos != size:
+        raise DecodeError("not canonical CBOR (or trailing bytes)")
 
 
 def is_int(value: CBORValue, expected: int) -> bool:

@@ -173,8 +173,11 @@ class PreKeyBundle:
 
 
 def check_version_and_type(version: object, kind: object, expected: int) -> None:
-    if type(version) is not int:
-        raise DecodeError("missing version")
+    """spec/wire.md [REQ-WIRE-05]: a version that is missing or not an unsigned integer (a
+    CBOR negative integer included) is a DecodeError; only an unsigned one other than
+    PROTOCOL_VERSION is unsupported."""
+    if type(version) is not int or version < 0:
+        raise DecodeError("missing version, or not an unsigned integer")
     if version != PROTOCOL_VERSION:
         raise UnsupportedVersionError(f"unsupported protocol version {version}", version=version)
     if not codec.is_int(kind, expected):
