@@ -4,9 +4,11 @@ init, send and receive both ways, fingerprints, a verify round and the error exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -869,3 +871,27 @@ def test_relay_ticket_to_a_path_that_is_no_file_is_one_line_and_leaves_nothing(
     assert captured.err.startswith(f"e2ee relay ticket: cannot write {target}: ")
     assert captured.err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_messages_a_damaged_session_keeps_queued_are_an_error_not_nothing_to_receive(
+    server: RelayProcess, tmp_path: Path
+) -> None:
+    """[REQ-RL-22] Review finding: a session row the client cannot load (StateError) keeps the
+    envelope queued, and `e2ee receive` said "nothing to receive" (exit 6) on every run while
+    the message sat at the relay. It now exits 1 saying how many stay queued, every run."""
+    kim, lou = tmp_path / "kim", tmp_path / "lou"
+    ok(e2ee(kim, "init", "--relay", server.url, "--name", "kim"))
+    ok(e2ee(lou, "init", "--relay", server.url, "--name", "lou"))
+    ok(e2ee(kim, "send", "lou", "one"))
+    assert ok(e2ee(lou, "receive")).splitlines() == ["kim/1: one"]
+    with contextlib.closing(sqlite3.connect(lou / "device.sqlite")) as db, db:
+        db.execute("UPDATE sessions SET state = x'00'")
+    ok(e2ee(kim, "send", "lou", "two"))
+    for _ in range(2):
+        kept = e2ee(lou, "receive")
+        assert kept.returncode == EXIT_ERROR
+        assert kept.stdout == ""
+        assert kept.stderr == (
+            "e2ee: 1 message could not be processed on this device (a local failure, such as "
+            "a damaged store) and stays queued at the relay\n"
+        )
