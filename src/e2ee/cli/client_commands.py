@@ -33,7 +33,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from e2ee.cli.files import read_bounded, write_whole
@@ -110,7 +110,13 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    seconds: Callable[[str], float],
+) -> None:
+    """The client commands' parsers; ``seconds`` is the argparse type of a wait (a finite
+    number above 0 with an upper bound: ``float()`` also reads "nan", "inf" and "1e300")."""
+
     def add(name: str, help_text: str, description: str, examples: str) -> argparse.ArgumentParser:
         return commands.add_parser(
             name,
@@ -164,9 +170,10 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     receive.add_argument("--follow", action="store_true", help="keep listening (Ctrl-C stops)")
     receive.add_argument(
         "--idle",
-        type=float,
+        type=seconds,
         metavar="SECONDS",
-        help="with --follow: stop after SECONDS without a message (default: never)",
+        help="with --follow: stop after SECONDS without a message, above 0, at most 86400 "
+        "(default: never)",
     )
 
     add(
