@@ -39,6 +39,7 @@ from pathlib import Path
 from e2ee.cli.files import read_bounded, write_whole
 from e2ee.client import Client, Message, ReceiveResult
 from e2ee.client import trust as _trust
+from e2ee.client.envelope import MAX_BODY_SIZE
 from e2ee.errors import (
     E2EEError,
     MismatchedDevicesError,
@@ -218,10 +219,20 @@ def add_parsers(
 
 
 def home_dir(option: Path | None) -> Path:
-    if option is not None:
-        return option.expanduser()
+    """``--home``, else ``$E2EE_HOME``, else ``~/.e2ee``, with ``~`` expanded. A ``~user`` of
+    no such user (or a home directory nobody can tell) is a bad command line, not a
+    ``RuntimeError``."""
     env = os.environ.get("E2EE_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".e2ee"
+    given, source = (option, "--home") if option is not None else (env, "E2EE_HOME")
+    try:
+        if given:
+            return Path(given).expanduser()
+        return Path.home() / ".e2ee"
+    except RuntimeError:
+        where = f"{source} {str(given)!r}" if given else "~/.e2ee (the default home)"
+        raise CommandError(
+            EXIT_USAGE, f"{where}: cannot expand ~ (no such user, or no home directory)"
+        ) from None
 
 
 class Home:
@@ -509,12 +520,22 @@ def _finish_init(path: Path, ticket_file: Path) -> int:
     return EXIT_OK
 
 
+def _read_stdin() -> str:
+    """Standard input, one final newline dropped; at most MAX_BODY_SIZE + 2 characters are
+    read (a character is at least one byte of the body, and one more is the newline), so a
+    message too large for the client is refused without reading the rest."""
+    if sys.stdin is None:  # closed (e2ee send bob <&-)
+        return ""
+    text = sys.stdin.read(MAX_BODY_SIZE + 2)
+    return text[:-1] if text.endswith("\n") else text
+
+
 def cmd_send(args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.text == "-" else args.text
-    if args.text == "-" and text.endswith("\n"):
-        text = text[:-1]
+    text = _read_stdin() if args.text == "-" else args.text
     if not text:
         raise CommandError(EXIT_USAGE, "nothing to send (empty message)")
+    if len(text) > MAX_BODY_SIZE or len(text.encode()) > MAX_BODY_SIZE:
+        raise CommandError(EXIT_USAGE, f"body is larger than {MAX_BODY_SIZE} bytes")
     with _open(args) as home:
         if home.relay.device_list(args.name) is None:
             raise CommandError(EXIT_UNKNOWN_USER, f"unknown user {args.name!r} on this relay")
@@ -818,7 +839,8 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     digits = "".join(args.number).replace(" ", "").replace("-", "")
-    if len(digits) != 60 or not digits.isdigit():
+    # ASCII only: str.isdigit() also takes "\u0661" and "\u00b2", which compare_digest refuses
+    if len(digits) != 60 or not (digits.isascii() and digits.isdigit()):
         raise CommandError(EXIT_USAGE, "a safety number is 60 digits")
     with _open(args) as home:
         with contextlib.suppress(RelayUnavailableError):
