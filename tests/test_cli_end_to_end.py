@@ -4,9 +4,11 @@ init, send and receive both ways, fingerprints, a verify round and the error exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +29,7 @@ from e2ee.cli.client_commands import (
     EXIT_USAGE,
 )
 from e2ee.client import Client
+from e2ee.client.envelope import MAX_BODY_SIZE
 from e2ee.relay import tickets
 from e2ee.relay.client import RelayClient
 from tests.client_support import SMALL_PREKEYS
@@ -40,10 +43,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
 
 
 def e2ee(
-    home: Path | None, *args: str, stdin: str | None = None
+    home: Path | None, *args: str, stdin: str | None = None, e2ee_home: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
     env.pop("E2EE_HOME", None)
+    if e2ee_home is not None:
+        env["E2EE_HOME"] = e2ee_home
     command = [sys.executable, "-m", "e2ee.cli"]
     if home is not None:
         command += ["--home", str(home)]
@@ -869,3 +874,88 @@ def test_relay_ticket_to_a_path_that_is_no_file_is_one_line_and_leaves_nothing(
     assert captured.err.startswith(f"e2ee relay ticket: cannot write {target}: ")
     assert captured.err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_messages_a_damaged_session_keeps_queued_are_an_error_not_nothing_to_receive(
+    server: RelayProcess, tmp_path: Path
+) -> None:
+    """[REQ-RL-22] Review finding: a session row the client cannot load (StateError) keeps the
+    envelope queued, and `e2ee receive` said "nothing to receive" (exit 6) on every run while
+    the message sat at the relay. It now exits 1 saying how many stay queued, every run."""
+    kim, lou = tmp_path / "kim", tmp_path / "lou"
+    ok(e2ee(kim, "init", "--relay", server.url, "--name", "kim"))
+    ok(e2ee(lou, "init", "--relay", server.url, "--name", "lou"))
+    ok(e2ee(kim, "send", "lou", "one"))
+    assert ok(e2ee(lou, "receive")).splitlines() == ["kim/1: one"]
+    with contextlib.closing(sqlite3.connect(lou / "device.sqlite")) as db, db:
+        db.execute("UPDATE sessions SET state = x'00'")
+    ok(e2ee(kim, "send", "lou", "two"))
+    for _ in range(2):
+        kept = e2ee(lou, "receive")
+        assert kept.returncode == EXIT_ERROR
+        assert kept.stdout == ""
+        assert kept.stderr == (
+            "e2ee: 1 message could not be processed on this device (a local failure, such as "
+            "a damaged store) and stays queued at the relay\n"
+        )
+
+
+def test_verify_takes_ascii_digits_only(server: RelayProcess, tmp_path: Path) -> None:
+    """Review finding: str.isdigit() took "\u0661" (ARABIC-INDIC DIGIT ONE) and "\u00b2", and
+    hmac.compare_digest then raised TypeError on the non-ASCII text: a traceback. Any number
+    that is not 60 ASCII digits is a bad command line (exit 2), as a short one was."""
+    vic, wes = tmp_path / "vic", tmp_path / "wes"
+    ok(e2ee(vic, "init", "--relay", server.url, "--name", "vic"))
+    ok(e2ee(wes, "init", "--relay", server.url, "--name", "wes"))
+    ok(e2ee(vic, "send", "wes", "hello"))
+    for number in ("\u0661" * 60, "\u00b2" * 60, "1" * 59 + "\uff11"):
+        refused = e2ee(vic, "verify", "wes", number)
+        assert refused.returncode == EXIT_USAGE
+        assert refused.stderr == "e2ee: a safety number is 60 digits\n"
+    assert ok(e2ee(vic, "contacts")).split() == ["wes", "not", "verified"]
+
+
+def test_a_home_under_the_home_of_no_such_user_is_a_bad_command_line(tmp_path: Path) -> None:
+    """Review finding: `--home ~nosuchuser/x` (or E2EE_HOME so) raised RuntimeError from
+    Path.expanduser(): a traceback. It is one line and exit status 2."""
+    given = "~nosuchuser-e2ee-test/x"
+    by_option = e2ee(Path(given), "contacts")
+    assert by_option.returncode == EXIT_USAGE
+    assert by_option.stderr == (
+        f"e2ee: --home '{given}': cannot expand ~ (no such user, or no home directory)\n"
+    )
+    by_env = e2ee(None, "receive", e2ee_home=given)
+    assert by_env.returncode == EXIT_USAGE
+    assert by_env.stderr == (
+        f"e2ee: E2EE_HOME '{given}': cannot expand ~ (no such user, or no home directory)\n"
+    )
+
+
+def test_send_reads_standard_input_only_up_to_the_message_limit(tmp_path: Path) -> None:
+    """Review finding: `send` read all of standard input before the size check. It reads at
+    most MAX_BODY_SIZE + 2 characters (the limit, one more, and a final newline) and refuses
+    more with the client's message-too-large error without waiting for the end of the input.
+    Here the input is never closed: a command that read to its end would wait for ever."""
+    command = [sys.executable, "-m", "e2ee.cli", "--home", str(tmp_path / "none"), "send", "bob"]
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    ) as process:
+        assert process.stdin is not None
+        assert process.stderr is not None
+        process.stdin.write(b"x" * (MAX_BODY_SIZE + 2))  # no newline, and stdin stays open
+        process.stdin.flush()
+        try:
+            assert process.wait(timeout=60) == EXIT_USAGE
+        finally:
+            process.kill()
+        assert (
+            process.stderr.read() == f"e2ee: body is larger than {MAX_BODY_SIZE} bytes\n".encode()
+        )
+    # the limit itself (and a final newline, which is not sent) gets past the check: to the home
+    at_limit = e2ee(tmp_path / "none", "send", "bob", stdin="x" * MAX_BODY_SIZE + "\n")
+    assert at_limit.returncode == EXIT_NOT_INITIALISED
+    for over in ("x" * (MAX_BODY_SIZE + 1) + "\n", "\u00e9" * (MAX_BODY_SIZE // 2 + 1)):
+        refused = e2ee(tmp_path / "none", "send", "bob", stdin=over)
+        assert refused.returncode == EXIT_USAGE
+        assert refused.stderr == f"e2ee: body is larger than {MAX_BODY_SIZE} bytes\n"

@@ -110,3 +110,21 @@ def test_relay_ticket_lifetime_is_capped_by_the_relays_maximum(
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("bad", ["inf", "1e300", "nan", "-1", "0", "86400.5", "soon"])
+def test_receive_idle_is_a_bounded_positive_number_of_seconds(
+    bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--idle`` took any float: "inf" and "1e300" ended in an OverflowError traceback from
+    the WebSocket wait, "nan" never stopped, a negative value was taken. Now it is read like
+    ``conformance run --timeout``: above 0, at most a day, else exit status 2 before the home
+    is opened."""
+    home = tmp_path / "home"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--home", str(home), "receive", "--follow", "--idle", bad])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("e2ee receive: error: argument --idle: ")
+    assert "Traceback" not in err
+    assert not home.exists()

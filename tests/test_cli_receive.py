@@ -7,23 +7,49 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import io
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from httpx import MockTransport
 
 from e2ee.cli import client_commands
-from e2ee.client import ReceiveResult
+from e2ee.client import Client, Message, ReceiveResult
 from e2ee.client.events import Event
-from e2ee.errors import RelayConflictError
-from e2ee.relay.client import ReceiveReport
+from e2ee.errors import RelayConflictError, RelayUnavailableError
+from e2ee.relay import api
+from e2ee.relay.client import ReceiveReport, RelayClient
+from e2ee.wire import codec
+from tests.client_support import World
+
+URL = "http://relay.example:80"
 
 
 class StubClient:
+    """Stands for Client: an inbox (a list the stand-in relays append to, emptied by a take)
+    and the identities the CLI asks about when messages were kept."""
+
+    def __init__(self) -> None:
+        self.delivered: list[Message] = []
+        self.pending: list[str] = []
+
     def take_events(self) -> list[Any]:
         return []
+
+    def inbox(self, *, take: bool = False) -> list[Message]:
+        messages = list(self.delivered)
+        if take:
+            self.delivered.clear()
+        return messages
+
+    def known_identities(self) -> list[Any]:
+        return [argparse.Namespace(user_id=name, pending=True) for name in self.pending]
 
 
 class StubRelay:
@@ -58,11 +84,8 @@ def run_receive(
         yield home or StubHome(report)
 
     monkeypatch.setattr(client_commands, "_open", fake_open)
-    args = argparse.Namespace(home=Path("unused"), follow=False, idle=None)
-    try:
-        return client_commands.cmd_receive(args)
-    except client_commands.CommandError as exc:
-        return exc.code
+    args = argparse.Namespace(command="receive", home=Path("unused"), follow=False, idle=None)
+    return client_commands.run(args)  # errors as the command reports them: one line, a status
 
 
 def test_a_receive_that_stopped_early_says_to_run_it_again(
@@ -217,3 +240,198 @@ def test_follow_refills_after_a_new_session_and_every_hour(monkeypatch: pytest.M
     with pytest.raises(client_commands.CommandError):
         client_commands._follow(home, None)  # type: ignore[arg-type]
     assert relay.refilled_at == [20.0, 20.0 + hour]
+
+
+# --- what was committed is printed, from the store's inbox --------------------------------------
+
+
+class FlakyRelay:
+    """A relay's GET /v1/messages and ack routes on ``httpx.MockTransport``: serves ``queue``
+    (relay id -> envelope) and drops what is acknowledged; answers 503 to an ack while
+    ``fail_ack`` is set (a relay that goes down right after serving the page) and to every
+    other route (the prekey refill fails, which the receive only notes)."""
+
+    def __init__(self, envelopes: list[bytes]) -> None:
+        self.queue = dict(enumerate(envelopes, start=1))
+        self.fail_ack = False
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == api.MESSAGES:
+            after = int(request.url.params["after"])
+            rows = [[i, e] for i, e in sorted(self.queue.items()) if i > after]
+            return httpx.Response(200, content=codec.encode({0: rows, 1: False}))
+        if request.url.path == api.ACK and not self.fail_ack:
+            ids = codec.decode(request.content, max_size=api.MAX_SMALL_BODY)[0]
+            for i in ids:
+                self.queue.pop(i, None)
+            return httpx.Response(200, content=codec.encode({0: len(ids)}))
+        return httpx.Response(503)
+
+
+@dataclasses.dataclass
+class RealHome:
+    """A Home of a real client store behind a fake relay."""
+
+    client: Client
+    relay: RelayClient
+    name: str = "bob"
+
+
+def real_receive(monkeypatch: pytest.MonkeyPatch, home: RealHome) -> int:
+    @contextlib.contextmanager
+    def fake_open(args: argparse.Namespace) -> Iterator[RealHome]:
+        yield home
+
+    monkeypatch.setattr(client_commands, "_open", fake_open)
+    args = argparse.Namespace(command="receive", home=Path("unused"), follow=False, idle=None)
+    return client_commands.run(args)
+
+
+def test_a_message_committed_before_a_failed_ack_is_printed_and_never_again(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """[REQ-RL-22] Review finding: the client committed the message, the ack failed (503), and
+    `e2ee receive` exited 3 without printing it; the relay redelivered it, the store called it
+    a duplicate, and no later receive printed it either: lost from view for good. The CLI
+    prints from the store's inbox, whatever ended the receive, and empties it after."""
+    world = World(tmp_path)
+    (alice,) = world.user("alice")
+    (bob,) = world.user("bob")
+    [envelope] = alice.send("bob", b"the meeting is at noon", world.directory)
+    fake = FlakyRelay([envelope.to_bytes()])
+    relay = RelayClient(URL, bob, http=httpx.Client(base_url=URL, transport=MockTransport(fake)))
+    relay._token = bytes(api.TOKEN_SIZE)
+    home = RealHome(bob, relay)
+
+    fake.fail_ack = True
+    assert real_receive(monkeypatch, home) == client_commands.EXIT_RELAY_UNREACHABLE
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["alice/1: the meeting is at noon"]
+    assert err.splitlines() == ["e2ee: relay unreachable"]
+    assert bob.inbox() == []  # shown, so taken: the store keeps no plaintext it printed
+
+    fake.fail_ack = False  # the relay redelivers it: a duplicate, acknowledged, not printed again
+    assert real_receive(monkeypatch, home) == client_commands.EXIT_NOTHING_TO_RECEIVE
+    assert capsys.readouterr().out == ""
+    assert fake.queue == {}
+    relay.close()
+
+
+class BrokenOutput(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_message_is_taken_from_the_inbox_only_after_its_line_was_written(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A line that could not be written (a closed pipe, a crash before the take) leaves the
+    message in the inbox, and the next receive prints it: a message may be printed twice,
+    never not at all."""
+    home = StubHome(ReceiveReport())
+    message = Message("carol", 2, "alice", b"m" * 16, b"kept for the next run")
+    home.client.delivered.append(message)
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "stdout", BrokenOutput())
+        assert run_receive(monkeypatch, ReceiveReport(), home) == client_commands.EXIT_ERROR
+    assert home.client.delivered == [message]
+    assert run_receive(monkeypatch, ReceiveReport(), home) == client_commands.EXIT_OK
+    assert capsys.readouterr().out.splitlines() == ["carol/2: kept for the next run"]
+    assert home.client.delivered == []
+
+
+class RacingClient(StubClient):
+    """Another process of the same home commits a message between the CLI's read of the inbox
+    and its take."""
+
+    def __init__(self, late: Message) -> None:
+        super().__init__()
+        self.late = late
+
+    def inbox(self, *, take: bool = False) -> list[Message]:
+        if take:
+            self.delivered.append(self.late)
+        return super().inbox(take=take)
+
+
+def test_a_message_committed_between_the_read_and_the_take_is_printed_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    own = Message("alice", 2, "carol", b"o" * 16, b"from my phone", outgoing=True)
+    late = Message("carol", 1, "alice", b"l" * 16, b"just in")
+    home = StubHome(ReceiveReport())
+    client = RacingClient(late)
+    client.delivered.append(own)
+    home.client = client
+    assert run_receive(monkeypatch, ReceiveReport(), home) == client_commands.EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [
+        "alice/2 -> carol: from my phone",  # an outgoing copy, formatted as before
+        "carol/1: just in",
+    ]
+    assert client.delivered == []
+
+
+def test_messages_kept_for_a_local_failure_are_not_nothing_to_receive(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """[REQ-RL-22] Review finding: envelopes the client could not process (a StateError of a
+    damaged store, a LocalError) stay queued, and `e2ee receive` said "nothing to receive"
+    (exit 6) on every run. It now says how many stay queued and exits 1; a pending identity
+    key still explains kept messages with exit 5."""
+    code = run_receive(monkeypatch, ReceiveReport(kept=2))
+    assert code == client_commands.EXIT_ERROR
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("e2ee: 2 messages could not be processed on this device")
+    assert line.endswith("stay queued at the relay")
+    assert "nothing to receive" not in line
+
+    home = StubHome(ReceiveReport(kept=1))
+    home.client.pending.append("carol")
+    assert (
+        run_receive(monkeypatch, home.relay.report, home) == client_commands.EXIT_IDENTITY_CHANGED
+    )
+
+
+class CommittingRelay(StreamingRelay):
+    """A stream whose envelope the client commits to the inbox, and then ``interrupt`` ends
+    it before the result is yielded (Ctrl-C, the relay gone)."""
+
+    def __init__(self, home: StubHome, interrupt: BaseException, clock: list[float]) -> None:
+        super().__init__([], clock)
+        self.home, self.interrupt = home, interrupt
+
+    def stream(self, *, idle_timeout: float) -> Iterator[tuple[int, Any]]:
+        self.opened += 1
+        self.home.client.delivered.append(Message("carol", 1, "alice", b"c" * 16, b"late"))
+        raise self.interrupt
+        yield  # a generator, like RelayClient.stream
+
+
+@pytest.mark.parametrize(
+    ("interrupt", "code"),
+    [
+        (KeyboardInterrupt(), client_commands.EXIT_OK),
+        (RelayUnavailableError("stream failed"), client_commands.EXIT_RELAY_UNREACHABLE),
+    ],
+)
+def test_follow_prints_what_was_committed_before_it_was_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    interrupt: BaseException,
+    code: int,
+) -> None:
+    """``receive --follow`` printed a pushed message only once the stream yielded it: Ctrl-C
+    or a failure after the commit lost it from view. It prints the inbox however it ends."""
+    home = StubHome(ReceiveReport())
+    home.relay = CommittingRelay(home, interrupt, [0.0])  # type: ignore[assignment]
+
+    @contextlib.contextmanager
+    def fake_open(args: argparse.Namespace) -> Iterator[StubHome]:
+        yield home
+
+    monkeypatch.setattr(client_commands, "_open", fake_open)
+    monkeypatch.setattr(home.relay, "receive", lambda: ReceiveReport(), raising=False)
+    args = argparse.Namespace(command="receive", home=Path("unused"), follow=True, idle=None)
+    assert client_commands.run(args) == code
+    assert capsys.readouterr().out.splitlines() == ["carol/1: late"]
+    assert home.client.delivered == []

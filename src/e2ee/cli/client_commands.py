@@ -24,6 +24,7 @@ escape sequence.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -32,12 +33,13 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from e2ee.cli.files import read_bounded, write_whole
 from e2ee.client import Client, Message, ReceiveResult
 from e2ee.client import trust as _trust
+from e2ee.client.envelope import MAX_BODY_SIZE
 from e2ee.errors import (
     E2EEError,
     MismatchedDevicesError,
@@ -109,7 +111,13 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    seconds: Callable[[str], float],
+) -> None:
+    """The client commands' parsers; ``seconds`` is the argparse type of a wait (a finite
+    number above 0 with an upper bound: ``float()`` also reads "nan", "inf" and "1e300")."""
+
     def add(name: str, help_text: str, description: str, examples: str) -> argparse.ArgumentParser:
         return commands.add_parser(
             name,
@@ -163,9 +171,10 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     receive.add_argument("--follow", action="store_true", help="keep listening (Ctrl-C stops)")
     receive.add_argument(
         "--idle",
-        type=float,
+        type=seconds,
         metavar="SECONDS",
-        help="with --follow: stop after SECONDS without a message (default: never)",
+        help="with --follow: stop after SECONDS without a message, above 0, at most 86400 "
+        "(default: never)",
     )
 
     add(
@@ -210,10 +219,20 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def home_dir(option: Path | None) -> Path:
-    if option is not None:
-        return option.expanduser()
+    """``--home``, else ``$E2EE_HOME``, else ``~/.e2ee``, with ``~`` expanded. A ``~user`` of
+    no such user (or a home directory nobody can tell) is a bad command line, not a
+    ``RuntimeError``."""
     env = os.environ.get("E2EE_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".e2ee"
+    given, source = (option, "--home") if option is not None else (env, "E2EE_HOME")
+    try:
+        if given:
+            return Path(given).expanduser()
+        return Path.home() / ".e2ee"
+    except RuntimeError:
+        where = f"{source} {str(given)!r}" if given else "~/.e2ee (the default home)"
+        raise CommandError(
+            EXIT_USAGE, f"{where}: cannot expand ~ (no such user, or no home directory)"
+        ) from None
 
 
 class Home:
@@ -501,12 +520,22 @@ def _finish_init(path: Path, ticket_file: Path) -> int:
     return EXIT_OK
 
 
+def _read_stdin() -> str:
+    """Standard input, one final newline dropped; at most MAX_BODY_SIZE + 2 characters are
+    read (a character is at least one byte of the body, and one more is the newline), so a
+    message too large for the client is refused without reading the rest."""
+    if sys.stdin is None:  # closed (e2ee send bob <&-)
+        return ""
+    text = sys.stdin.read(MAX_BODY_SIZE + 2)
+    return text[:-1] if text.endswith("\n") else text
+
+
 def cmd_send(args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.text == "-" else args.text
-    if args.text == "-" and text.endswith("\n"):
-        text = text[:-1]
+    text = _read_stdin() if args.text == "-" else args.text
     if not text:
         raise CommandError(EXIT_USAGE, "nothing to send (empty message)")
+    if len(text) > MAX_BODY_SIZE or len(text.encode()) > MAX_BODY_SIZE:
+        raise CommandError(EXIT_USAGE, f"body is larger than {MAX_BODY_SIZE} bytes")
     with _open(args) as home:
         if home.relay.device_list(args.name) is None:
             raise CommandError(EXIT_UNKNOWN_USER, f"unknown user {args.name!r} on this relay")
@@ -527,13 +556,53 @@ def _format(message: Message, own: str) -> str:
     return clean(f"{message.sender_user}/{message.sender_device}: {text}")
 
 
-def _print_results(results: list[ReceiveResult], own: str) -> int:
-    count = 0
-    for result in results:
-        if result.message is not None:
-            print(_format(result.message, own), flush=True)
-            count += 1
+def _show_inbox(home: Home) -> int:
+    """Print every message the client store delivered and this command has not shown yet,
+    oldest first, and only then take them out of the store; the number printed.
+
+    The store's inbox is the durable record of what was received (spec/client.md): a
+    ``Client.receive`` commits the message there in the transaction that decrypts it, before
+    the relay client acknowledges it and long before ``RelayClient.receive`` returns its
+    report. Printing from the report lost a message for good when anything failed in between
+    (an acknowledgement or a later page, Ctrl-C): the relay redelivers it, the store calls it a
+    duplicate, and nothing prints it. The inbox is read first and emptied only after every
+    line was written: a crash or a broken pipe in between leaves the messages there, and the
+    next receive prints them again. Printing a message twice is the lesser evil.
+
+    ``Client.inbox(take=True)`` removes every row it returns, so a message another process of
+    this home committed between the read and the take (two receives at once) is removed too:
+    it comes back from the take and is printed right after it. Only a crash in that instant
+    loses it from view; closing that window would need a client call that removes given
+    messages only."""
+    shown = home.client.inbox()
+    if not shown:
+        return 0
+    for message in shown:
+        print(_format(message, home.name), flush=True)
+    printed = collections.Counter(_inbox_key(message) for message in shown)
+    count = len(shown)
+    del shown
+    for message in home.client.inbox(take=True):
+        key = _inbox_key(message)
+        if printed[key]:
+            printed[key] -= 1
+            continue
+        print(_format(message, home.name), flush=True)
+        count += 1
     return count
+
+
+def _inbox_key(message: Message) -> tuple[str, int, bytes]:
+    """What tells one delivered message from another: the store delivers a (sender user,
+    device, message id) once (the ``processed`` table)."""
+    return (message.sender_user, message.sender_device, message.message_id)
+
+
+def _show_inbox_after_failure(home: Home) -> None:
+    """Print what was delivered before a receive failed; the receive's own error is what the
+    command reports, so a failure to read the inbox now leaves it for the next receive."""
+    with contextlib.suppress(E2EEError):
+        _show_inbox(home)
 
 
 def _report_events(client: Client) -> None:
@@ -574,8 +643,12 @@ def _started_session(result: ReceiveResult) -> bool:
 
 def cmd_receive(args: argparse.Namespace) -> int:
     with _open(args) as home:
-        report = home.relay.receive()
-        count = _print_results(report.results, home.name)
+        try:
+            report = home.relay.receive()
+        except BaseException:  # what was committed before the failure is shown all the same
+            _show_inbox_after_failure(home)
+            raise
+        count = _show_inbox(home)
         for _, category in report.refused:
             _note(f"a message could not be read ({category}); dropped")
         _report_events(home.client)
@@ -589,6 +662,15 @@ def cmd_receive(args: argparse.Namespace) -> int:
                 EXIT_IDENTITY_CHANGED,
                 f"identity key of {names} changed; messages wait until you compare "
                 f"`e2ee fingerprint NAME` and run `e2ee verify NAME NUMBER`",
+            )
+        if report.kept:  # a local failure (StateError, LocalError): not "nothing to receive"
+            kept, stay = (
+                (f"{report.kept} messages", "stay") if report.kept > 1 else ("1 message", "stays")
+            )
+            raise CommandError(
+                EXIT_ERROR,
+                f"{kept} could not be processed on this device (a local failure, such as a "
+                f"damaged store) and {stay} queued at the relay",
             )
         if not args.follow:
             if count == 0 and not report.more:
@@ -607,49 +689,59 @@ def _follow(home: Home, idle: float | None) -> int:
     nothing pushed (the relay cannot serve it now) is reopened after a pause that doubles up
     to MAX_RECONNECT_PAUSE. A stream replaced by a newer one of this device (another
     ``receive --follow`` of the same home) ends the command: reopening it would push that one
-    out in turn, and the two would take turns for ever."""
+    out in turn, and the two would take turns for ever. Messages are printed from the store's
+    inbox (:func:`_show_inbox`), after each push and once more however the command ends, so
+    one committed just before Ctrl-C or a failure of the stream is printed too."""
+    try:
+        return _follow_stream(home, idle)
+    except KeyboardInterrupt:
+        _show_inbox_after_failure(home)
+        return EXIT_OK
+    except BaseException:
+        _show_inbox_after_failure(home)
+        raise
+
+
+def _follow_stream(home: Home, idle: float | None) -> int:
     last = refilled = time.monotonic()
     window = 30.0 if idle is None else max(0.1, idle)
     pause = 0.0
-    try:
-        while True:
-            opened, pushed = time.monotonic(), False
-            if opened - refilled >= PREKEY_CHECK_INTERVAL:
-                _refill_prekeys(home)
-                refilled = opened
-            try:
-                for _, result in home.relay.stream(idle_timeout=window):
-                    pushed = True
-                    if result is not None:
-                        _print_results([result], home.name)
-                        _report_events(home.client)
-                        last = time.monotonic()
-                        if _started_session(result):  # it used a one-time key
-                            _refill_prekeys(home)
-                            refilled = time.monotonic()
-                    if idle is not None and time.monotonic() - last >= idle:
-                        return EXIT_OK
-            except RelayConflictError as exc:
-                if exc.code != "stream_superseded":
-                    raise
-                raise CommandError(
-                    EXIT_ERROR,
-                    "another `receive --follow` of this device took over its stream from the "
-                    "relay; this one stops",
-                ) from None
-            left = None if idle is None else idle - (time.monotonic() - last)
-            if left is not None and left <= 0:
-                return EXIT_OK
-            if pushed or time.monotonic() - opened >= 1.0:
-                pause = 0.0
-                continue
-            pause = min(max(2 * pause, 0.5), MAX_RECONNECT_PAUSE)
-            if left is not None and left <= pause:  # --idle ends during this pause
-                time.sleep(left)
-                return EXIT_OK
-            time.sleep(pause)
-    except KeyboardInterrupt:
-        return EXIT_OK
+    while True:
+        opened, pushed = time.monotonic(), False
+        if opened - refilled >= PREKEY_CHECK_INTERVAL:
+            _refill_prekeys(home)
+            refilled = opened
+        try:
+            for _, result in home.relay.stream(idle_timeout=window):
+                pushed = True
+                if result is not None:
+                    _show_inbox(home)
+                    _report_events(home.client)
+                    last = time.monotonic()
+                    if _started_session(result):  # it used a one-time key
+                        _refill_prekeys(home)
+                        refilled = time.monotonic()
+                if idle is not None and time.monotonic() - last >= idle:
+                    return EXIT_OK
+        except RelayConflictError as exc:
+            if exc.code != "stream_superseded":
+                raise
+            raise CommandError(
+                EXIT_ERROR,
+                "another `receive --follow` of this device took over its stream from the "
+                "relay; this one stops",
+            ) from None
+        left = None if idle is None else idle - (time.monotonic() - last)
+        if left is not None and left <= 0:
+            return EXIT_OK
+        if pushed or time.monotonic() - opened >= 1.0:
+            pause = 0.0
+            continue
+        pause = min(max(2 * pause, 0.5), MAX_RECONNECT_PAUSE)
+        if left is not None and left <= pause:  # --idle ends during this pause
+            time.sleep(left)
+            return EXIT_OK
+        time.sleep(pause)
 
 
 def cmd_contacts(args: argparse.Namespace) -> int:
@@ -747,7 +839,8 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     digits = "".join(args.number).replace(" ", "").replace("-", "")
-    if len(digits) != 60 or not digits.isdigit():
+    # ASCII only: str.isdigit() also takes "\u0661" and "\u00b2", which compare_digest refuses
+    if len(digits) != 60 or not (digits.isascii() and digits.isdigit()):
         raise CommandError(EXIT_USAGE, "a safety number is 60 digits")
     with _open(args) as home:
         with contextlib.suppress(RelayUnavailableError):

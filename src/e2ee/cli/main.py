@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_conformance_parser(commands)
     _add_relay_parser(commands)
     _add_bench_parser(commands)
-    client_commands.add_parsers(commands)
+    client_commands.add_parsers(commands, _positive(MAX_TIMEOUT, " seconds"))
     return parser
 
 
@@ -212,9 +212,9 @@ def _run_conformance(args: argparse.Namespace) -> int:
 
 
 MAX_TIMEOUT = 24 * 3600.0
-"""The longest ``--timeout`` / ``--startup-timeout``: a day. A wait that long is a hang to
-whoever runs the tests, and the waits take no more than about 292 years (a C time_t), which
-``float()`` exceeds by far."""
+"""The longest ``--timeout`` / ``--startup-timeout`` (and ``receive --idle``): a day. A wait
+that long is a hang to whoever runs the tests, and the waits take no more than about 292 years
+(a C time_t), which ``float()`` exceeds by far."""
 
 
 def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
