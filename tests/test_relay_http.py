@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import socket
 import time
@@ -357,7 +358,7 @@ def test_a_malformed_ack_on_the_stream_closes_it_with_1003(asgi: TestClient, ack
     assert info.value.code == 1003
 
 
-@pytest.mark.parametrize("cause", ["token_expired", "storage_failed"])
+@pytest.mark.parametrize("cause", ["token_expired", "storage_failed", "ack_token_expired"])
 def test_the_relay_closes_a_stream_with_a_code_that_names_the_cause(
     monkeypatch: pytest.MonkeyPatch, cause: str
 ) -> None:
@@ -382,6 +383,9 @@ def test_the_relay_closes_a_stream_with_a_code_that_names_the_cause(
 
             monkeypatch.setattr(relay, "pending", failing)
         with client.websocket_connect(api.STREAM, headers=auth(alice.devices[0])) as ws:
+            if cause == "ack_token_expired":  # the acker's job fails: the same code (review)
+                clock.advance(relay.config.token_ttl + 1)
+                ws.send_bytes(codec.encode({0: [1]}))
             if cause == "token_expired":
                 clock.advance(relay.config.token_ttl + 1)
                 http_login(client, bob.devices[0], ASGI_ORIGIN)
@@ -393,7 +397,8 @@ def test_the_relay_closes_a_stream_with_a_code_that_names_the_cause(
                 assert sent.status_code == 200  # it wakes alice's stream, whose token expired
             with pytest.raises(WebSocketDisconnect) as info:
                 ws.receive_bytes()
-    assert info.value.code == {"token_expired": 4401, "storage_failed": 1013}[cause]
+    codes = {"token_expired": 4401, "storage_failed": 1013, "ack_token_expired": 4401}
+    assert info.value.code == codes[cause]
 
 
 def test_a_device_holds_at_most_max_streams_and_a_newer_one_closes_the_oldest() -> None:
@@ -456,6 +461,10 @@ def test_max_streams_per_device_is_a_positive_integer() -> None:
         ("DELETE", api.MESSAGES, 405, b"method_not_allowed", {"GET", "POST"}),
         ("GET", api.CLAIM, 405, b"method_not_allowed", {"POST"}),
         ("PUT", api.ACK, 405, b"method_not_allowed", {"POST"}),
+        ("HEAD", api.HEALTH, 405, b"method_not_allowed", {"GET"}),
+        ("HEAD", api.MESSAGES, 405, b"method_not_allowed", {"GET", "POST"}),
+        ("GET", api.HEALTH + "/", 404, b"not_found", None),
+        ("POST", api.MESSAGES + "/", 404, b"not_found", None),
     ],
 )
 def test_unknown_routes_and_methods_are_refused_with_cbor_error_bodies(
@@ -464,9 +473,12 @@ def test_unknown_routes_and_methods_are_refused_with_cbor_error_bodies(
     """[REQ-RL-18] Every refusal is {0: code, 1: message} in CBOR, Starlette's own routing
     refusals too (they were text/plain "Not Found" and "Method Not Allowed"); a 405 names the
     methods the route takes, and the relay client reads both back as their typed errors."""
-    r = asgi.request(method, path)
+    r = asgi.request(method, path, follow_redirects=False)
     assert r.status_code == status
     assert r.headers["content-type"] == api.CONTENT_TYPE
+    if method == "HEAD":  # the server writes no body for HEAD: read the refusal from a GET
+        assert "location" not in r.headers
+        return
     body = dec(r.content)
     assert body[0] == code
     assert type(body[1]) is bytes
@@ -480,6 +492,59 @@ def test_unknown_routes_and_methods_are_refused_with_cbor_error_bodies(
     assert error.status == status
     if status == 405:  # a bad request: callers that handle those handle it as well
         assert isinstance(error, RelayBadRequestError)
+
+
+def test_a_head_request_runs_no_write_branch(asgi: TestClient) -> None:
+    """[REQ-RL-18] Starlette adds HEAD to every route that takes GET, and the handlers ran
+    their write branch for anything not GET: a HEAD with a send body queued the message, one
+    with a device list registered the user (review finding). HEAD is now refused (405) and
+    stores nothing."""
+    alice, bob = User.make("alice"), User.make("bob")
+    r = asgi.request("HEAD", api.DEVICE_LIST, content=alice.list_body())
+    assert r.status_code == 405
+    assert asgi.put(api.DEVICE_LIST, content=alice.list_body()).status_code == 201  # not taken
+    assert asgi.put(api.DEVICE_LIST, content=bob.list_body()).status_code == 201
+    http_login(asgi, alice.devices[0], ASGI_ORIGIN)
+    http_login(asgi, bob.devices[0], ASGI_ORIGIN)
+    body = send_body(bob, os.urandom(16), alice.devices[0])
+    head = asgi.request("HEAD", api.MESSAGES, content=body, headers=auth(alice.devices[0]))
+    assert head.status_code == 405
+    upload = alice.devices[0].upload_body(2, 2)
+    keys = asgi.request("HEAD", api.KEYS, content=upload, headers=auth(alice.devices[0]))
+    assert keys.status_code == 405
+    queued = asgi.get(api.MESSAGES, headers=auth(bob.devices[0]))
+    assert dec(queued.content)[0] == []
+    counts = asgi.get(api.KEYS, headers=auth(alice.devices[0]))
+    assert (dec(counts.content)[0], dec(counts.content)[1]) == (0, 0)
+
+
+def test_a_caller_that_leaves_mid_body_is_not_logged_as_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """[REQ-RL-18] Starlette raises ClientDisconnect when the caller goes away before its body
+    ended; the relay logged it with a traceback as a handler failure, on routes that need no
+    token (so anyone could fill the log). Now nothing is logged."""
+    storage = MemoryStorage()
+    app: Any = create_app(make_relay(storage, origin=ASGI_ORIGIN), storage, sweep=False)
+    events = [{"type": "http.request", "body": b"\xa1", "more_body": True}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return events.pop(0) if events else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": api.LOGIN, "raw_path": api.LOGIN.encode(), "query_string": b"",
+        "root_path": "", "headers": [(b"content-length", b"100")], "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }  # fmt: skip
+    with caplog.at_level(logging.DEBUG, logger="e2ee.relay"):
+        asyncio.run(app(scope, receive, send))
+    assert [r for r in caplog.records if r.name.startswith("e2ee")] == []
+    assert sent[0]["status"] == 400
 
 
 def asgi_request(

@@ -5,6 +5,7 @@ and concurrent claims from several processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -241,6 +242,30 @@ def test_a_request_head_past_16_kib_is_refused(server: RelayProcess) -> None:
     with httpx.Client(base_url=server.url, timeout=10) as http:
         for _ in range(40):
             assert http.get(api.HEALTH, headers={"x-pad": "a" * 1024}).status_code == 200
+
+
+def test_the_trailers_of_a_chunked_body_are_bounded(server: RelayProcess) -> None:
+    """[REQ-RL-37] A chunked body's trailer section is parsed like a head: on the fast stack
+    httptools buffered its fields and uvicorn kept them, with no bound (a review sent 300 MB
+    and the process grew by as much). Both stacks now close the connection long before 32 MiB
+    of trailers (h11 bounds them as a head; the fast stack refuses chunked bodies, 400)."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    head = (
+        b"POST " + api.CHALLENGE.encode() + b" HTTP/1.1\r\nhost: r\r\n"
+        b"transfer-encoding: chunked\r\n\r\n0\r\n"
+    )
+    field = b"x-trailer: " + b"a" * 1024 + b"\r\n"
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head)
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            while sent < 32 * 1024 * 1024:  # a relay that reads on and on never ends this
+                conn.sendall(field)
+                sent += len(field)
+    assert sent < 32 * 1024 * 1024
+    # and the relay still serves
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        assert http.get(api.HEALTH).status_code == 200
 
 
 # --- concurrent claims from several processes ------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -78,20 +78,25 @@ def routing_refusal(request: Request, exc: Exception) -> Response:
     return response
 
 
-def close_code(pusher: asyncio.Task[None], superseded: asyncio.Event) -> int:
+def close_code(
+    pusher: asyncio.Task[None], acker: asyncio.Task[None], superseded: asyncio.Event
+) -> int:
     """How the relay closes a stream: 4409 when newer streams of the same device replaced it
-    (REQ-RL-42); else by why its pusher (which only ends by an error) ended: 4401 when the
-    token is no longer valid (expired, or the device left the list: log in again), 1013 when
-    the relay could not serve it (try again later), 1000 when the pusher is still running (the
-    client's side ended the stream)."""
+    (REQ-RL-42); else by why its pusher (which only ends by an error) or its acker (whose
+    acknowledgements run the same rules) failed: 4401 when the token is no longer valid
+    (expired, or the device left the list: log in again), 1013 when the relay could not serve
+    it (try again later); 1000 when neither failed (the client's side ended the stream)."""
     if superseded.is_set():
         return api.STREAM_SUPERSEDED
-    if not pusher.done() or pusher.cancelled():
-        return 1000
-    error = pusher.exception()
-    if isinstance(error, RelayAuthError):
-        return 4401
-    return 1013
+    if pusher.done() and not pusher.cancelled():
+        return 4401 if isinstance(pusher.exception(), RelayAuthError) else 1013
+    if acker.done() and not acker.cancelled():
+        error = acker.exception()
+        if isinstance(error, RelayAuthError):
+            return 4401
+        if isinstance(error, RelayError):
+            return 1013
+    return 1000
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -172,6 +177,8 @@ def create_app(
                 return await handler(request)
             except RelayError as error:
                 return error_response(error)
+            except ClientDisconnect:  # the caller left mid-body: no one to answer, nothing to log
+                return Response(status_code=400)
             except Exception:  # never leak internals (or anything secret) to the peer
                 log.exception("relay handler failed")
                 return Response(status_code=500)
@@ -275,16 +282,16 @@ def create_app(
                     return
                 await storage.submit(relay.ack_ids(token, ids))
 
-        pushing = asyncio.create_task(pusher())
+        pushing, acking = asyncio.create_task(pusher()), asyncio.create_task(acker())
         tasks: list[asyncio.Task[Any]] = [
             pushing,
-            asyncio.create_task(acker()),
+            acking,
             asyncio.create_task(superseded.wait()),
         ]
         code = 1000
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            code = close_code(pushing, superseded)
+            code = close_code(pushing, acking, superseded)
         finally:
             if superseded in held:
                 held.remove(superseded)
@@ -328,8 +335,18 @@ def create_app(
         Route(api.LOGIN, guarded(login), methods=["POST"]),
         Route(api.HEALTH, guarded(health), methods=["GET"]),
     ]
-    return Starlette(
+    for route in routes:
+        # Starlette adds HEAD to every route that takes GET, and the handlers would run their
+        # write branch for it (a HEAD with a send body queued the message): HEAD is a method
+        # no route takes (405, spec/relay.md section 2)
+        if isinstance(route, Route) and route.methods is not None:
+            route.methods.discard("HEAD")
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={404: routing_refusal, 405: routing_refusal},
     )
+    # "/v1/messages/" is no route (a CBOR 404), not a redirect to a Location built from the
+    # request's Host header
+    app.router.redirect_slashes = False
+    return app

@@ -62,8 +62,11 @@ def bounded_httptools_protocol() -> type[asyncio.Protocol]:
     whole reads (not slicing them) hands every read to the parser as uvicorn would, a WebSocket
     upgrade included. The parser does not say where in a read a pipelined head begins, so a
     head that begins in the read that completed the request before it is counted from the next
-    read (spec/relay.md REQ-RL-37 gives the bound). :class:`RelayUnavailableError` when the
-    ``fast`` extra is not installed."""
+    read (spec/relay.md REQ-RL-37 gives the bound). A request with a ``Transfer-Encoding`` is
+    refused the same way once its head is complete: the parser takes a chunked body's trailer
+    fields like headers, and they had no bound at all (a review measured 300 MB of trailers
+    taken whole); the relay client, like most, sends ``Content-Length``.
+    :class:`RelayUnavailableError` when the ``fast`` extra is not installed."""
     try:
         import uvloop  # noqa: F401  (server_options names it)
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -79,6 +82,11 @@ def bounded_httptools_protocol() -> type[asyncio.Protocol]:
         def on_headers_complete(self) -> None:
             self.in_head = False
             self.head_bytes = 0
+            if any(name == b"transfer-encoding" for name, _ in self.headers):
+                # the trailer section of a chunked body is parsed as headers again (fields
+                # buffered in the parser, appended to self.headers), with no bound: refused
+                # here, uvicorn answers 400 and closes (spec/relay.md REQ-RL-37)
+                raise ValueError("chunked request bodies are not accepted on this stack")
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
