@@ -620,6 +620,93 @@ def test_decode_accepts_only_canonical_bytes(data: bytes) -> None:
         assert codec.encode(value) == data
 
 
+# --- decode against the earlier decoder ------------------------------------------------------
+
+
+def reference_decode(data: bytes) -> tuple[bool, Any]:
+    """The decoder before the head walk, kept as the reference for what is acceptable: cbor2,
+    then a walk over the decoded value admitting only the profile's types, map keys 0..23 in
+    ascending order and nesting up to MAX_CBOR_DEPTH, then a canonical re-encoding that must
+    equal the input. Only for small inputs: shared-reference tags make it explode."""
+    try:
+        value = cbor2.loads(
+            data, allow_indefinite=False, allow_duplicate_keys=False, max_depth=MAX_CBOR_DEPTH
+        )
+    except Exception:  # any refusal of cbor2's is a refusal
+        return False, None
+
+    def admitted(item: Any, depth: int) -> bool:
+        kind = type(item)
+        if kind is bytes or kind is bool or item is None:
+            return True
+        if kind is int:
+            return -(2**64) <= item < 2**64
+        if kind is list or kind is dict:
+            if depth >= MAX_CBOR_DEPTH:
+                return False
+            if kind is list:
+                return all(admitted(i, depth + 1) for i in item)
+            keys = list(item)
+            return (
+                all(type(k) is int and 0 <= k < 24 for k in keys)
+                and keys == sorted(set(keys))
+                and all(admitted(i, depth + 1) for i in item.values())
+            )
+        return False
+
+    if not admitted(value, 0):
+        return False, None
+    try:
+        if cbor2.dumps(value, canonical=True) != data:
+            return False, None
+    except Exception:  # the same
+        return False, None
+    return True, value
+
+
+def check_against_reference(data: bytes) -> None:
+    ok, value = decode_or_none(data, len(data) + 1)
+    expected_ok, expected = reference_decode(data)
+    assert ok == expected_ok, f"decode {'accepts' if ok else 'refuses'} {data.hex()}"
+    if ok:
+        assert strict_equal(value, expected)
+
+
+@FUZZ
+@given(st.binary(min_size=1, max_size=48))
+@example(b"\xd8\x1c\x81\x00")  # a shared value: refused by both
+@example(b"\x19\x00\x01")  # a non-minimal head
+@example(b"\xa2\x01\x00\x00\x00")  # keys out of order
+def test_decode_accepts_what_the_earlier_decoder_accepted_on_random_bytes(data: bytes) -> None:
+    """The head walk decides alone now (codec.decode no longer re-encodes): on any input it
+    must agree with the earlier decoder, value for value."""
+    check_against_reference(data)
+
+
+@FUZZ
+@given(st.data())
+def test_decode_accepts_what_the_earlier_decoder_accepted_on_mutated_values(
+    draw: st.DataObject,
+) -> None:
+    seeds = [codec.encode(draw.draw(cbor_values))]
+    check_against_reference(draw.draw(byte_mutations(seeds)))
+
+
+@FUZZ
+@given(cbor_values, st.data())
+def test_decode_accepts_what_the_earlier_decoder_accepted_on_other_encodings(
+    value: Any, draw: st.DataObject
+) -> None:
+    """cbor2's non-canonical modes: unsorted maps, and every head widened or indefinite."""
+    check_against_reference(cbor2.dumps(value))
+    check_against_reference(codec.encode(value))
+    data = bytearray(codec.encode(value))
+    if len(data) > 1:
+        index = draw.draw(st.integers(0, len(data) - 1))
+        widened = data[:index] + bytes([data[index] | 0x18, 0]) + data[index + 1 :]
+        check_against_reference(bytes(widened))
+
+
 # --- read_flat_array against decode ------------------------------------------------------
 
 
