@@ -640,7 +640,7 @@ def reference_decode(data: bytes) -> tuple[bool, Any]:
         if kind is bytes or kind is bool or item is None:
             return True
         if kind is int:
-            return -(2**64) <= item < 2**64
+            return bool(-(2**64) <= item < 2**64)
         if kind is list or kind is dict:
             if depth >= MAX_CBOR_DEPTH:
                 return False
