@@ -24,7 +24,13 @@ from e2ee.client.devices import (
     LinkApproval,
     LinkRequest,
 )
-from e2ee.client.envelope import ENVELOPE_VERSION, MESSAGE_ID_SIZE, Content, Envelope
+from e2ee.client.envelope import (
+    CONTENT_VERSION,
+    ENVELOPE_VERSION,
+    MESSAGE_ID_SIZE,
+    Content,
+    Envelope,
+)
 from e2ee.errors import DecodeError, LinkError, RelayBadRequestError
 from e2ee.identity import MAX_USER_ID_SIZE
 from e2ee.limits import TYPE_CONTENT, TYPE_ENVELOPE, TYPE_LINK_REQUEST
@@ -74,16 +80,28 @@ def test_envelope_user_ids_are_utf8_or_a_decode_error(user: bytes, other: bool) 
 
 @given(user=USER_IDS)
 @example(user=NOT_UTF8)
-def test_content_conversation_is_utf8_or_a_decode_error(user: bytes) -> None:
-    data = codec.encode(
-        {0: ENVELOPE_VERSION, 1: TYPE_CONTENT, 2: bytes(MESSAGE_ID_SIZE), 3: user, 4: b"hi"}
-    )
+def test_content_conversation_and_sender_are_utf8_or_a_decode_error(user: bytes) -> None:
     text = _utf8(user)
-    if text is None:
-        with pytest.raises(DecodeError):
-            Content.from_bytes(data)
-    else:
-        assert Content.from_bytes(data).conversation == text
+    for in_conversation in (True, False):
+        conversation, sender = (user, b"alice") if in_conversation else (b"bob", user)
+        data = codec.encode(
+            {
+                0: CONTENT_VERSION,
+                1: TYPE_CONTENT,
+                2: bytes(MESSAGE_ID_SIZE),
+                3: conversation,
+                4: b"hi",
+                5: sender,
+                6: 1,
+            }
+        )
+        if text is None:
+            with pytest.raises(DecodeError):
+                Content.from_bytes(data)
+            continue
+        content = Content.from_bytes(data)
+        expected = (text, "alice") if in_conversation else ("bob", text)
+        assert (content.conversation, content.sender_user) == expected
 
 
 @given(user=USER_IDS)
