@@ -22,7 +22,7 @@ from httpx import MockTransport
 from e2ee.cli import client_commands
 from e2ee.client import Client, Message, ReceiveResult
 from e2ee.client.events import Event
-from e2ee.errors import RelayConflictError, RelayUnavailableError
+from e2ee.errors import RelayConflictError, RelayUnavailableError, StateError
 from e2ee.relay import api
 from e2ee.relay.client import ReceiveReport, RelayClient
 from e2ee.wire import codec
@@ -242,6 +242,30 @@ def test_follow_refills_after_a_new_session_and_every_hour(monkeypatch: pytest.M
     assert relay.refilled_at == [20.0, 20.0 + hour]
 
 
+def test_follow_refills_hourly_on_a_stream_that_never_goes_quiet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review finding: the hourly check ran only when the stream was reopened, which a stream
+    with a message at least every 30 s never is. It runs after every push now."""
+    same = ReceiveResult(None, events=())
+    hour = client_commands.PREKEY_CHECK_INTERVAL
+    clock = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    def busy() -> Iterator[tuple[int, Any]]:
+        for t in (10.0, hour - 1, hour, hour + 5, 2 * hour + 1):
+            clock[0] = t
+            yield 1, same
+
+    relay = StreamingRelay([busy(), RelayConflictError("x", code="stream_superseded")], clock)
+    home = StubHome(ReceiveReport())
+    home.relay = relay  # type: ignore[assignment]
+    with pytest.raises(client_commands.CommandError):
+        client_commands._follow(home, None)  # type: ignore[arg-type]
+    assert relay.opened == 2
+    assert relay.refilled_at == [hour, 2 * hour + 1]
+
+
 # --- what was committed is printed, from the store's inbox --------------------------------------
 
 
@@ -390,6 +414,48 @@ def test_messages_kept_for_a_local_failure_are_not_nothing_to_receive(
     assert (
         run_receive(monkeypatch, home.relay.report, home) == client_commands.EXIT_IDENTITY_CHANGED
     )
+
+
+def test_a_damaged_inbox_does_not_stop_the_prekey_refill(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review finding: the inbox is read whole, and one damaged row fails every read
+    (REQ-CL-46); with the refill after it, such a store never refilled its prekeys again and
+    was unreachable 30 days later. The refill runs first; the damage is still the error."""
+    home = StubHome(ReceiveReport())
+
+    def damaged(*, take: bool = False) -> list[Message]:
+        raise StateError("malformed inbox sender device in the client store")
+
+    home.client.inbox = damaged  # type: ignore[method-assign]
+    assert run_receive(monkeypatch, home.relay.report, home) == client_commands.EXIT_ERROR
+    assert "malformed inbox sender device" in capsys.readouterr().err
+    assert home.relay.refills == 1
+
+
+def test_follow_notes_kept_messages_and_follows_all_the_same(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review finding: with messages kept for a lasting local failure, `receive --follow`
+    never started; it notes them and follows (plain `receive` still exits 1)."""
+    home = StubHome(ReceiveReport(kept=1))
+    followed: list[Any] = []
+
+    def follow_stub(followed_home: Any, idle: float | None) -> int:
+        followed.append(followed_home)
+        return 0
+
+    monkeypatch.setattr(client_commands, "_follow", follow_stub)
+
+    @contextlib.contextmanager
+    def fake_open(args: argparse.Namespace) -> Iterator[StubHome]:
+        yield home
+
+    monkeypatch.setattr(client_commands, "_open", fake_open)
+    args = argparse.Namespace(home=Path("unused"), follow=True, idle=None)
+    assert client_commands.cmd_receive(args) == 0
+    assert followed == [home]
+    assert "1 message could not be processed" in capsys.readouterr().err
 
 
 class CommittingRelay(StreamingRelay):

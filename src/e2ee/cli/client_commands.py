@@ -648,11 +648,11 @@ def cmd_receive(args: argparse.Namespace) -> int:
         except BaseException:  # what was committed before the failure is shown all the same
             _show_inbox_after_failure(home)
             raise
+        _refill_prekeys(home)  # first: a damaged inbox row fails _show_inbox on every run
         count = _show_inbox(home)
         for _, category in report.refused:
             _note(f"a message could not be read ({category}); dropped")
         _report_events(home.client)
-        _refill_prekeys(home)
         if report.more:  # the relay client stops after MAX_PAGES pages (REQ-RL-33)
             _note("more messages are queued than one receive takes; run `e2ee receive` again")
         pending = _pending(home.client) if report.kept else []
@@ -667,11 +667,13 @@ def cmd_receive(args: argparse.Namespace) -> int:
             kept, stay = (
                 (f"{report.kept} messages", "stay") if report.kept > 1 else ("1 message", "stays")
             )
-            raise CommandError(
-                EXIT_ERROR,
+            problem = (
                 f"{kept} could not be processed on this device (a local failure, such as a "
-                f"damaged store) and {stay} queued at the relay",
+                f"damaged store) and {stay} queued at the relay"
             )
+            if not args.follow:
+                raise CommandError(EXIT_ERROR, problem)
+            _note(problem)  # --follow still delivers everything else
         if not args.follow:
             if count == 0 and not report.more:
                 raise CommandError(EXIT_NOTHING_TO_RECEIVE, "nothing to receive")
@@ -718,9 +720,13 @@ def _follow_stream(home: Home, idle: float | None) -> int:
                     _show_inbox(home)
                     _report_events(home.client)
                     last = time.monotonic()
-                    if _started_session(result):  # it used a one-time key
-                        _refill_prekeys(home)
-                        refilled = time.monotonic()
+                # after a first message (it used a one-time key), and hourly also on a stream
+                # that never goes quiet long enough to be reopened
+                if (result is not None and _started_session(result)) or (
+                    time.monotonic() - refilled >= PREKEY_CHECK_INTERVAL
+                ):
+                    _refill_prekeys(home)
+                    refilled = time.monotonic()
                 if idle is not None and time.monotonic() - last >= idle:
                     return EXIT_OK
         except RelayConflictError as exc:
