@@ -496,6 +496,34 @@ def test_an_init_whose_prekey_upload_fails_keeps_the_registered_home(
         client.close()
 
 
+def test_an_init_that_stopped_after_the_relay_registered_it_is_finished_by_init_again(
+    server: RelayProcess, tmp_path: Path
+) -> None:
+    """An init interrupted after it made the store (Ctrl-C, or config.json that could not be
+    written) left a home with neither config.json nor pending.json: `init` said "already holds
+    a device", every other command "run init", and the relay held the name under that store's
+    key. `init` with the same name now finishes the registration with that store; another
+    name is refused, and nothing changes."""
+    home = tmp_path / "home"
+    ok(e2ee(home, "init", "--relay", server.url, "--name", "uma"))
+    (home / "config.json").unlink()  # as if init had stopped right after the relay took it
+    before = snapshot(home)
+    other = e2ee(home, "init", "--relay", server.url, "--name", "ulla")
+    assert other.returncode == EXIT_ERROR
+    assert other.stderr == (
+        f"e2ee: {home} holds an unfinished registration of 'uma', not 'ulla'; run init with "
+        f"--name uma, or delete {home} to start over\n"
+    )
+    assert snapshot(home) == before
+    assert "uma: device 1 registered" in ok(
+        e2ee(home, "init", "--relay", server.url, "--name", "uma")
+    )
+    assert e2ee(home, "receive").returncode == EXIT_NOTHING_TO_RECEIVE
+    again = e2ee(home, "init", "--relay", server.url, "--name", "uma")
+    assert again.returncode == EXIT_ERROR
+    assert again.stderr == f"e2ee: {home} already holds a device\n"
+
+
 def test_a_ticket_needs_a_pending_home(tmp_path: Path) -> None:
     """``init --ticket`` on an empty home: nothing is pending (exit 8), nothing is made."""
     ticket = tmp_path / "t"

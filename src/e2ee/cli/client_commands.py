@@ -373,14 +373,27 @@ def cmd_init(args: argparse.Namespace) -> int:
             f"the registration of {waiting.name} at {waiting.relay} in {path} is pending (its "
             f"user key is kept); finish it with --ticket FILE, or delete {path} to start over",
         )
-    if (path / CONFIG).exists() or (path / STORE).exists():
+    if (path / CONFIG).exists():
         raise CommandError(EXIT_ERROR, f"{path} already holds a device")
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(OSError):
-        path.chmod(0o700)
-    store = path / STORE
-    client = Client.create(store, name, policy="block")
-    keep = False
+    resumed = (path / STORE).exists()
+    if resumed:
+        # neither config.json nor pending.json: an init that stopped after it made the store
+        # (interrupted, or config.json could not be written); the relay may hold its user key
+        # already, and a new store would lose the name: finish with this one
+        client = Client.open(path / STORE, policy="block")
+        if client.user_id != name:
+            client.close()
+            raise CommandError(
+                EXIT_ERROR,
+                f"{path} holds an unfinished registration of {client.user_id!r}, not {name!r}; "
+                f"run init with --name {client.user_id}, or delete {path} to start over",
+            )
+    else:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(OSError):
+            path.chmod(0o700)
+        client = Client.create(path / STORE, name, policy="block")
+    keep = resumed  # a store the relay may know is never deleted
     pending: _Pending | None = None
     try:
         for file in path.iterdir():
