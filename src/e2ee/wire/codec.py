@@ -122,7 +122,7 @@ def _check_profile(data: bytes) -> None:
         info = initial & 0x1F
         if info < 24:
             value = info
-        else:
+        else:  # _read_head, inline: this walk runs on every decode, a call per item costs
             width = _WIDTH_FOR_INFO.get(info)
             if width is None:
                 raise DecodeError("indefinite or reserved CBOR length")
