@@ -127,9 +127,10 @@ def test_link_request_user_id_is_utf8_or_a_link_error(user: bytes) -> None:
 
 @given(user=USER_IDS)
 @example(user=NOT_UTF8)
-def test_relay_user_field_is_utf8_or_a_bad_request(user: bytes) -> None:
+@example(user=b"a\x00b")
+def test_relay_user_field_is_utf8_without_u0000_or_a_bad_request(user: bytes) -> None:
     text = _utf8(user)
-    if text is None:
+    if text is None or "\x00" in text:  # REQ-RL-44
         with pytest.raises(RelayBadRequestError):
             api.user_field(user)
     else:

@@ -1110,3 +1110,31 @@ def test_malformed_bodies_raise_only_typed_errors(
     for call in calls:
         with pytest.raises(E2EEError):
             call()
+
+
+def test_a_user_id_with_u0000_is_refused_on_every_backend(relay: Relay, storage: Storage) -> None:
+    """[REQ-RL-44] PostgreSQL's text cannot hold U+0000: registering such an id failed there
+    as a storage error (503, so a client would retry it for ever) while SQLite and the memory
+    storage registered it. Every backend refuses it now, as a malformed request, and stores
+    nothing: in a device list, a challenge, a claim's target, a send's recipient."""
+    nul = User.make("nul\x00user")
+    before = snapshot(storage)
+    with pytest.raises(RelayBadRequestError) as listed:
+        storage.run(relay.publish_device_list(nul.list_body()))
+    assert listed.value.code == "malformed"
+    with pytest.raises(RelayBadRequestError):
+        relay.challenge(codec.encode({0: b"nul\x00user", 1: 1}))
+    assert snapshot(storage) == before
+    alice, bob = User.make("alice"), User.make("bob")
+    register(relay, storage, alice)
+    register(relay, storage, bob)
+    token = alice.devices[0].token
+    body = send_body(bob, os.urandom(16), alice.devices[0]).replace(b"bob", b"b\x00b")
+    for refusal in (
+        lambda: storage.run(relay.claim(token, codec.encode({0: b"b\x00b", 1: os.urandom(16)}))),
+        lambda: storage.run(relay.send(token, body)),
+        lambda: api.user_query("b\x00b"),
+    ):
+        with pytest.raises(RelayBadRequestError) as refused_id:
+            refusal()
+        assert refused_id.value.code == "malformed"

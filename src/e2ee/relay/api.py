@@ -100,9 +100,18 @@ def user_field(value: Value) -> str:
     if type(value) is not bytes or not 0 < len(value) <= MAX_USER_ID_SIZE:
         raise RelayBadRequestError("malformed user id", code="malformed")
     try:
-        return value.decode()
+        return check_user_id(value.decode())
     except UnicodeDecodeError:
         raise RelayBadRequestError("user id is not UTF-8", code="malformed") from None
+
+
+def check_user_id(user: str) -> str:
+    """A user id the relay stores: no U+0000 (REQ-RL-44). PostgreSQL's text cannot hold it, so
+    such an id failed there as a storage error (503) while SQLite registered it; both refuse
+    it now, before any storage is asked."""
+    if "\x00" in user:
+        raise RelayBadRequestError("a user id must not contain U+0000", code="malformed")
+    return user
 
 
 def device_field(value: Value) -> int:
@@ -143,7 +152,7 @@ def list_field(value: Value, maximum: int, *, code: str = "too_large") -> list[V
 def user_query(value: str | None) -> str:
     if value is None or not 0 < len(value.encode()) <= MAX_USER_ID_SIZE:
         raise RelayBadRequestError("missing or malformed user parameter", code="malformed")
-    return value
+    return check_user_id(value)
 
 
 # --- request bodies --------------------------------------------------------------------------

@@ -299,7 +299,9 @@ class Relay:
             raise RelayBadRequestError(
                 "not a validly signed device list", code="bad_device_list"
             ) from None
-        entry = StoredList(new.user_id, new.user_key, new.counter, data, dict(new.devices))
+        entry = StoredList(
+            api.check_user_id(new.user_id), new.user_key, new.counter, data, dict(new.devices)
+        )
         ticket = self._ticket(v.get(1), entry) if 1 in v else None
 
         def job(tx: Tx) -> tuple[bytes, bool]:
