@@ -401,6 +401,41 @@ def test_the_relay_closes_a_stream_with_a_code_that_names_the_cause(
     assert info.value.code == codes[cause]
 
 
+def test_a_stream_the_storage_cannot_authenticate_is_closed_with_1013(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """[REQ-RL-14] A storage failure while the stream's token is checked said 4401 (an HTTP 403
+    to the handshake), and the relay client then logged in again for nothing: it is accepted
+    and closed with 1013 (try again later). A token that does not verify still gets 4401."""
+    storage = MemoryStorage()
+    relay = make_relay(storage, Clock(), origin=ASGI_ORIGIN)
+    alice = User.make("alice")
+    with TestClient(create_app(relay, storage, sweep=False)) as client:
+        assert client.put(api.DEVICE_LIST, content=alice.list_body()).status_code == 201
+        http_login(client, alice.devices[0], ASGI_ORIGIN)
+
+        def failing(token: Any) -> Any:
+            def job(tx: Any) -> Any:
+                raise RelayUnavailableError("storage is closed")
+
+            return job
+
+        with monkeypatch.context() as patch:
+            patch.setattr(relay, "auth_job", failing)
+            with (
+                client.websocket_connect(api.STREAM, headers=auth(alice.devices[0])) as ws,
+                pytest.raises(WebSocketDisconnect) as info,
+            ):
+                ws.receive_bytes()
+        assert info.value.code == 1013
+        with (
+            pytest.raises(WebSocketDisconnect) as refused_token,
+            client.websocket_connect(api.STREAM, headers={"authorization": "Bearer x"}),
+        ):
+            pass
+        assert refused_token.value.code == 4401
+
+
 def test_a_device_holds_at_most_max_streams_and_a_newer_one_closes_the_oldest() -> None:
     """[REQ-RL-42] Every stream of a device is woken by each message queued for it: a device
     holding many streams made each message to it cost as many storage jobs. With

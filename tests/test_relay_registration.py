@@ -359,3 +359,19 @@ def test_the_relay_client_registers_with_a_ticket_over_http(tmp_path: Path) -> N
                 relay.publish_prekeys()
         finally:
             client.close()
+
+
+@pytest.mark.parametrize("field", [b"not a ticket", 7, None, [b"x"]])
+def test_a_relay_without_an_authority_refuses_any_ticket_field_as_bad_ticket(
+    memory: MemoryStorage, clock: Clock, field: object
+) -> None:
+    """[REQ-RL-39] A relay without a registration authority refuses a ticket, whatever the
+    field holds, with bad_ticket (the caller expects its registration to be checked, and it
+    would not be): a field that was not a byte string was a plain `malformed` (review)."""
+    open_relay = make_relay(memory, clock, origin=ORIGIN)
+    alice = User.make("alice")
+    data = codec.encode({0: alice.signed_list(), 1: field})
+    with pytest.raises(RelayBadRequestError) as info:
+        open_relay.publish_device_list(data)
+    assert info.value.code == "bad_ticket"
+    assert memory.run(lambda tx: tx.device_list("alice")) is None

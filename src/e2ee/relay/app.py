@@ -244,8 +244,12 @@ def create_app(
         token = bearer(websocket.headers)
         try:
             auth: Auth = await storage.submit(relay.auth_job(token))
-        except RelayError:
+        except RelayAuthError:
             await websocket.close(code=4401)  # before accept: an HTTP 403 to the handshake
+            return
+        except RelayError:  # the storage failed, not the token: "try again later", not "log in"
+            await websocket.accept()
+            await websocket.close(code=1013)
             return
         await websocket.accept()
         subscription = notify.subscribe(auth.user, auth.device)

@@ -339,12 +339,12 @@ class Relay:
         """The request's registration ticket, verified and checked against the list it comes
         with (CPU only). A relay without an authority refuses any ticket: the caller expects
         its registration to be checked, and it would not be."""
-        data = api.bytes_field(value)
         authority = self.config.registration_key
-        if authority is None:
+        if authority is None:  # whatever the field holds
             raise RelayBadRequestError(
                 "this relay has no registration authority", code="bad_ticket"
             )
+        data = api.bytes_field(value)
         ticket = tickets.read_ticket(data, authority)
         tickets.check_ticket(
             ticket,
